@@ -1,0 +1,20 @@
+# Two commands for a fresh machine: `make app` starts the app on its defaults, `make test` runs the tests.
+# Both install the pinned requirements into .venv first (once; again when requirements.txt changes).
+PY := .venv/bin/python
+STREAMLIT_FLAGS := --server.headless true --browser.gatherUsageStats false --server.fileWatcherType none
+
+.venv/installed: requirements.txt
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+.PHONY: app test bench
+app: .venv/installed
+	$(PY) -m streamlit run app.py $(STREAMLIT_FLAGS)
+
+test: .venv/installed
+	$(PY) -m pytest -n 2 -q tests
+
+bench: .venv/installed
+	$(PY) -m xviz bench

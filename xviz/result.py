@@ -1,0 +1,115 @@
+"""What a variant returns (``Output``) and what ``xviz.run`` hands the user (``AttentionResult``)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .errors import BudgetError
+from .registry import Cost
+
+# Bytes an N×N-sized request (matrix(), a dense mask) may allocate. 2 GiB by default:
+# enough for B·H·N² float32 at N = 8K with 8 heads, far below this machine's memory.
+_DEFAULT_BUDGET = int(os.environ.get("XVIZ_MATRIX_BUDGET_BYTES", 2 * 1024**3))
+_budget = _DEFAULT_BUDGET
+
+
+def set_matrix_budget(nbytes: int) -> None:
+    """Largest allocation ``matrix()`` and dense artifacts may make (bytes)."""
+    global _budget
+    _budget = int(nbytes)
+
+
+def matrix_budget() -> int:
+    return _budget
+
+
+def check_budget(shape: tuple[int, ...], element_size: int, what: str) -> None:
+    nbytes = element_size
+    for s in shape:
+        nbytes *= int(s)
+    if nbytes > _budget:
+        raise BudgetError(
+            f"{what} of shape {tuple(shape)} would take {nbytes / 2**30:.2f} GiB, over the "
+            f"{_budget / 2**30:.2f} GiB budget; use a shorter sequence, fewer heads, or raise it "
+            f"with xviz.set_matrix_budget() / XVIZ_MATRIX_BUDGET_BYTES."
+        )
+
+
+class Artifacts(Mapping):
+    """Named tensors that explain a variant. A value may be given as a zero-argument callable:
+    it is computed (and cached) on first access, so an N×N mask is built only when asked for."""
+
+    def __init__(self, items: dict[str, Any] | None = None):
+        self._items = dict(items or {})
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._items[key]
+        if callable(value) and not isinstance(value, torch.Tensor):
+            value = value()
+            self._items[key] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def is_lazy(self, key: str) -> bool:
+        v = self._items[key]
+        return callable(v) and not isinstance(v, torch.Tensor)
+
+    def __repr__(self) -> str:
+        return "Artifacts(" + ", ".join(self._items) + ")"
+
+
+@dataclass
+class Output:
+    """A variant function's return value. ``matrix`` builds the (B, H, N, N) effective weights."""
+
+    out: torch.Tensor
+    matrix: Callable[[], torch.Tensor] | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttentionResult:
+    """The result of ``xviz.run``.
+
+    out: (B, H, N, d_v), or (N, d_v) when the inputs were (N, d).
+    artifacts: named tensors (native shapes; see the variant's docstring), lazily computed.
+    cost: theoretical FLOPs and bytes at this shape.
+    """
+
+    name: str
+    out: torch.Tensor
+    artifacts: Artifacts
+    cost: Cost
+    params: dict
+    causal: bool
+    seed: int
+    _matrix_fn: Callable[[], torch.Tensor] | None
+    _shape: tuple[int, int, int, int]
+    _squeeze: bool = False
+    _matrix: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def has_matrix(self) -> bool:
+        return self._matrix_fn is not None
+
+    def matrix(self) -> torch.Tensor:
+        """Effective attention weights A with A @ v == out: (B, H, N, N), or (N, N) for 2-D inputs.
+
+        Raises BudgetError (before allocating) when B·H·N² exceeds the matrix budget."""
+        if self._matrix is None:
+            if self._matrix_fn is None:
+                raise BudgetError(f"{self.name} has no effective attention matrix.")
+            b, h, n, _ = self._shape
+            check_budget((b, h, n, n), self.out.element_size(), f"the {self.name} attention matrix")
+            m = self._matrix_fn()
+            self._matrix = m[0, 0] if self._squeeze else m
+        return self._matrix

@@ -1,0 +1,157 @@
+"""Sparse attention from per-query key lists, computed in query chunks.
+
+Every sparse variant (window, Longformer, BigBird, LSH, routing, top-k, …) describes its
+pattern as a function ``keys_for(rows) -> (idx, valid)``: for the query positions ``rows``
+(a contiguous range), the key positions each may attend to (``idx``, shape broadcastable to
+(B, H, c, K)) and which of them count (``valid``). This module does the rest: causal masking,
+removal of duplicate keys (so a union of lists is a set union), the masked softmax, and — only
+on request — the dense N×N weights and mask. Work and memory are O(N·K·d); chunks keep the
+gathered keys under ``CHUNK_ELEMENTS`` elements.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .result import Output, check_budget
+
+CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 gathered keys+values per chunk
+
+KeysFor = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
+
+
+@dataclass
+class Chunk:
+    start: int
+    stop: int
+    idx: torch.Tensor  # (b, h, c, K) long, clamped to [0, N)
+    valid: torch.Tensor  # (b, h, c, K) bool; b, h are 1 where the pattern is shared
+    probs: torch.Tensor | None  # (B, H, c, K) softmax weights (0 where not valid)
+
+
+def _dedupe(idx: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mark repeated keys in a row invalid, so each key counts once (union semantics)."""
+    key = torch.where(valid, idx, torch.full_like(idx, n))  # n sorts after every real key
+    key, _ = key.sort(dim=-1)
+    repeat = torch.zeros_like(valid)
+    repeat[..., 1:] = key[..., 1:] == key[..., :-1]
+    return key.clamp(max=n - 1), (key < n) & ~repeat
+
+
+def _pattern_chunk(keys_for: KeysFor, rows: torch.Tensor, n: int, causal: bool, self_only_when_alone: bool):
+    idx, valid = keys_for(rows)
+    idx = idx.long()
+    inside = (idx >= 0) & (idx < n)
+    valid = inside if valid is None else valid & inside
+    if causal:
+        valid = valid & (idx <= rows[:, None])
+    idx, valid = torch.broadcast_tensors(idx, valid)
+    while idx.dim() < 4:
+        idx, valid = idx.unsqueeze(0), valid.unsqueeze(0)
+    idx, valid = _dedupe(idx, valid, n)
+    if self_only_when_alone:
+        is_self = idx == rows[:, None]
+        others = valid & ~is_self
+        alone = ~others.any(dim=-1, keepdim=True)
+        valid = others | (valid & is_self & alone)
+    return idx, valid
+
+
+def _chunk_rows(n: int, width: int, per_row: int) -> int:
+    return max(1, min(n, CHUNK_ELEMENTS // max(1, width * per_row)))
+
+
+def iter_chunks(q, k, v, scale: float, causal: bool, keys_for: KeysFor, width: int,
+                self_only_when_alone: bool = False, with_probs: bool = True) -> Iterator[Chunk]:
+    """Walk the queries in chunks, yielding the pattern and (optionally) the softmax weights."""
+    b, h, n, d = q.shape
+    step = _chunk_rows(n, width, b * h * (d + v.shape[-1]))
+    bi = torch.arange(b, device=q.device)[:, None, None, None]
+    hi = torch.arange(h, device=q.device)[None, :, None, None]
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        rows = torch.arange(start, stop, device=q.device)
+        idx, valid = _pattern_chunk(keys_for, rows, n, causal, self_only_when_alone)
+        probs = None
+        if with_probs:
+            full_idx = idx.expand(b, h, -1, -1)
+            kg = k[bi, hi, full_idx]  # (B, H, c, K, d)
+            logits = torch.matmul(kg, q[:, :, start:stop, :, None]).squeeze(-1) * scale
+            logits = logits.masked_fill(~valid, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            probs = torch.nan_to_num(probs, nan=0.0)  # a row with no key at all: zero weights
+        yield Chunk(start, stop, idx, valid, probs)
+
+
+def sparse_attention(q, k, v, ctx, keys_for: KeysFor, width: int, *, full_rows: torch.Tensor | None = None,
+                     self_only_when_alone: bool = False, extra_artifacts: dict | None = None) -> Output:
+    """Attention restricted to ``keys_for``'s key lists (plus ``full_rows``: query positions that
+    attend to every key, such as global tokens). Returns out, a lazy dense matrix, and the
+    artifacts ``mask`` (lazy, dense bool (b, h, N, N) with b, h = 1 where shared),
+    ``keys_per_row`` ((b, h, N) counts of attended keys)."""
+    b, h, n, _ = q.shape
+    scale, causal = ctx.scale, ctx.causal
+    bi = torch.arange(b, device=q.device)[:, None, None, None]
+    hi = torch.arange(h, device=q.device)[None, :, None, None]
+    out = q.new_zeros(b, h, n, v.shape[-1])
+    counts = None
+    for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone):
+        vg = v[bi, hi, ch.idx.expand(b, h, -1, -1)]  # (B, H, c, K, dv)
+        out[:, :, ch.start:ch.stop] = torch.matmul(ch.probs.unsqueeze(-2), vg).squeeze(-2)
+        c = ch.valid.sum(-1, dtype=torch.int32)
+        if counts is None:
+            counts = torch.zeros(*c.shape[:2], n, dtype=torch.int32, device=q.device)
+        counts[:, :, ch.start:ch.stop] = c
+    if full_rows is not None and full_rows.numel():
+        full_rows = full_rows.to(q.device).long()
+        probs = _full_row_probs(q, k, full_rows, scale, causal)
+        out[:, :, full_rows] = torch.matmul(probs, v)
+        allowed = (full_rows + 1) if causal else torch.full_like(full_rows, n)
+        counts[:, :, full_rows] = allowed.to(torch.int32)
+
+    def matrix() -> torch.Tensor:
+        dense = q.new_zeros(b, h, n, n)
+        for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone):
+            dense[:, :, ch.start:ch.stop].scatter_add_(-1, ch.idx.expand(b, h, -1, -1), ch.probs)
+        if full_rows is not None and full_rows.numel():
+            dense[:, :, full_rows] = _full_row_probs(q, k, full_rows, scale, causal)
+        return dense
+
+    def mask() -> torch.Tensor:
+        pb, ph = counts.shape[:2]
+        check_budget((pb, ph, n, n), 1, "the dense mask")
+        dense = torch.zeros(pb, ph, n, n, dtype=torch.uint8, device=q.device)
+        for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone, with_probs=False):
+            idx, valid = torch.broadcast_tensors(ch.idx, ch.valid)
+            idx, valid = idx.expand(pb, ph, -1, -1), valid.expand(pb, ph, -1, -1)
+            dense[:, :, ch.start:ch.stop].scatter_add_(-1, idx, valid.to(torch.uint8))
+        if full_rows is not None and full_rows.numel():
+            cols = torch.arange(n, device=q.device)
+            dense[:, :, full_rows] = (cols[None, :] <= full_rows[:, None]).to(torch.uint8) if causal else 1
+        return dense > 0
+
+    artifacts = {"mask": mask, "keys_per_row": counts}
+    if full_rows is not None:
+        artifacts["global_rows"] = full_rows
+    artifacts.update(extra_artifacts or {})
+    return Output(out=out, matrix=matrix, artifacts=artifacts)
+
+
+def _full_row_probs(q, k, rows: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
+    logits = torch.matmul(q[:, :, rows], k.transpose(-1, -2)) * scale  # (B, H, G, N)
+    if causal:
+        cols = torch.arange(k.shape[-2], device=q.device)
+        logits = logits.masked_fill(cols[None, :] > rows[:, None], float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def sparse_cost(b: int, h: int, n: int, d: int, dv: int, keys_per_row: float, full_rows: int = 0) -> "Cost":
+    """FLOPs and bytes of gathered sparse attention with ``keys_per_row`` keys per query."""
+    from .registry import Cost
+
+    kk = min(keys_per_row, n)
+    flops = b * h * (2 * n * kk * (d + dv) + full_rows * 2 * n * (d + dv))
+    nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + n * kk * 2)  # inputs/outputs + logits and indices
+    return Cost(float(flops), float(nbytes))

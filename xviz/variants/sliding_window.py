@@ -1,0 +1,38 @@
+"""Sliding-window attention: query i attends keys with |i − j| ≤ w (causal: 0 ≤ i − j ≤ w).
+
+As in the local attention of Longformer (Beltagy et al. 2020) and Image Transformer
+(Parmar et al. 2018). ``window`` is the reach on each side, so window ≥ N − 1 is exact attention.
+Compute: a (N, 2w+1) key list per query, O(N·w·d); no N×N tensor.
+"""
+import torch
+
+from ..registry import Param, VariantSpec, register_variant
+from ..sparse import sparse_attention, sparse_cost
+
+
+def window_offsets(window: int, n: int, causal: bool, device) -> torch.Tensor:
+    reach = min(window, n - 1)
+    return torch.arange(-reach, 1 if causal else reach + 1, device=device)
+
+
+def sliding_window(q, k, v, ctx, window: int):
+    offsets = window_offsets(window, q.shape[-2], ctx.causal, q.device)
+    return sparse_attention(q, k, v, ctx, lambda rows: (rows[:, None] + offsets, None), width=offsets.numel())
+
+
+register_variant(VariantSpec(
+    name="sliding_window",
+    display_name="Sliding window",
+    family="fixed pattern",
+    paper="Beltagy et al. 2020, Longformer (arXiv:2004.05150), §3.1 sliding window",
+    complexity="O(N·w·d)",
+    complexity_class="sparse",
+    fn=sliding_window,
+    cost=lambda b, h, n, d, dv, causal=False, window=64: sparse_cost(b, h, n, d, dv, (window + 1) if causal else 2 * window + 1),
+    params=(Param("window", "int", 64, "keys on each side of the query (|i − j| ≤ window)", low=1, high="N"),),
+    causal=True,
+    row_stochastic=True,
+    artifacts=("mask", "keys_per_row"),
+    content_based=False,
+    exact_when=lambda n, d, h: {"window": n},
+))
