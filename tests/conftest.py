@@ -1,0 +1,26 @@
+import os
+
+import pytest
+import torch
+
+# Two xdist workers on two cores: one thread each avoids oversubscription.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+def make_qkv(b=2, h=2, n=24, d=8, dv=None, seed=0, dtype=torch.float64, unit=False):
+    """Random q, k, v. ``unit``: q = k = unit-norm rows scaled by 2 (shared-QK variants hash q itself),
+    so an LSH variant's keys equal the k the reference uses."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, n, d, generator=g, dtype=dtype)
+    k = torch.randn(b, h, n, d, generator=g, dtype=dtype)
+    v = torch.randn(b, h, n, dv or d + 3, generator=g, dtype=dtype)
+    if unit:
+        q = q / q.norm(dim=-1, keepdim=True)
+        k = q.clone()
+    return q, k, v
+
+
+@pytest.fixture
+def qkv():
+    return make_qkv()
