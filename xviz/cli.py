@@ -36,6 +36,41 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from .check import FAIL, check_variant, load_target, report_html
+
+    name = load_target(args.target)
+    print(f"checking {name} ({'quick' if args.quick else 'full'} battery)", flush=True)
+    results = check_variant(name, quick=args.quick, progress=lambda r: print(r.line(), flush=True))
+    from pathlib import Path
+
+    report = Path(args.report or f"xviz-check-{name}.html")
+    report.write_text(report_html(name, results))
+    failed = [r.check for r in results if r.status == FAIL]
+    print(f"{len(results) - len(failed)} passed or informational, {len(failed)} failed; report: {report}")
+    return 1 if failed else 0
+
+
+def _cmd_bench(args) -> int:
+    import torch
+
+    from .bench import run_engine_bench, targets_text, write_tables
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    ns = [int(x) for x in args.n.split(",")]
+    variants = args.variants.split(",") if args.variants else None
+    rows = run_engine_bench(variants, ns=ns, d=args.d, heads=args.heads, batch=args.batch, device=device,
+                            dtype=dtype, causal=args.causal, repeats=args.repeats,
+                            max_quadratic_n=args.max_quadratic_n, progress=lambda m: print(m, flush=True))
+    label = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({__import__('os').cpu_count()} cores)"
+    title = f"Engine benchmark on {label}, {args.dtype}, d={args.d}, heads={args.heads}, batch={args.batch}"
+    csv_path, md_path = write_tables(rows, args.out, title)
+    print(targets_text(rows))
+    print(f"wrote {md_path} and {csv_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xviz", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one variant's parameters and capabilities")
     show.add_argument("name")
     show.set_defaults(func=_cmd_show)
+    check = sub.add_parser("check", help="sanity-check a variant: MODULE:NAME (a plugin) or NAME (built-in)")
+    check.add_argument("target")
+    check.add_argument("--quick", action="store_true", help="skip the sweeps and the complexity fit")
+    check.add_argument("--report", help="HTML report path (default xviz-check-NAME.html)")
+    check.set_defaults(func=_cmd_check)
+    bench = sub.add_parser("bench", help="time and peak memory of every variant against N")
+    bench.add_argument("--n", default="1024,2048,4096,8192,16384", help="comma-separated sequence lengths")
+    bench.add_argument("--d", type=int, default=64)
+    bench.add_argument("--heads", type=int, default=8)
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
+    bench.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    bench.add_argument("--causal", action="store_true")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--variants", help="comma-separated names (default: all)")
+    bench.add_argument("--max-quadratic-n", type=int, default=16384, help="largest N for quadratic variants")
+    bench.add_argument("--out", default="bench-output", help="folder for engine.md and engine.csv")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,59 @@
+"""``xviz check``: the sample plugin passes; each deliberately broken variant fails exactly its check."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import xviz
+from xviz.check import FAIL, check_variant, load_target, report_html
+
+ROOT = Path(__file__).resolve().parents[1]
+xviz.load_plugins(["tests.plugins.broken_variants"])
+
+
+@pytest.mark.parametrize("name, check, cause", [
+    ("broken_leaky_causal", "causality (Jacobian)", "depends on future"),
+    ("broken_unnormalised", "rows are distributions", "rows sum to 1.1"),
+    ("broken_nondeterministic", "determinism (fixed seed)", "seed 5 differ"),
+    ("broken_quadratic", "complexity (memory exponent)", "N×N tensor"),
+])
+def test_each_broken_variant_fails_exactly_its_check(name, check, cause):
+    results = check_variant(name)
+    failed = {r.check: r.message for r in results if r.status == FAIL}
+    assert set(failed) == {check}, failed
+    assert cause in failed[check]
+
+
+def test_sample_plugin_passes_and_reports(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "examples"), str(ROOT)]))
+    report = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "xviz", "check", "sink_window:sink_window", "--report", str(report)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failed" in proc.stdout and "PASS  causality (Jacobian)" in proc.stdout
+    html = report.read_text()
+    assert "all checks passed" in html and "plotly" in html
+
+
+def test_cli_exits_non_zero_on_a_failed_check(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "xviz", "check", "tests.plugins.broken_variants:broken_unnormalised",
+                           "--quick", "--report", str(tmp_path / "r.html")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "FAIL  rows are distributions" in proc.stdout
+    assert "1 check(s) failed" in (tmp_path / "r.html").read_text()
+
+
+def test_bad_targets_get_one_line():
+    for target in ("no_such_module_q:x", "tests.plugins.broken_variants:not_registered"):
+        proc = subprocess.run([sys.executable, "-m", "xviz", "check", target], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_report_names_failures():
+    results = check_variant("broken_unnormalised", quick=True)
+    assert "1 check(s) failed" in report_html("broken_unnormalised", results)
+    assert load_target("exact") == "exact"

@@ -1,0 +1,363 @@
+"""Sanity checks for one attention variant — a built-in or your own plugin.
+
+``check_variant(name)`` runs a battery and returns one ``CheckResult`` per check: PASS / FAIL / SKIP
+(or INFO for measurements that have no pass mark), with the measured number and the tolerance.
+``python -m xviz check MODULE:NAME`` prints them, writes an HTML report, and exits 1 on any FAIL.
+The registry tests run the same checks on every built-in variant.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .engine import run
+from .errors import XvizError
+from .registry import VariantSpec, get_variant, list_variants
+
+PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
+
+
+@dataclass
+class CheckResult:
+    check: str
+    status: str
+    measured: float | str | None = None
+    tolerance: float | str | None = None
+    message: str = ""
+    data: dict = field(default_factory=dict)  # series for the report's figures
+
+    def line(self) -> str:
+        m = "" if self.measured is None else f" measured={_num(self.measured)}"
+        t = "" if self.tolerance is None else f" tolerance={_num(self.tolerance)}"
+        return f"{self.status:4}  {self.check}:{m}{t}  {self.message}".rstrip()
+
+
+def _num(x) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def qkv(b=2, h=2, n=48, d=8, dv=11, seed=0, dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(b, h, n, c, generator=g, dtype=torch.float64).to(device, dtype) for c in (d, d, dv))
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+# --- the checks: each takes the spec and returns a CheckResult -------------------------------------
+
+def check_shapes(spec: VariantSpec) -> CheckResult:
+    q, k, v = qkv(b=2, h=3, n=40, d=8, dv=13)
+    out = run(spec.name, q, k, v).out
+    ok = tuple(out.shape) == (2, 3, 40, 13)
+    return CheckResult("shapes", PASS if ok else FAIL, str(tuple(out.shape)), "(2, 3, 40, 13)",
+                       "" if ok else "out must be (B, H, N, d_v)")
+
+
+def check_dtype(spec: VariantSpec, dtype: torch.dtype) -> CheckResult:
+    q, k, v = qkv(dtype=dtype)
+    out = run(spec.name, q, k, v).out
+    finite = bool(torch.isfinite(out.float()).all())
+    ok = out.dtype == dtype and finite
+    return CheckResult(f"dtype {str(dtype).removeprefix('torch.')}", PASS if ok else FAIL, str(out.dtype).removeprefix("torch."),
+                       None, "" if ok else ("non-finite output" if not finite else "output dtype differs from input"))
+
+
+def check_cuda(spec: VariantSpec) -> CheckResult:
+    if not torch.cuda.is_available():
+        return CheckResult("device cuda", SKIP, message="no CUDA device")
+    q, k, v = qkv(dtype=torch.float32)
+    cpu = run(spec.name, q, k, v).out
+    gpu = run(spec.name, q.cuda(), k.cuda(), v.cuda()).out
+    err = rel_err(gpu.cpu(), cpu)
+    tol = 1e-3  # float32 on two devices: different kernels and summation orders (TF32 off by default)
+    return CheckResult("device cuda", PASS if err < tol and gpu.is_cuda else FAIL, err, tol,
+                       "" if err < tol else "CUDA result differs from CPU")
+
+
+def repeatable(spec: VariantSpec) -> bool:
+    """Two runs on the same inputs and seed agree: checks that compare runs need this."""
+    q, k, v = qkv(dtype=torch.float32)
+    return torch.equal(run(spec.name, q, k, v, seed=5).out, run(spec.name, q, k, v, seed=5).out)
+
+
+NOT_REPEATABLE = "skipped: two identical runs differ (see the determinism check)"
+
+
+def check_independence(spec: VariantSpec) -> CheckResult:
+    """Perturbing batch element 1 and head 1 must leave batch 0 / head 0 unchanged."""
+    if not repeatable(spec):
+        return CheckResult("batch and head independence", SKIP, message=NOT_REPEATABLE)
+    q, k, v = qkv()
+    base = run(spec.name, q, k, v).out
+    worst = 0.0
+    for dim in (0, 1):
+        q2, k2, v2 = (t.clone() for t in (q, k, v))
+        for t in (q2, k2, v2):
+            t.select(dim, 1).mul_(-1.7).add_(0.3)
+        out = run(spec.name, q2, k2, v2).out
+        worst = max(worst, rel_err(out.select(dim, 0), base.select(dim, 0)))
+    tol = 1e-9  # float64: the untouched slices must be bit-for-bit or near it
+    return CheckResult("batch and head independence", PASS if worst < tol else FAIL, worst, tol,
+                       "" if worst < tol else "one batch element or head changes another's output")
+
+
+def check_causal(spec: VariantSpec, n: int = 12) -> CheckResult:
+    """Jacobian test: the gradient of outputs ≤ t with respect to inputs > t must vanish."""
+    if not spec.causal:
+        return CheckResult("causality (Jacobian)", SKIP, message="variant does not claim causal support")
+    q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=n, d=4, dv=5, seed=3))
+    out = run(spec.name, q, k, v, causal=True).out
+    w = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    worst, where = 0.0, ""
+    for t in range(n - 1):
+        grads = torch.autograd.grad((out[..., : t + 1, :] * w[..., : t + 1, :]).sum(), (q, k, v),
+                                    retain_graph=True, allow_unused=True)
+        for which, g in zip("qkv", grads):
+            if g is not None:
+                leak = g[..., t + 1:, :].abs().max().item()
+                if leak > worst:
+                    worst, where = leak, f"output {t} depends on future {which}"
+    tol = 1e-12  # masked terms are exp(-inf) = 0 or never enter the graph: exactly zero
+    return CheckResult("causality (Jacobian)", PASS if worst < tol else FAIL, worst, tol,
+                       "" if worst < tol else f"leaks the future: {where}")
+
+
+def check_matrix(spec: VariantSpec, causal: bool = False) -> CheckResult:
+    label = "matrix() @ v == out" + (" (causal)" if causal else "")
+    if not spec.has_matrix:
+        return CheckResult(label, SKIP, message="variant declares no matrix")
+    if causal and not spec.causal:
+        return CheckResult(label, SKIP, message="not causal")
+    q, k, v = qkv()
+    r = run(spec.name, q, k, v, causal=causal)
+    err = rel_err(r.matrix() @ v, r.out)
+    tol = 1e-9  # float64: the same weights summed in another order
+    return CheckResult(label, PASS if err < tol else FAIL, err, tol,
+                       "" if err < tol else "the effective matrix does not reproduce the output")
+
+
+def check_rows(spec: VariantSpec) -> CheckResult:
+    if not (spec.row_stochastic and spec.has_matrix):
+        return CheckResult("rows are distributions", SKIP, message="variant does not declare row-stochastic weights")
+    q, k, v = qkv()
+    a = run(spec.name, q, k, v).matrix()
+    dev = (a.sum(-1) - 1).abs().max().item()
+    neg = max(0.0, -a.min().item())
+    worst = max(dev, neg)
+    tol = 1e-9  # float64 sums of N terms
+    msg = "" if worst < tol else (f"rows sum to {1 + dev:.4g} at worst" if dev >= neg else "negative weights")
+    return CheckResult("rows are distributions", PASS if worst < tol else FAIL, worst, tol, msg)
+
+
+def check_permutation(spec: VariantSpec) -> CheckResult:
+    if not repeatable(spec):
+        return CheckResult("permuting keys and values", SKIP, message=NOT_REPEATABLE)
+    n = 512  # beyond default windows, so positional patterns are not the whole matrix
+    q, k, v = qkv(b=1, h=2, n=n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(2))
+    err = rel_err(run(spec.name, q, k[:, :, perm], v[:, :, perm]).out, run(spec.name, q, k, v).out)
+    invariant = err < 1e-8  # float64
+    kind = "content-based (equivariant)" if invariant else "positional (changes)"
+    ok = invariant == spec.content_based
+    return CheckResult("permuting keys and values", PASS if ok else FAIL, err, 1e-8,
+                       f"behaves {kind}" + ("" if ok else f"; the spec declares content_based={spec.content_based}"))
+
+
+def check_limit(spec: VariantSpec, causal: bool = False) -> CheckResult:
+    label = "declared limit equals exact" + (" (causal)" if causal else "")
+    if spec.exact_when is None:
+        return CheckResult(label, SKIP, message="no limit declared")
+    if causal and not spec.causal:
+        return CheckResult(label, SKIP, message="not causal")
+    q, k, v = qkv()
+    params = spec.exact_when(q.shape[-2], q.shape[-1], q.shape[1])
+    err = rel_err(run(spec.name, q, k, v, causal=causal, **params).out, run("exact", q, k, v, causal=causal).out)
+    tol = 1e-6  # float64; algebraic identities, room for a pseudo-inverse of a dense softmax matrix
+    return CheckResult(label, PASS if err < tol else FAIL, err, tol, f"with {params}" if err < tol else f"with {params}: differs")
+
+
+def check_determinism(spec: VariantSpec) -> CheckResult:
+    q, k, v = qkv(dtype=torch.float32)
+    a = run(spec.name, q, k, v, seed=5).out
+    same = torch.equal(a, run(spec.name, q, k, v, seed=5).out)
+    if not same:
+        return CheckResult("determinism (fixed seed)", FAIL, message="two runs with seed 5 differ")
+    if spec.stochastic and torch.equal(a, run(spec.name, q, k, v, seed=6).out):
+        return CheckResult("determinism (fixed seed)", FAIL, message="declared stochastic, but the seed changes nothing")
+    return CheckResult("determinism (fixed seed)", PASS)
+
+
+def check_half_precision(spec: VariantSpec) -> CheckResult:
+    q, k, v = qkv(dtype=torch.bfloat16)
+    q, k = q * 30, k * 30  # logits in the thousands: overflow without a max-subtraction
+    try:
+        out = run(spec.name, q, k, v).out
+    except XvizError as exc:
+        return CheckResult("large logits in bfloat16", FAIL, message=str(exc))
+    bad = (~torch.isfinite(out.float())).sum().item()
+    return CheckResult("large logits in bfloat16", PASS if bad == 0 else FAIL, bad, 0,
+                       "" if bad == 0 else "NaN/Inf outputs")
+
+
+def check_logit_scale(spec: VariantSpec, scales=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0)) -> CheckResult:
+    """Error against exact as attention sharpens (inputs multiplied by √scale)."""
+    q, k, v = qkv(b=1, h=2, n=256, d=16, dv=16, dtype=torch.float32)
+    errs = []
+    for s in scales:
+        f = math.sqrt(s)
+        errs.append(rel_err(run(spec.name, q * f, k * f, v).out, run("exact", q * f, k * f, v).out))
+    return CheckResult("error vs logit scale", INFO, errs[scales.index(1.0)], None,
+                       "relative output error at scales " + ", ".join(f"{s:g}: {e:.3g}" for s, e in zip(scales, errs)),
+                       data={"x": list(scales), "y": errs, "xlabel": "logit scale", "ylabel": "relative output error"})
+
+
+def nearest_builtins(spec: VariantSpec, limit: int = 2) -> list[str]:
+    same = [s.name for s in list_variants(spec.family) if s.name != spec.name and s.name != "exact"]
+    return same[:limit]
+
+
+def check_error_vs_n(spec: VariantSpec, ns=(128, 256, 512, 1024)) -> CheckResult:
+    series = {}
+    for name in [spec.name] + nearest_builtins(spec):
+        errs = []
+        for n in ns:
+            q, k, v = qkv(b=1, h=2, n=n, d=16, dv=16, dtype=torch.float32)
+            errs.append(rel_err(run(name, q, k, v).out, run("exact", q, k, v).out))
+        series[name] = errs
+    mine = series[spec.name]
+    return CheckResult("error vs N", INFO, mine[-1], None,
+                       "; ".join(f"{name}: " + ", ".join(f"{e:.3g}" for e in errs) for name, errs in series.items())
+                       + f" at N = {', '.join(map(str, ns))}",
+                       data={"x": list(ns), "series": series, "xlabel": "N", "ylabel": "relative output error"})
+
+
+def fit_exponent(ns, values) -> float:
+    """Least-squares slope of log(value) against log(N)."""
+    xs, ys = [math.log(n) for n in ns], [math.log(max(v, 1e-12)) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def check_complexity(spec: VariantSpec, ns=(2048, 4096, 8192)) -> CheckResult:
+    """Peak memory (and time, reported) at growing N; fitted exponents against the claimed class."""
+    from .bench import measure
+
+    times, mems = [], []
+    for n in ns:
+        q, k, v = qkv(b=1, h=1, n=n, d=32, dv=32, dtype=torch.float32)
+        t, m = measure(lambda: run(spec.name, q, k, v).out, torch.device("cpu"), repeats=2)
+        times.append(t)
+        io_bytes = 4 * q.numel() * 4  # q, k, v, out: a floor, so tiny noisy peaks do not fake an exponent
+        mems.append(max(m, io_bytes))
+    mem_exp, time_exp = fit_exponent(ns, mems), fit_exponent(ns, times)
+    claimed = 1.0 if spec.subquadratic else 2.0
+    # 1.5: halfway between linear and quadratic; memory is the reliable signal (time on a shared CPU is not).
+    ok = mem_exp < 1.5 if spec.subquadratic else True
+    return CheckResult("complexity (memory exponent)", PASS if ok else FAIL, mem_exp, "< 1.5" if spec.subquadratic else None,
+                       f"claims {spec.complexity} (exponent ~{claimed:g}); time exponent {time_exp:.2f}; peak MB "
+                       + ", ".join(f"{m / 2**20:.1f}" for m in mems) + f" at N = {', '.join(map(str, ns))}"
+                       + ("" if ok else ": memory grows like N², an N×N tensor on the compute path?"),
+                       data={"x": list(ns), "series": {"peak MB": [m / 2**20 for m in mems],
+                                                        "time ms": [t * 1e3 for t in times]},
+                             "xlabel": "N", "ylabel": "", "log": True})
+
+
+def battery(spec: VariantSpec, quick: bool = False) -> list[tuple[str, Callable[[], CheckResult]]]:
+    checks = [
+        ("shapes", lambda: check_shapes(spec)),
+        ("dtype float32", lambda: check_dtype(spec, torch.float32)),
+        ("dtype bfloat16", lambda: check_dtype(spec, torch.bfloat16)),
+        ("device cuda", lambda: check_cuda(spec)),
+        ("batch and head independence", lambda: check_independence(spec)),
+        ("causality (Jacobian)", lambda: check_causal(spec)),
+        ("matrix() @ v == out", lambda: check_matrix(spec)),
+        ("matrix() @ v == out (causal)", lambda: check_matrix(spec, causal=True)),
+        ("rows are distributions", lambda: check_rows(spec)),
+        ("permuting keys and values", lambda: check_permutation(spec)),
+        ("declared limit equals exact", lambda: check_limit(spec)),
+        ("declared limit equals exact (causal)", lambda: check_limit(spec, causal=True)),
+        ("determinism (fixed seed)", lambda: check_determinism(spec)),
+        ("large logits in bfloat16", lambda: check_half_precision(spec)),
+    ]
+    if not quick:
+        checks += [("error vs logit scale", lambda: check_logit_scale(spec)),
+                   ("error vs N", lambda: check_error_vs_n(spec)),
+                   ("complexity (memory exponent)", lambda: check_complexity(spec))]
+    return checks
+
+
+def check_variant(name: str, quick: bool = False, progress: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    """Run every check on variant ``name``; an exception inside a check becomes that check's FAIL."""
+    spec = get_variant(name)
+    results = []
+    for label, fn in battery(spec, quick):
+        t = time.perf_counter()
+        try:
+            r = fn()
+        except Exception as exc:  # the variant under test raised: report it as a failure, keep going
+            r = CheckResult(label, FAIL, message=f"raised {type(exc).__name__}: {exc}")
+        r.data.setdefault("seconds", time.perf_counter() - t)
+        results.append(r)
+        if progress:
+            progress(r)
+    return results
+
+
+def load_target(target: str) -> str:
+    """``MODULE:NAME`` imports MODULE (which registers its variants) and returns NAME;
+    a plain ``NAME`` is a variant already in the catalog."""
+    from .registry import load_plugins
+
+    if ":" in target:
+        module, name = target.split(":", 1)
+        load_plugins([module])
+    else:
+        name = target
+    get_variant(name)  # raises UnknownVariantError naming the catalog
+    return name
+
+
+def report_html(name: str, results: list[CheckResult]) -> str:
+    """A self-contained HTML page: the verdict table and a figure per measured series."""
+    import html
+
+    import plotly.graph_objects as go
+
+    spec = get_variant(name)
+    colors = {PASS: "#1a7f37", FAIL: "#cf222e", SKIP: "#6e7781", INFO: "#0969da"}
+    rows = "".join(
+        f"<tr><td style='color:{colors[r.status]};font-weight:bold'>{r.status}</td><td>{html.escape(r.check)}</td>"
+        f"<td>{'' if r.measured is None else html.escape(_num(r.measured))}</td>"
+        f"<td>{'' if r.tolerance is None else html.escape(_num(r.tolerance))}</td><td>{html.escape(r.message)}</td></tr>"
+        for r in results)
+    figs, first = [], True
+    for r in results:
+        if "x" not in r.data:
+            continue
+        fig = go.Figure()
+        series = r.data.get("series") or {spec.name: r.data["y"]}
+        for label, ys in series.items():
+            fig.add_scatter(x=r.data["x"], y=ys, mode="lines+markers", name=label)
+        fig.update_layout(title=r.check, xaxis_title=r.data.get("xlabel"), yaxis_title=r.data.get("ylabel"),
+                          height=360, width=720)
+        if r.data.get("log"):
+            fig.update_xaxes(type="log")
+            fig.update_yaxes(type="log")
+        figs.append(fig.to_html(full_html=False, include_plotlyjs="inline" if first else False))
+        first = False
+    failed = sum(r.status == FAIL for r in results)
+    verdict = f"{failed} check(s) failed" if failed else "all checks passed"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>xviz check: {html.escape(name)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
+            "text-align:left;vertical-align:top}</style></head><body>"
+            f"<h1>{html.escape(spec.display_name)} ({html.escape(name)})</h1>"
+            f"<p>{html.escape(spec.family)} · {html.escape(spec.complexity)} · {html.escape(spec.paper)}</p>"
+            f"<h2>{verdict}</h2><table><tr><th>status</th><th>check</th><th>measured</th><th>tolerance</th>"
+            f"<th>note</th></tr>{rows}</table>{''.join(figs)}</body></html>")
