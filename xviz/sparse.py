@@ -86,28 +86,31 @@ def iter_chunks(q, k, v, scale: float, causal: bool, keys_for: KeysFor, width: i
 
 
 def sparse_attention(q, k, v, ctx, keys_for: KeysFor, width: int, *, full_rows: torch.Tensor | None = None,
-                     self_only_when_alone: bool = False, extra_artifacts: dict | None = None) -> Output:
+                     self_only_when_alone: bool = False, extra_artifacts: dict | None = None,
+                     compute_out: bool = True) -> Output:
     """Attention restricted to ``keys_for``'s key lists (plus ``full_rows``: query positions that
     attend to every key, such as global tokens). Returns out, a lazy dense matrix, and the
     artifacts ``mask`` (lazy, dense bool (b, h, N, N) with b, h = 1 where shared),
-    ``keys_per_row`` ((b, h, N) counts of attended keys)."""
+    ``keys_per_row`` ((b, h, N) counts of attended keys). ``compute_out=False`` leaves ``out`` to the
+caller (a faster path such as ``band_attention``) and keeps the rest."""
     b, h, n, _ = q.shape
     scale, causal = ctx.scale, ctx.causal
     bi = torch.arange(b, device=q.device)[:, None, None, None]
     hi = torch.arange(h, device=q.device)[None, :, None, None]
-    out = q.new_zeros(b, h, n, v.shape[-1])
+    out = q.new_zeros(b, h, n, v.shape[-1]) if compute_out else None
     counts = None
-    for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone):
-        vg = v[bi, hi, ch.idx.expand(b, h, -1, -1)]  # (B, H, c, K, dv)
-        out[:, :, ch.start:ch.stop] = torch.matmul(ch.probs.unsqueeze(-2), vg).squeeze(-2)
+    for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone, with_probs=compute_out):
+        if compute_out:
+            vg = v[bi, hi, ch.idx.expand(b, h, -1, -1)]  # (B, H, c, K, dv)
+            out[:, :, ch.start:ch.stop] = torch.matmul(ch.probs.unsqueeze(-2), vg).squeeze(-2)
         c = ch.valid.sum(-1, dtype=torch.int32)
         if counts is None:
             counts = torch.zeros(*c.shape[:2], n, dtype=torch.int32, device=q.device)
         counts[:, :, ch.start:ch.stop] = c
     if full_rows is not None and full_rows.numel():
         full_rows = full_rows.to(q.device).long()
-        probs = _full_row_probs(q, k, full_rows, scale, causal)
-        out[:, :, full_rows] = torch.matmul(probs, v)
+        if compute_out:
+            out[:, :, full_rows] = torch.matmul(_full_row_probs(q, k, full_rows, scale, causal), v)
         allowed = (full_rows + 1) if causal else torch.full_like(full_rows, n)
         counts[:, :, full_rows] = allowed.to(torch.int32)
 
@@ -155,3 +158,38 @@ def sparse_cost(b: int, h: int, n: int, d: int, dv: int, keys_per_row: float, fu
     flops = b * h * (2 * n * kk * (d + dv) + full_rows * 2 * n * (d + dv))
     nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + n * kk * 2)  # inputs/outputs + logits and indices
     return Cost(float(flops), float(nbytes))
+
+
+def band_attention(q, k, v, ctx, back: int, forward: int, block: int = 64,
+                   allowed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The output of attention whose keys for query i lie in [i − back, i + forward] (a band),
+    optionally thinned by ``allowed(i, j)`` (index grids, broadcastable). No gather: each block of
+    ``block`` queries meets a contiguous key span as a strided view (``unfold``), so memory is
+    O(N·(block + back + forward)) and the work is plain batched matmuls. Causal masking is applied
+    here. Use with ``sparse_attention`` for the matrix and mask (the tests check they agree)."""
+    b_, h, n, d = q.shape
+    dv = v.shape[-1]
+    if ctx.causal:
+        forward = 0
+    back, forward = min(back, n - 1), min(forward, n - 1)
+    blk = max(1, min(block, n))
+    nb = -(-n // blk)
+    span = blk + back + forward
+    pad_end = nb * blk - n + forward
+    kw = torch.nn.functional.pad(k, (0, 0, back, pad_end)).unfold(-2, span, blk)  # (B, H, nb, d, span)
+    vw = torch.nn.functional.pad(v, (0, 0, back, pad_end)).unfold(-2, span, blk)  # (B, H, nb, dv, span)
+    qb = torch.nn.functional.pad(q, (0, 0, 0, nb * blk - n)).view(b_, h, nb, blk, d)
+    out = q.new_empty(b_, h, nb, blk, dv)
+    step = max(1, CHUNK_ELEMENTS // max(1, b_ * h * blk * span))  # query blocks per pass
+    for s in range(0, nb, step):
+        e = min(nb, s + step)
+        i = torch.arange(s * blk, e * blk, device=q.device).view(e - s, blk, 1)
+        j = (torch.arange(s, e, device=q.device) * blk - back).view(e - s, 1, 1) + torch.arange(span, device=q.device)
+        valid = (j >= 0) & (j < n) & (j >= i - back) & (j <= i + forward)
+        if allowed is not None:
+            valid = valid & allowed(i, j)
+        logits = torch.matmul(qb[:, :, s:e], kw[:, :, s:e]) * ctx.scale  # (B, H, blocks, blk, span)
+        probs = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
+        probs = torch.nan_to_num(probs, nan=0.0)
+        out[:, :, s:e] = torch.matmul(probs, vw[:, :, s:e].transpose(-1, -2))
+    return out.view(b_, h, nb * blk, dv)[:, :, :n]

@@ -2,12 +2,13 @@
 
 As in the local attention of Longformer (Beltagy et al. 2020) and Image Transformer
 (Parmar et al. 2018). ``window`` is the reach on each side, so window ≥ N − 1 is exact attention.
-Compute: a (N, 2w+1) key list per query, O(N·w·d); no N×N tensor.
+Compute: blocks of queries against contiguous key spans (``band_attention``), O(N·w·d), no
+gather and no N×N tensor; the (N, 2w+1) key lists serve the matrix and mask for display.
 """
 import torch
 
 from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..sparse import band_attention, sparse_attention, sparse_cost
 
 
 def window_offsets(window: int, n: int, causal: bool, device) -> torch.Tensor:
@@ -17,7 +18,10 @@ def window_offsets(window: int, n: int, causal: bool, device) -> torch.Tensor:
 
 def sliding_window(q, k, v, ctx, window: int):
     offsets = window_offsets(window, q.shape[-2], ctx.causal, q.device)
-    return sparse_attention(q, k, v, ctx, lambda rows: (rows[:, None] + offsets, None), width=offsets.numel())
+    result = sparse_attention(q, k, v, ctx, lambda rows: (rows[:, None] + offsets, None), width=offsets.numel(),
+                              compute_out=False)
+    result.out = band_attention(q, k, v, ctx, back=window, forward=window)
+    return result
 
 
 register_variant(VariantSpec(
