@@ -53,6 +53,9 @@ class Artifacts(Mapping):
             self._items[key] = value
         return value
 
+    def __contains__(self, key: object) -> bool:  # the Mapping default would build a lazy value
+        return key in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
