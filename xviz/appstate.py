@@ -1,0 +1,317 @@
+"""The app's settings as plain data: URL query parameters ⇄ validated values, and budgets.
+
+No streamlit here: the app binds every widget to a query parameter named by ``key`` below, and
+calls :func:`check_query` on the raw URL before the widgets read it, so a bad value in a link
+(an unknown variant, a window of −3, N = 10⁹) becomes a sentence on the page instead of a
+silently dropped parameter or a traceback.
+
+Names in the URL:
+    source, text, model, layer, kind, sample, n, d, heads, causal, device, dtype, seed, present, img
+    syn.<kind>.<knob>     a synthetic generator's knob (e.g. syn.clustered.clusters)
+    variant, <variant>.<param>   the Explorer's variant and its parameters (e.g. sliding_window.window)
+    head, query, topk     the Explorer's head, inspected query and top-k for recall
+    budget, pattern       the Compare page's budget and the Patterns page's pattern
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlencode
+
+from .errors import ParameterError, XvizError
+from .registry import Param, VariantSpec
+
+DEFAULT_TEXT = ("The animal didn't cross the street because it was too tired, "
+                "so it lay down in the shade and slept until the evening.")
+SOURCES = ("text", "synthetic", "sample", "upload")
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("float32", "bfloat16", "float16")
+IMAGE_FORMATS = ("png", "svg")
+FALLBACK_LIMITS = dict(max_n=65_536, max_d=512, max_heads=64, max_upload_bytes=200 * 2**20)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One app setting: its URL key, type, default and range (ints/floats), or choices."""
+
+    key: str
+    kind: str  # "int", "float", "bool", "choice", "str"
+    default: Any
+    label: str
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def parse(self, raw: Any) -> Any:
+        """The URL value as this field's type; ParameterError with a sentence when it is not valid."""
+        if isinstance(raw, (list, tuple)):
+            raw = raw[-1] if raw else ""
+        return parse_value(self.key, self.kind, raw, self.low, self.high, self.choices)
+
+
+def parse_value(key: str, kind: str, raw: Any, low=None, high=None, choices: Sequence[str] = ()) -> Any:
+    text = str(raw).strip()
+    if kind == "str":
+        return str(raw)
+    if kind == "bool":
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ParameterError(f"{key} = {text!r} is not true or false.")
+    if kind == "choice":
+        if text not in choices:
+            raise ParameterError(f"{key} = {text!r} is not one of: {', '.join(choices)}.")
+        return text
+    try:
+        value: Any = float(text)
+    except ValueError:
+        raise ParameterError(f"{key} = {text!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise ParameterError(f"{key} = {text!r} is not a finite number.")
+    if kind == "int":
+        if not float(value).is_integer():
+            raise ParameterError(f"{key} = {text!r} is not a whole number.")
+        value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ParameterError(f"{key} = {text} is outside its valid range [{lo}, {hi}].")
+    return value
+
+
+def sidebar_fields(limits: Mapping[str, int] | None = None, *, synthetic_kinds: Sequence[str] = (),
+                   samples: Sequence[str] = ()) -> dict[str, Field]:
+    """The shared sidebar's settings (the inputs' limits bound N, d and heads)."""
+    lim = dict(FALLBACK_LIMITS)
+    lim.update(limits or {})
+    kinds = tuple(synthetic_kinds) or ("gaussian",)
+    return {f.key: f for f in (
+        Field("source", "choice", "text", "Input", "where Q, K, V come from", choices=SOURCES),
+        Field("text", "str", DEFAULT_TEXT, "Text", "goes through the model; one layer's Q, K, V per head"),
+        Field("model", "str", "", "Model folder", "a local Hugging Face model folder; empty = the bundled MiniLM"),
+        Field("layer", "int", 0, "Layer", "which layer's Q, K, V", low=0, high=128),
+        Field("kind", "choice", "clustered" if "clustered" in kinds else kinds[0], "Generator",
+              "synthetic generator", choices=kinds),
+        Field("sample", "choice", samples[0] if samples else "", "Sample", "a file from sample_inputs/",
+              choices=tuple(samples) or ("",)),
+        Field("n", "int", 256, "N (tokens)", "sequence length", low=2, high=lim["max_n"]),
+        Field("d", "int", 64, "d (head dim)", "query/key dimension per head", low=1, high=lim["max_d"]),
+        Field("heads", "int", 4, "heads", "number of heads", low=1, high=lim["max_heads"]),
+        Field("causal", "bool", False, "causal", "query i sees only keys j ≤ i"),
+        Field("device", "choice", "auto", "device", "auto = CUDA when available", choices=DEVICES),
+        Field("dtype", "choice", "float32", "dtype", "compute dtype", choices=DTYPES),
+        Field("seed", "int", 0, "seed", "fixes every random draw", low=0, high=2**31 - 1),
+        Field("present", "bool", False, "presentation", "large fonts, controls hidden"),
+        Field("img", "choice", "png", "toolbar image", "format of the chart toolbar's camera (3× scale)",
+              choices=IMAGE_FORMATS),
+    )}
+
+
+def param_key(owner: str, name: str) -> str:
+    """URL/widget key of a variant parameter or a generator knob: ``owner.name``."""
+    return f"{owner}.{name}"
+
+
+def knob_owner(kind: str) -> str:
+    """Prefix of a synthetic generator's knobs in the URL (``syn.clustered.clusters``), kept apart
+    from variant parameters (a variant and a generator may share a name, as "clustered" does)."""
+    return f"syn.{kind}"
+
+
+def check_query(raw: Mapping[str, Any], fields: Mapping[str, Field]) -> tuple[dict, list[str]]:
+    """Validate the raw URL values of ``fields``: (valid values, one message per bad value)."""
+    values, messages = {}, []
+    for key, f in fields.items():
+        if key not in raw:
+            continue
+        try:
+            values[key] = f.parse(raw[key])
+        except XvizError as exc:
+            messages.append(f"Link setting ignored: {exc} Using {f.default!r}.")
+    return values, messages
+
+
+def check_params(raw: Mapping[str, Any], owner: str, params: Sequence[Param], n: int, d: int) -> tuple[dict, list[str]]:
+    """Validate ``owner.name`` URL values against typed Params at this shape."""
+    values, messages = {}, []
+    for p in params:
+        key = param_key(owner, p.name)
+        if key not in raw:
+            continue
+        value = raw[key]
+        if isinstance(value, (list, tuple)):
+            value = value[-1] if value else ""
+        try:
+            if p.kind in ("int", "float"):
+                value = parse_value(key, p.kind, value)
+            values[p.name] = p.coerce(value, n, d)
+        except XvizError as exc:
+            messages.append(f"Link setting ignored: {owner} {exc} Using the default, {p.fit_default(n, d)!r}.")
+    return values, messages
+
+
+def check_variant(name: Any, known: Iterable[str], default: str = "exact") -> tuple[str, list[str]]:
+    names = list(known)
+    if isinstance(name, (list, tuple)):
+        name = name[-1] if name else ""
+    if name is None or name == "":
+        return default, []
+    if str(name) in names:
+        return str(name), []
+    return default, [f"Link setting ignored: unknown variant {str(name)!r}; known variants: "
+                     f"{', '.join(names)}. Showing {default!r}."]
+
+
+def check_choice(raw: Mapping[str, Any], key: str, options: Sequence[str]) -> list[str]:
+    """A message when the URL's ``key`` is not one of ``options`` (the widget then shows its default)."""
+    if key not in raw:
+        return []
+    value = raw[key]
+    if isinstance(value, (list, tuple)):
+        value = value[-1] if value else ""
+    if str(value) in options:
+        return []
+    return [f"Link setting ignored: {key} = {str(value)!r} is not one of: {', '.join(options)}."]
+
+
+def query_string(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> str:
+    """A URL query for ``values`` (keys equal to their defaults left out, as the widgets do)."""
+    items = []
+    for k, v in values.items():
+        if defaults is not None and k in defaults and defaults[k] == v:
+            continue
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        items.append((k, str(v)))
+    return urlencode(items)
+
+
+def widget_spec(p: Param, n: int, d: int) -> dict:
+    """How to draw a Param as a widget at this shape: kind, min, max, default, step, options."""
+    low, high = p.bounds(n, d)
+    spec = dict(kind=p.kind, default=p.fit_default(n, d), help=p.help, label=p.name)
+    if p.kind == "int":
+        lo = int(math.ceil(low)) if low is not None else None
+        hi = int(math.floor(high)) if high is not None else None
+        if lo is not None and hi is not None and hi < lo:
+            hi = lo
+        spec.update(min=lo, max=hi, step=1)
+    elif p.kind == "float":
+        spec.update(min=float(low) if low is not None else None, max=float(high) if high is not None else None)
+    elif p.kind == "choice":
+        spec.update(options=list(p.choices))
+    return spec
+
+
+# ---------------------------------------------------------------------------------------- budgets
+def _candidates(p: Param, n: int, d: int, count: int = 48) -> list[int]:
+    low, high = p.bounds(n, d)
+    lo = int(math.ceil(low)) if low is not None else 1
+    hi = int(math.floor(high)) if high is not None else max(lo, 4 * n)
+    lo, hi = max(lo, -10**9), max(hi, lo)
+    if hi - lo <= count:
+        return list(range(lo, hi + 1))
+    start = max(lo, 1)
+    vals = {lo, hi, int(p.fit_default(n, d))}
+    for i in range(count):
+        vals.add(int(round(start * (hi / start) ** (i / (count - 1)))))
+    return sorted(v for v in vals if lo <= v <= hi)
+
+
+def target_flops(b: int, h: int, n: int, d: int, dv: int, keys_per_row: float, causal: bool = False) -> float:
+    """FLOPs of sparse attention with ``keys_per_row`` keys per query: the budget every variant is
+    matched to (2·N·K·(d + d_v) per head; about the same as m features or a rank-m projection)."""
+    from .sparse import sparse_cost
+
+    return sparse_cost(b, h, n, d, dv, keys_per_row).flops
+
+
+@dataclass
+class Budgeted:
+    params: dict  # resolved parameters
+    knob: str | None  # the parameter that was tuned (None: cost does not depend on any)
+    flops: float
+    matched: bool  # whether the cost is within a factor 1.5 of the target
+
+
+def budget_params(spec: VariantSpec, n: int, d: int, heads: int, *, keys_per_row: float, causal: bool = False,
+                  dv: int | None = None, fixed: Mapping[str, Any] | None = None) -> Budgeted:
+    """Parameters at which ``spec``'s own cost model matches the budget of ``keys_per_row`` keys per query.
+
+    Generic over the registry: one integer parameter is tuned (the one that gets closest to the
+    target FLOPs; the rest keep their defaults, ``fixed`` overrides them); a variant whose cost
+    depends on no parameter (exact, top-k) keeps its defaults and is marked unmatched."""
+    dv = d if dv is None else dv
+    target = target_flops(1, heads, n, d, dv, keys_per_row, causal)
+    base_in = dict(fixed or {})
+
+    def cost_of(over: dict) -> tuple[dict, float] | None:
+        try:
+            resolved = spec.resolve({**base_in, **over}, n=n, d=d, heads=heads)
+            flops = float(spec.cost(1, heads, n, d, dv, causal=causal, **resolved).flops)
+        except Exception:  # an invalid combination for this variant: not a candidate
+            return None
+        if not math.isfinite(flops) or flops <= 0:
+            return None
+        return resolved, flops
+
+    base = cost_of({})
+    if base is None:
+        resolved = spec.resolve(base_in, n=n, d=d, heads=heads)
+        return Budgeted(resolved, None, float("nan"), False)
+    base_score = abs(math.log(base[1] / target))
+    per_param = []  # (score, order, param name, resolved, flops) of each parameter's best value
+    for order, p in enumerate(spec.params):
+        if p.kind != "int" or p.name in base_in:
+            continue
+        best = None
+        cands = _candidates(p, n, d)
+        for _ in range(3):  # a geometric grid, then finer grids between the best value's neighbours
+            tried = []
+            for val in cands:
+                got = cost_of({p.name: val})
+                if got is None:
+                    continue
+                tried.append(val)
+                score = abs(math.log(got[1] / target))
+                if best is None or score < best[0] - 1e-12:
+                    best = (score, order, p, got[0], got[1], val)
+            if best is None or not tried:
+                break
+            v = best[5]
+            lower = max((t for t in tried if t < v), default=v)
+            upper = min((t for t in tried if t > v), default=v)
+            if upper - lower <= 2:
+                break
+            cands = sorted(set(range(lower, upper + 1)) if upper - lower <= 64 else
+                           {int(round(lower + (upper - lower) * i / 63)) for i in range(64)})
+        if best is not None and best[0] < base_score - 1e-9:
+            per_param.append(best)
+    if not per_param:
+        return Budgeted(params=base[0], knob=None, flops=base[1], matched=base_score <= math.log(1.5))
+    close = [c for c in per_param if c[0] <= math.log(1.5)]
+    # Within the tolerance, prefer a parameter flagged log (features, buckets, rank), then catalog order.
+    pick = min(close, key=lambda c: (not c[2].log, c[1])) if close else min(per_param, key=lambda c: c[0])
+    score, _, p, params, flops, _ = pick
+    return Budgeted(params=params, knob=p.name, flops=flops, matched=score <= math.log(1.5))
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "—"
+
+
+def format_flops(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    for unit, s in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= s:
+            return f"{x / s:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def seconds_estimate(flops: float, rate: float = 2e10) -> float:
+    """Rough wall time of ``flops`` at ``rate`` FLOP/s (a 2-core CPU does a few 10¹⁰)."""
+    return flops / rate

@@ -1,0 +1,479 @@
+"""Plotly figures for the app, as pure functions of tensors and arrays.
+
+Large matrices are pooled on the server before they are drawn: an N×N map becomes at most
+``max_cells`` × ``max_cells`` cells (mean-pooling for weights and differences, so a cell shows the
+block's average; max-pooling for masks, so no nonzero disappears), sent as float32 (masks as
+uint8). ``window=(r0, r1, c0, c1)`` cuts a window out first, so a zoomed window no larger than
+``max_cells`` is drawn at full resolution. Axis labels are "index token" (or "start–stop" for a
+pooled block), so hovering a cell names its query and key.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+MAX_CELLS = 1024  # one heatmap: at most this many cells a side (≈ 5.6 MB of float32 at the limit)
+SIDE_BY_SIDE_CELLS = 512  # three panels in one chart: keeps the chart near 4 MB
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "Viridis"
+MASK_SCALE = [[0.0, "#f4f4f4"], [1.0, "#1f3a93"]]
+FAMILY_COLOURS = {
+    "exact": "#222222", "fixed pattern": "#1f77b4", "combined pattern": "#17becf", "learnable pattern": "#2ca02c",
+    "low rank": "#d62728", "kernel": "#ff7f0e", "memory/downsampling": "#9467bd", "recurrence": "#8c564b",
+    "prior": "#e377c2",
+}
+QUALITATIVE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+
+
+# ----------------------------------------------------------------------------------------- pooling
+def to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def pool_factor(n: int, max_cells: int = MAX_CELLS) -> int:
+    """Smallest integer f with ceil(n / f) ≤ max_cells."""
+    return max(1, math.ceil(n / max(1, int(max_cells))))
+
+
+@dataclass
+class Pooled:
+    """A pooled 2-D array. z: (ceil(R/fr), ceil(C/fc)); row_starts/col_starts: each cell's first index."""
+
+    z: np.ndarray
+    fr: int
+    fc: int
+    row_starts: np.ndarray
+    col_starts: np.ndarray
+    rows: int
+    cols: int
+
+
+def _pool_axis(x: np.ndarray, f: int, axis: int, how: str) -> np.ndarray:
+    if f == 1:
+        return x
+    n = x.shape[axis]
+    cells = math.ceil(n / f)
+    pad = cells * f - n
+    if how == "max":
+        fill = 0 if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer) else -np.inf
+        if pad:
+            widths = [(0, 0)] * x.ndim
+            widths[axis] = (0, pad)
+            x = np.pad(x, widths, constant_values=fill)
+        shape = x.shape[:axis] + (cells, f) + x.shape[axis + 1:]
+        return x.reshape(shape).max(axis=axis + 1)
+    # mean over the real cells of each block (the last block may be shorter)
+    acc = x.astype(np.float64)
+    if pad:
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, pad)
+        acc = np.pad(acc, widths, constant_values=0.0)
+    shape = acc.shape[:axis] + (cells, f) + acc.shape[axis + 1:]
+    sums = acc.reshape(shape).sum(axis=axis + 1)
+    counts = np.full(cells, f, dtype=np.float64)
+    counts[-1] = n - (cells - 1) * f
+    bshape = [1] * sums.ndim
+    bshape[axis] = cells
+    return sums / counts.reshape(bshape)
+
+
+def pool2d(a: Any, max_cells: int = MAX_CELLS, how: str = "mean") -> Pooled:
+    """Pool a 2-D array to at most ``max_cells`` cells a side.
+
+    how="mean": each cell is its block's mean (float32). how="max": each cell is its block's max
+    (a bool/integer mask stays uint8, so a block with any nonzero shows as nonzero)."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"how must be 'mean' or 'max', got {how!r}.")
+    x = to_numpy(a)
+    if x.ndim != 2:
+        raise ValueError(f"pool2d needs a 2-D array, got shape {x.shape}.")
+    r, c = x.shape
+    fr, fc = pool_factor(r, max_cells), pool_factor(c, max_cells)
+    if how == "max" and (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer)):
+        x = x.astype(np.uint8) if x.dtype == np.bool_ else x
+        z = _pool_axis(_pool_axis(x, fr, 0, "max"), fc, 1, "max")
+        z = z.astype(np.uint8) if z.max(initial=0) <= 255 and z.min(initial=0) >= 0 else z.astype(np.float32)
+    else:
+        z = _pool_axis(_pool_axis(x, fr, 0, how), fc, 1, how).astype(np.float32)
+    return Pooled(z=np.ascontiguousarray(z), fr=fr, fc=fc, row_starts=np.arange(0, r, fr),
+                  col_starts=np.arange(0, c, fc), rows=r, cols=c)
+
+
+def pool1d(x: Any, max_cells: int = MAX_CELLS, how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Pool the last axis of a 1-D or 2-D array; returns (pooled, starts)."""
+    a = to_numpy(x)
+    n = a.shape[-1]
+    f = pool_factor(n, max_cells)
+    if how == "first":
+        return np.ascontiguousarray(a[..., ::f]), np.arange(0, n, f)
+    return _pool_axis(a, f, a.ndim - 1, how).astype(np.float32), np.arange(0, n, f)
+
+
+def labels(tokens: Sequence[str] | None, starts: np.ndarray, f: int, n: int, offset: int = 0) -> list[str]:
+    """Unique axis labels: "i token" for single positions, "i–j token…" for pooled blocks."""
+    out = []
+    for s in starts:
+        s = int(s)
+        e = min(n, s + f) - 1
+        tok = ""
+        if tokens is not None and offset + s < len(tokens):
+            tok = " " + str(tokens[offset + s])[:16]
+        if e > s:
+            out.append(f"{offset + s}–{offset + e}{tok}…")
+        else:
+            out.append(f"{offset + s}{tok}")
+    return out
+
+
+def _window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int]:
+    if window is None:
+        return a, 0, 0
+    r0, r1, c0, c1 = (int(w) for w in window)
+    r0, c0 = max(0, r0), max(0, c0)
+    r1, c1 = min(a.shape[0], max(r1, r0 + 1)), min(a.shape[1], max(c1, c0 + 1))
+    return a[r0:r1, c0:c1], r0, c0
+
+
+def _2d(a: Any) -> np.ndarray:
+    x = to_numpy(a)
+    while x.ndim > 2:
+        x = x[0]
+    if x.ndim == 1:
+        x = x[None]
+    return x
+
+
+# ----------------------------------------------------------------------------------------- styling
+def style(fig: go.Figure, *, font_size: int = 13, title: str | None = None, height: int | None = None) -> go.Figure:
+    fig.update_layout(font=dict(size=font_size), legend=dict(font=dict(size=font_size)),
+                      margin=dict(l=10, r=10, t=50 + 2 * (font_size - 13) if title else 30, b=10))
+    fig.update_xaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size))
+    fig.update_yaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size))
+    fig.update_annotations(font_size=font_size)
+    if title is not None:
+        fig.update_layout(title=dict(text=title, font=dict(size=font_size + 3)))
+    if height is not None:
+        fig.update_layout(height=height)
+    return fig
+
+
+def chart_config(image_format: str = "png", filename: str = "xviz", scale: int = 3) -> dict:
+    """Plotly config: the toolbar's camera saves ``image_format`` (png / svg) at ``scale``×."""
+    fmt = image_format if image_format in ("png", "svg", "jpeg", "webp") else "png"
+    return {"displaylogo": False,
+            "toImageButtonOptions": {"format": fmt, "scale": int(scale), "filename": filename}}
+
+
+def to_html(fig: go.Figure) -> bytes:
+    """A standalone HTML file (plotly.js inlined: opens offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
+
+
+def payload_bytes(fig: go.Figure) -> int:
+    """Size of the JSON spec the browser receives for ``fig``."""
+    return len(fig.to_json())
+
+
+# ----------------------------------------------------------------------------------------- heatmaps
+def _heat_trace(p: Pooled, tokens, r0: int, c0: int, *, hover_value: str = "%{z:.4g}", **kw) -> go.Heatmap:
+    y = labels(tokens, p.row_starts, p.fr, p.rows, r0)
+    x = labels(tokens, p.col_starts, p.fc, p.cols, c0)
+    return go.Heatmap(z=p.z, x=x, y=y, hovertemplate="query %{y}<br>key %{x}<br>" + hover_value + "<extra></extra>",
+                      **kw)
+
+
+def _square_axes(fig: go.Figure, n_panels: int = 1) -> None:
+    for i in range(1, n_panels + 1):
+        sfx = "" if i == 1 else str(i)
+        fig.layout[f"yaxis{sfx}"].update(autorange="reversed", type="category", showgrid=False)
+        fig.layout[f"xaxis{sfx}"].update(type="category", showgrid=False, tickangle=-60)
+        if i > 1:
+            fig.layout[f"yaxis{sfx}"].update(showticklabels=False)
+
+
+def heatmap(a: Any, tokens: Sequence[str] | None = None, *, title: str = "", how: str = "mean",
+            max_cells: int = MAX_CELLS, window: tuple[int, int, int, int] | None = None,
+            colorscale: Any = SEQUENTIAL, zmin: float | None = None, zmax: float | None = None,
+            zmid: float | None = None, font_size: int = 13, height: int = 560) -> go.Figure:
+    """One (R, C) matrix (the first slice of a larger stack) as a pooled heatmap."""
+    x, r0, c0 = _window(_2d(a), window)
+    p = pool2d(x, max_cells, how)
+    note = "" if p.fr == p.fc == 1 else f" ({how}-pooled {p.fr}×{p.fc})"
+    fig = go.Figure(_heat_trace(p, tokens, r0, c0, colorscale=colorscale, zmin=zmin, zmax=zmax, zmid=zmid))
+    _square_axes(fig)
+    return style(fig, font_size=font_size, title=title + note, height=height)
+
+
+def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = None, *, names=("exact", "approx"),
+                     max_cells: int = SIDE_BY_SIDE_CELLS, window: tuple[int, int, int, int] | None = None,
+                     font_size: int = 13, height: int = 520, cap: float | None = None) -> go.Figure:
+    """Exact, approximate and their difference (approx − exact) side by side on ONE colour scale.
+
+    The scale is symmetric, [−m, m], diverging around 0, so a weight and an error of the same size
+    get the same colour intensity. m is the largest |value| drawn, or with ``cap`` = q (say 0.99)
+    the q-quantile of the |values| drawn (larger ones saturate; hover shows the true value): long
+    sequences spread attention thin, and a few large weights would otherwise wash the map out."""
+    ex, r0, c0 = _window(_2d(exact), window)
+    ap, _, _ = _window(_2d(approx), window)
+    ex = ex.astype(np.float64)
+    ap = ap.astype(np.float64)
+    pe, pa, pd = (pool2d(m, max_cells, "mean") for m in (ex, ap, ap - ex))
+    m = float(max(np.abs(pe.z).max(initial=0), np.abs(pa.z).max(initial=0), np.abs(pd.z).max(initial=0), 1e-12))
+    note = "" if pe.fr == pe.fc == 1 else f" — mean-pooled {pe.fr}×{pe.fc}"
+    if cap is not None and 0 < cap < 1:
+        allv = np.abs(np.concatenate([pe.z.ravel(), pa.z.ravel(), pd.z.ravel()]))
+        q = float(np.quantile(allv, cap))
+        if 0 < q < m:
+            m = q
+            note += f" — colours saturate at {q:.3g} ({cap:.1%} quantile)"
+    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=(names[0], names[1], f"difference ({names[1]} − {names[0]})"))
+    for i, p in enumerate((pe, pa, pd)):
+        fig.add_trace(_heat_trace(p, tokens, r0, c0, coloraxis="coloraxis"), row=1, col=i + 1)
+    fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmin=-m, cmax=m, cmid=0.0,
+                                     colorbar=dict(title="weight / diff")))
+    _square_axes(fig, 3)
+    return style(fig, font_size=font_size, title="Attention weights" + note, height=height)
+
+
+def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = "mask", max_cells: int = MAX_CELLS,
+                max_heads: int = 4, font_size: int = 13, window: tuple[int, int, int, int] | None = None,
+                height: int = 460) -> go.Figure:
+    """A boolean pattern, max-pooled (no nonzero disappears); one panel per head when heads differ."""
+    m = to_numpy(mask)
+    while m.ndim > 3:
+        m = m[0]
+    if m.ndim == 2:
+        m = m[None]
+    heads = m.shape[0]
+    distinct = [0] + [h for h in range(1, heads) if not np.array_equal(m[h], m[0])]
+    if len(distinct) == 1:
+        panels = [0]
+    else:
+        panels = list(range(min(heads, max_heads)))
+    per_panel = max_cells if len(panels) == 1 else max(64, max_cells // len(panels))
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=[f"head {h}" for h in panels] if len(panels) > 1 else None)
+    note = ""
+    for i, h in enumerate(panels):
+        x, r0, c0 = _window(m[h].astype(bool), window)
+        p = pool2d(x, per_panel, "max")
+        note = "" if p.fr == p.fc == 1 else f" (max-pooled {p.fr}×{p.fc})"
+        fig.add_trace(_heat_trace(p, tokens, r0, c0, colorscale=MASK_SCALE, zmin=0, zmax=1, showscale=False,
+                                  hover_value="attends: %{z}"), row=1, col=i + 1)
+    _square_axes(fig, len(panels))
+    return style(fig, font_size=font_size, title=title + note, height=height)
+
+
+def strip_figure(ids: Any, *, title: str = "", row_labels: Sequence[str] | None = None,
+                 tokens: Sequence[str] | None = None, max_cells: int = MAX_CELLS, font_size: int = 13) -> go.Figure:
+    """Integer ids per position (buckets, clusters), rows = rounds/heads: a categorical strip.
+    Over ``max_cells`` positions, every f-th position is shown (ids cannot be averaged)."""
+    a = to_numpy(ids)
+    if a.ndim == 1:
+        a = a[None]
+    a = a.reshape(-1, a.shape[-1])
+    z, starts = pool1d(a, max_cells, how="first")
+    f = pool_factor(a.shape[-1], max_cells)
+    x = labels(tokens, starts, 1, a.shape[-1])
+    y = list(row_labels) if row_labels is not None and len(row_labels) == a.shape[0] else [f"row {i}" for i in range(a.shape[0])]
+    k = int(np.max(a)) + 1 if a.size else 1
+    colours = [QUALITATIVE[i % len(QUALITATIVE)] for i in range(max(k, 1))]
+    scale = []
+    for i, c in enumerate(colours):
+        scale += [[i / max(k, 1), c], [(i + 1) / max(k, 1), c]]
+    fig = go.Figure(go.Heatmap(z=z.astype(np.float32), x=x, y=y, colorscale=scale, zmin=-0.5, zmax=max(k, 1) - 0.5,
+                               showscale=False, hovertemplate="%{y}<br>position %{x}<br>id %{z}<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-60)
+    fig.update_yaxes(type="category", autorange="reversed")
+    note = "" if f == 1 else f" (every {f}th position)"
+    return style(fig, font_size=font_size, title=title + note, height=120 + 28 * a.shape[0])
+
+
+def query_lines(exact_row: Any, approx_row: Any, tokens: Sequence[str] | None = None, *, query: int = 0,
+                names=("exact", "approx"), max_cells: int = 4096, font_size: int = 13) -> go.Figure:
+    """One query's weights over the keys: exact vs approximate as two lines."""
+    e = to_numpy(exact_row).astype(np.float64).reshape(-1)
+    a = to_numpy(approx_row).astype(np.float64).reshape(-1)
+    (pe, starts), (pa, _) = pool1d(e, max_cells), pool1d(a, max_cells)
+    f = pool_factor(e.shape[-1], max_cells)
+    x = labels(tokens, starts, f, e.shape[-1])
+    fig = go.Figure()
+    for y, name, colour in ((pe, names[0], "#222222"), (pa, names[1], "#d62728")):
+        fig.add_trace(go.Scatter(x=x, y=y.astype(np.float32), mode="lines+markers" if len(x) <= 128 else "lines",
+                                 name=name, line=dict(color=colour),
+                                 hovertemplate="key %{x}<br>%{y:.4g}<extra>" + name + "</extra>"))
+    fig.update_xaxes(type="category", tickangle=-60, title="key")
+    fig.update_yaxes(title="weight")
+    qlab = labels(tokens, np.array([query]), 1, max(query + 1, e.shape[-1]))[0]
+    note = "" if f == 1 else f" (mean-pooled by {f})"
+    return style(fig, font_size=font_size, title=f"query {qlab}: weights over keys{note}", height=380)
+
+
+# ----------------------------------------------------------------------------------------- artifacts
+def _flatten_artifact(name: str, value: Any) -> list[tuple[str, Any]]:
+    """An artifact may be a tensor, a tuple/list of tensors or a dict of them: one entry per tensor."""
+    if isinstance(value, Mapping):
+        out = []
+        for k, v in value.items():
+            out += _flatten_artifact(f"{name}.{k}", v)
+        return out
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
+        return [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return [(name, value)]
+
+
+def _slice(a: np.ndarray, head: int) -> np.ndarray:
+    """(B, H, …) → (…) at batch 0 and ``head`` until two dimensions are left."""
+    if a.ndim >= 3:
+        a = a[0]
+    if a.ndim >= 3:
+        a = a[min(head, a.shape[0] - 1)]
+    while a.ndim > 2:
+        a = a[0]
+    return a
+
+
+def artifact_figures(name: str, value: Any, tokens: Sequence[str] | None = None, *, head: int = 0,
+                     max_cells: int = MAX_CELLS, font_size: int = 13) -> list[go.Figure]:
+    """Figures for one artifact, chosen by its name and shape (never by variant):
+
+    * ``*mask*`` (…, N, N) booleans: a max-pooled pattern, per head when heads differ;
+    * ``*bucket*``, ``*cluster*``, ``*index*``, ``*order*``, ``grid`` integer ids per position: a strip;
+    * a 1-D tensor (counts per row, singular values): a line;
+    * any other 2-D+ tensor (projections, landmarks, features, centroids): the (batch 0, ``head``)
+      slice as a heatmap, mean-pooled.
+    """
+    figs = []
+    for label, v in _flatten_artifact(name, value):
+        if not isinstance(v, (torch.Tensor, np.ndarray)):
+            continue
+        a = to_numpy(v)
+        if a.size == 0:
+            continue
+        lname = label.lower()
+        if "mask" in lname and a.ndim >= 2:
+            figs.append(mask_figure(a, tokens, title=label, max_cells=max_cells, font_size=font_size))
+            continue
+        integer = a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer)
+        if integer and any(s in lname for s in ("bucket", "cluster", "index", "order", "grid", "group")) and a.ndim >= 1:
+            sl = _slice(a, head)
+            figs.append(strip_figure(sl, title=label, tokens=tokens if sl.shape[-1] == len(tokens or []) else None,
+                                     max_cells=max_cells, font_size=font_size))
+            continue
+        sl = _slice(a, head)
+        if sl.ndim == 1 or (sl.ndim == 2 and 1 in sl.shape):
+            y, starts = pool1d(sl.reshape(-1).astype(np.float64), max_cells)
+            fig = go.Figure(go.Scatter(x=starts, y=y, mode="lines+markers" if len(y) <= 128 else "lines",
+                                       hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
+            if "singular" in lname and np.all(y > 0):
+                fig.update_yaxes(type="log")
+            figs.append(style(fig, font_size=font_size, title=f"{label} {tuple(a.shape)}", height=320))
+            continue
+        if sl.dtype == np.bool_:
+            sl = sl.astype(np.float32)
+        p = pool2d(sl.astype(np.float64), max_cells, "mean")
+        fig = go.Figure(go.Heatmap(z=p.z, x=p.col_starts, y=p.row_starts, colorscale=DIVERGING,
+                                   zmid=0.0 if (p.z.min(initial=0) < 0 < p.z.max(initial=0)) else None,
+                                   hovertemplate="row %{y}<br>col %{x}<br>%{z:.4g}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
+        note = "" if p.fr == p.fc == 1 else f" (mean-pooled {p.fr}×{p.fc})"
+        figs.append(style(fig, font_size=font_size, title=f"{label} {tuple(a.shape)}{note}", height=380))
+    return figs
+
+
+# ----------------------------------------------------------------------------------------- patterns
+def mass_inside_figure(per_query: Any, tokens: Sequence[str] | None = None, *, title: str = "exact mass inside the pattern",
+                       max_cells: int = MAX_CELLS, font_size: int = 13) -> go.Figure:
+    """(H, N) share of each query's exact mass inside the pattern, heads × queries, on [0, 1]."""
+    a = to_numpy(per_query)
+    while a.ndim > 2:
+        a = a[0]
+    if a.ndim == 1:
+        a = a[None]
+    z, starts = pool1d(a.astype(np.float64), max_cells)
+    f = pool_factor(a.shape[-1], max_cells)
+    x = labels(tokens, starts, f, a.shape[-1])
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=[f"head {h}" for h in range(a.shape[0])], zmin=0, zmax=1,
+                               colorscale=SEQUENTIAL, colorbar=dict(title="share"),
+                               hovertemplate="%{y}<br>query %{x}<br>mass inside %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-60)
+    fig.update_yaxes(type="category", autorange="reversed")
+    return style(fig, font_size=font_size, title=title, height=140 + 22 * a.shape[0])
+
+
+def reachability_figures(reach: Any, tokens: Sequence[str] | None = None, *, max_panels: int = 6,
+                         max_cells: int = 256, font_size: int = 13) -> tuple[go.Figure, go.Figure]:
+    """(layer-by-layer reach maps, reached share per layer) for an ``xviz.metrics.Reachability``."""
+    steps = list(reach.steps)
+    if len(steps) > max_panels:  # first layers and the last one
+        keep = list(range(max_panels - 1)) + [len(steps) - 1]
+    else:
+        keep = list(range(len(steps)))
+    fig = make_subplots(rows=1, cols=max(1, len(keep)), shared_yaxes=True, horizontal_spacing=0.015,
+                        subplot_titles=[f"{i + 1} layer{'s' if i else ''}: {reach.fraction[i]:.0%}" for i in keep])
+    for j, i in enumerate(keep):
+        p = pool2d(to_numpy(steps[i]).astype(bool), max_cells, "max")
+        fig.add_trace(_heat_trace(p, tokens, 0, 0, colorscale=MASK_SCALE, zmin=0, zmax=1, showscale=False,
+                                  hover_value="reached: %{z}"), row=1, col=j + 1)
+    _square_axes(fig, max(1, len(keep)))
+    for j in range(1, len(keep) + 1):
+        fig.layout["xaxis" + ("" if j == 1 else str(j))].update(showticklabels=False)
+    full = (f"every token reaches every {'earlier ' if reach.causal else ''}token after {reach.layers_to_full} layers"
+            if reach.layers_to_full else
+            ("the reach stops growing before it is full: some pairs are never connected" if reach.saturated
+             else f"not full after {len(steps)} layers"))
+    style(fig, font_size=font_size, title="Reach of the pattern, layer by layer — " + full, height=330)
+    line = go.Figure(go.Scatter(x=list(range(1, len(reach.fraction) + 1)), y=reach.fraction, mode="lines+markers",
+                                hovertemplate="%{x} layers: %{y:.1%}<extra></extra>"))
+    line.update_yaxes(range=[0, 1.02], tickformat=".0%", title="pairs reached")
+    line.update_xaxes(title="layers", dtick=1)
+    return fig, style(line, font_size=font_size, title="Share of token pairs connected", height=300)
+
+
+# ----------------------------------------------------------------------------------------- compare
+def error_cost_scatter(rows: Iterable[Mapping[str, Any]], *, x: str = "flops", y: str = "rel_out",
+                       x_label: str = "theoretical FLOPs", y_label: str = "relative output error",
+                       font_size: int = 13, title: str = "Error against cost",
+                       reference: float | None = None, reference_label: str = "exact attention") -> go.Figure:
+    """One marker per variant (``rows``: dicts with name, display_name, family, ``x`` and ``y``),
+    coloured by family, log-log; ``customdata`` carries the variant name for click-through.
+    Rows without a finite positive value (the exact reference itself: error 0) are left out;
+    ``reference`` draws a vertical line at the exact reference's cost."""
+    fig = go.Figure()
+    by_family: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        xv, yv = r.get(x), r.get(y)
+        try:
+            xv, yv = float(xv), float(yv)
+        except (TypeError, ValueError):
+            continue
+        if not (np.isfinite(xv) and np.isfinite(yv)) or xv <= 0 or yv <= 0:
+            continue
+        by_family.setdefault(str(r.get("family", "")), []).append(r)
+    for fam, rs in by_family.items():
+        fig.add_trace(go.Scatter(
+            x=[float(r[x]) for r in rs], y=[float(r[y]) for r in rs], mode="markers",
+            text=[r.get("display_name", r.get("name")) for r in rs],
+            customdata=[r.get("name") for r in rs], name=fam,
+            marker=dict(size=12, color=FAMILY_COLOURS.get(fam, "#7f7f7f"), line=dict(width=1, color="white")),
+            hovertemplate="<b>%{text}</b><br>" + x_label + " %{x:.3g}<br>" + y_label + " %{y:.3g}<extra>" + fam
+                          + "</extra>"))
+    if reference is not None and np.isfinite(reference) and reference > 0:
+        fig.add_vline(x=float(reference), line=dict(color="#222222", dash="dash"),
+                      annotation_text=reference_label, annotation_position="top")
+    fig.update_xaxes(type="log", title=x_label)
+    fig.update_yaxes(type="log", title=y_label)
+    return style(fig, font_size=font_size, title=title, height=520)
