@@ -96,26 +96,28 @@ def shot(pg, name: str) -> None:
 
 
 def assert_healthy(pg) -> None:
+    assert pg.get_by_text("Page not found").count() == 0, "Streamlit could not route the URL"
     assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first.inner_text()
     assert pg.locator(".js-plotly-plot").count() > 0, "no chart rendered"
 
 
-@pytest.mark.parametrize("path, title", [("explorer", "Explorer"), ("patterns", "Patterns"), ("compare", "Compare")])
+# The Explorer is the default page: its address is the root.
+@pytest.mark.parametrize("path, title", [("", "Explorer"), ("patterns", "Patterns"), ("compare", "Compare")])
 def test_page_renders(server, page, path, title):
     page.goto(f"{server}/{path}")
     wait_idle(page)
-    shot(page, path)
+    shot(page, path or "explorer")
     assert_healthy(page)
     assert page.locator("h1").first.inner_text().strip() == title
     # the heatmaps were drawn by plotly (an SVG layer with the heatmap image inside)
-    if path == "explorer":
+    if title == "Explorer":
         assert page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count() >= 3
 
 
 def test_deep_link_reproduces_settings(server, page):
     query = ("source=synthetic&n=72&d=16&heads=2&seed=5&causal=true&variant=sliding_window"
              "&sliding_window.window=4&head=1")
-    page.goto(f"{server}/explorer?{query}")
+    page.goto(f"{server}/?{query}")
     wait_idle(page)
     shot(page, "deep_link")
     assert_healthy(page)
@@ -132,7 +134,7 @@ def test_deep_link_reproduces_settings(server, page):
 
 
 def test_bad_link_shows_message(server, page):
-    page.goto(f"{server}/explorer?variant=nope&source=synthetic&n=1000000000")
+    page.goto(f"{server}/?variant=nope&source=synthetic&n=1000000000")
     wait_idle(page)
     shot(page, "bad_link")
     text = page.locator('[data-testid="stAlert"]').all_inner_texts()
