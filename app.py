@@ -20,6 +20,11 @@ PAGES = [
     st.Page("pages/explorer.py", title="Explorer", icon=":material/search:", default=True, url_path="explorer"),
     st.Page("pages/patterns.py", title="Patterns", icon=":material/grid_on:", url_path="patterns"),
     st.Page("pages/compare.py", title="Compare", icon=":material/scatter_plot:", url_path="compare"),
+    st.Page("pages/lsh.py", title="LSH & clustering", icon=":material/tag:", url_path="lsh"),
+    st.Page("pages/spectra.py", title="Spectra", icon=":material/equalizer:", url_path="spectra"),
+    st.Page("pages/sweeps.py", title="Sweeps", icon=":material/show_chart:", url_path="sweeps"),
+    st.Page("pages/real_model.py", title="Real model", icon=":material/neurology:", url_path="real_model"),
+    st.Page("pages/cost.py", title="Cost & scaling", icon=":material/speed:", url_path="cost"),
 ]
 page = st.navigation(PAGES, position="top")
 

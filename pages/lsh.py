@@ -4,7 +4,6 @@ angle, recall against rounds and buckets, and the clusters drawn in 2-D."""
 import math
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
@@ -50,8 +49,7 @@ messages += appstate.check_choice(raw, "proj", ("pca", "tsne"))
 with common.controls("Variant and view", ctx):
     top = st.columns([2, 3])
     name = top[0].selectbox("Variant", names, index=names.index(default_variant), key="lsh_variant",
-                            bind=common.BIND, format_func=lambda x: xviz.get_variant(x).display_name,
-                            help="variants that hash (buckets) or cluster (cluster ids)")
+                            bind=common.BIND, help="variants that hash (buckets) or cluster (cluster ids)")
     spec = xviz.get_variant(name)
     top[1].markdown(f"**{spec.display_name}** · {spec.complexity}  \n<small>{spec.paper}</small>",
                     unsafe_allow_html=True)
@@ -73,7 +71,7 @@ with common.controls("Variant and view", ctx):
                                    step=1, key="lsh_round", bind=common.BIND,
                                    help="which hashing round orders the matrix below"))
     method = view[3].selectbox("2-D projection", ["pca", "tsne"], index=0, key="proj", bind=common.BIND,
-                               format_func={"pca": "PCA", "tsne": "t-SNE (slower)"}.get)
+                               help="pca: scikit-learn PCA; tsne: t-SNE (slower, at most 1000 points)")
 common.link_messages(messages)
 rnd = min(rnd, max(0, rounds_here - 1))
 
@@ -103,8 +101,7 @@ elif "clusters" in arts:
     group_word = "cluster"
 with common.guard("Strip"):
     fig = fx.bucket_strip(ids_rows, ctx.tokens, title=f"{group_word} of every token (head {head})",
-                          font_size=ctx.font_size)
-    fig.update_yaxes(ticktext=ids_labels, tickvals=[f"row {i}" for i in range(len(ids_labels))])
+                          row_labels=ids_labels, font_size=ctx.font_size)
     common.show_figure(fig, f"{name}_{group_word}s_head{head}", ctx, key="fig_strip")
     if shared:
         st.caption(f"{spec.display_name} shares QK: keys are the unit-normalised queries, so one id per token "
@@ -264,10 +261,10 @@ else:
                 ids.append(torch.arange(cen.shape[0]))
                 kinds += ["centroid"] * cen.shape[0]
                 hover += [f"centroid {i}" for i in range(cen.shape[0])]
-            sizes = {"queries": la.cluster_sizes(qids, int(qids.max()) + 1)}
+            cmax = int(arts["centroids"].shape[2]) if "centroids" in arts else int(qids.max()) + 1
+            sizes = {"queries": la.cluster_sizes(qids, cmax)}
             if kids is not None:
-                cmax = int(max(qids.max(), kids.max())) + 1
-                sizes = {"queries": la.cluster_sizes(qids, cmax), "keys": la.cluster_sizes(kids, cmax)}
+                sizes["keys"] = la.cluster_sizes(kids, cmax)
             word = "cluster"
         else:
             bk = arts["buckets"][0, hh, rnd].cpu()

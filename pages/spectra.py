@@ -1,3 +1,162 @@
+"""Spectra: how low-rank exact attention is on this input (singular values, cumulative energy, effective rank,
+ranks for 90 / 95 / 99 %), the best error any rank-k method can reach (Eckart–Young) beside what Linformer,
+Nyström and Performer reach at the same k, and the real model's layer × head energy map (Linformer, Fig. 1)."""
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-st.title("stub")
+import xviz
+from pages import common
+from xviz import appstate, figures_explain as fx, spectra
+
+SPECTRUM_MAX_N = 2048  # an SVD per head (seconds each at 2K on a CPU)
+LOWRANK_MAX_N = 1024  # the rank-k variants' N×N matrices at ~8 ranks × seeds
+NORMS = ("fro", "spectral")
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _cached(key: tuple, _fn):
+    return _fn()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def model_layers(text: str, model: str):
+    return spectra.model_layers(text, model or None)
+
+
+def model_text(ctx) -> tuple[str, str, bool]:
+    """(text, model folder, whether it is the sidebar's own text input)."""
+    if ctx.input_key and ctx.input_key[0] == "text":
+        return st.session_state.get("text", appstate.DEFAULT_TEXT), st.session_state.get("model", "") or "", True
+    return appstate.DEFAULT_TEXT, "", False
+
+
+ctx = common.context()
+common.page_header("Spectra", ctx)
+if not common.require_input(ctx):
+    st.stop()
+b, h, n, d = ctx.shape
+raw = st.query_params.to_dict()
+messages = appstate.check_choice(raw, "ey_norm", NORMS)
+available = [x for x in spectra.RANK_PARAMS if x in {s.name for s in xviz.list_variants()}]
+
+with common.controls("Settings", ctx):
+    c = st.columns(5)
+    chosen = c[0].multiselect("rank-k variants", available, default=[x for x in spectra.LOWRANK_DEFAULT
+                                                                      if x in available],
+                              key="ey_variants", bind=common.BIND,
+                              help="run at a comparable k: Linformer rank k, Nyström k landmarks, Performer k "
+                                   "features, the SVD oracle at rank k")
+    norm = c[1].selectbox("norm", list(NORMS), index=0, key="ey_norm", bind=common.BIND,
+                          help="fro: ‖·‖_F, bound √Σ_{i>k} σᵢ²; spectral: ‖·‖₂, bound σ_{k+1} (both relative to ‖A‖)")
+    ey_head = int(c[2].number_input("head (−1 = mean)", min_value=-1, max_value=h - 1, value=0, step=1,
+                                    key="ey_head", bind=common.BIND))
+    seeds = int(c[3].number_input("seeds", min_value=1, max_value=8, value=2, step=1, key="ey_seeds",
+                                  bind=common.BIND, help="random projections and features are redrawn per seed: "
+                                                         "mean ± std"))
+    proj = c[4].selectbox("Linformer projection", ["gaussian", "pool"], index=0, key="ey_proj", bind=common.BIND,
+                          help="gaussian: the paper's random projection (Theorem 1); pool: segment means")
+common.link_messages(messages)
+
+# ------------------------------------------------------------------------------------------------ spectrum
+st.subheader("The spectrum of exact attention on this input")
+spec_ok = n <= SPECTRUM_MAX_N
+sp = None
+if not spec_ok:
+    st.info(f"At N = {n} the SVD of every head is not computed (up to N = {SPECTRUM_MAX_N}); use a shorter input.")
+else:
+    with common.guard("Spectrum"), st.spinner("Singular values of every head…"):
+        exact, _ = common.run_variant(ctx, "exact", {})
+        a = exact.matrix()[0]
+        sp = _cached(ctx.key("spectrum"), lambda: spectra.spectrum(a))
+        cc = st.columns(2)
+        with cc[0]:
+            common.show_figure(fx.singular_values_figure(sp.s, font_size=ctx.font_size), "singular_values", ctx,
+                               key="fig_sv")
+        with cc[1]:
+            common.show_figure(fx.energy_figure(sp.energy, ranks=sp.ranks, font_size=ctx.font_size),
+                               "cumulative_energy", ctx, key="fig_energy")
+        table = pd.DataFrame(sp.table())
+        m = st.columns(4)
+        m[0].metric("effective rank (mean over heads)", f"{sp.effective_rank.mean():.1f} of {n}",
+                    help="exp of the entropy of σ/Σσ (Roy & Vetterli 2007)")
+        for col, lv in zip(m[1:], spectra.ENERGY_LEVELS):
+            col.metric(f"rank for {lv:.0%} of the energy", f"{np.median(sp.ranks[lv]):.0f}",
+                       help="median over heads; per head in the table below")
+        st.dataframe(table, hide_index=True, width="stretch")
+        common.download_csv("⬇ CSV", table, "spectrum_ranks", "dl_spectrum", ctx)
+        if ctx.causal:
+            st.caption("Causal: the spectrum is that of the lower-triangular exact matrix.")
+
+# ------------------------------------------------------------------------------------------------ Eckart–Young
+st.subheader("Best possible rank-k error against what the methods reach")
+if not chosen:
+    st.info("Choose at least one rank-k variant above.")
+elif n > LOWRANK_MAX_N:
+    st.info(f"At N = {n} the rank-k comparison is not computed (up to N = {LOWRANK_MAX_N}).")
+else:
+    with common.guard("Rank-k comparison"):
+        ks = spectra.rank_grid(n, 9)
+        fixed = {"linformer": {"projection": proj}}
+        key = ctx.key("lowrank", tuple(chosen), norm, seeds, proj)
+        with st.spinner(f"Running {', '.join(chosen)} at {len(ks)} ranks × {seeds} seeds…"):
+            cmp = _cached(key, lambda: spectra.lowrank_errors(
+                ctx.inp.q, ctx.inp.k, ctx.inp.v, ks, chosen, norm=norm,
+                seeds=tuple(ctx.seed + i for i in range(seeds)), fixed=fixed))
+        names = {s: xviz.get_variant(s).display_name for s in chosen}
+        fig = fx.eckart_young_figure(cmp, head=None if ey_head < 0 else ey_head, names=names, font_size=ctx.font_size)
+        common.show_figure(fig, f"eckart_young_{norm}", ctx, key="fig_ey")
+        beaten = {nm: float(np.nanmin(e - cmp.bound[None])) for nm, e in cmp.errors.items()}
+        worst = min(beaten.values()) if beaten else 0.0
+        st.caption(
+            "Eckart–Young: no matrix of rank ≤ k is closer to A than the truncated SVD; every method here builds one "
+            f"(Linformer P·F, Nyström F·A⁺·B, Performer D⁻¹φ(Q)φ(K)ᵀ with k features). Smallest margin above the "
+            f"bound over all runs: {worst:.2e} (never negative). Bidirectional attention"
+            + (" — none of these methods has a causal form with a rank-k matrix, so the causal setting is ignored "
+               "here" if ctx.causal else "") + ".")
+        rows = []
+        for nm in cmp.errors:
+            mean = cmp.mean(nm)
+            for j, kk in enumerate(cmp.ks):
+                rows.append({"variant": nm, "k": kk, "error (mean over heads)": float(np.nanmean(mean[:, j])),
+                             "bound (mean over heads)": float(cmp.bound[:, j].mean())})
+        for msg in cmp.messages[:3]:
+            st.warning(msg)
+        common.download_csv("⬇ CSV", pd.DataFrame(rows), f"eckart_young_{norm}", "dl_ey", ctx)
+
+# ------------------------------------------------------------------------------------------------ real model
+st.subheader("The real model: energy in the top k singular values, layer by layer and head by head")
+text, model, own = model_text(ctx)
+if not own:
+    st.caption("The sidebar's input is not a text, so the model reads the default text here "
+               "(pick 'text' in the sidebar to choose it).")
+try:
+    info = common.model_info(model)
+except xviz.XvizError as exc:
+    info = None
+    st.error(f"Model: {exc}")
+if info is not None:
+    with common.guard("Model"):
+        with st.spinner(f"Running {info['name']} on the text, every layer…"):
+            layers = model_layers(text, model)
+        nt = layers[0].n
+        c = st.columns(3)
+        k_in = int(c[0].number_input("k (top singular values)", min_value=1, max_value=4096,
+                                     value=max(1, min(128, (nt + 3) // 4)), step=1, key="energy_k", bind=common.BIND,
+                                     help="the Linformer paper reads the curve at k = 128 of n = 512"))
+        kind = c[1].selectbox("measure", ["energy", "singular"], index=0, key="energy_measure", bind=common.BIND,
+                              help="energy: Σ_{i≤k} σᵢ² / Σ σᵢ²; singular: Σ_{i≤k} σᵢ / Σ σᵢ, the Linformer "
+                                   "paper's normalised cumulative singular value")
+        kk = min(k_in, nt)
+        mats = [spectra.attention_of(x) for x in layers]
+        z = _cached(("energy_map", text, model, kk, kind),
+                    lambda: spectra.layer_head_energy(mats, kk, squared=kind == "energy"))
+        c[2].metric("mean over layers and heads", f"{np.nanmean(z):.1%}")
+        fig = fx.layer_head_figure(z, title=f"{info['name']}: {'energy' if kind == 'energy' else 'Σσ'} in the top "
+                                            f"{kk} of {nt} singular values", colorbar="share", zmin=0, zmax=1,
+                                   fmt=".2f", font_size=ctx.font_size)
+        common.show_figure(fig, f"layer_head_energy_k{kk}", ctx, key="fig_layer_energy")
+        if k_in > nt:
+            st.caption(f"k = {k_in} is more than the {nt} tokens of the text: k = {nt} is used (every share is 1).")
+        st.caption(f"{nt} tokens; each cell is one head's attention matrix (the model's own probabilities). "
+                   "A share near 1 at small k means the head's attention is nearly low-rank — what Linformer relies on.")

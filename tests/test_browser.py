@@ -102,7 +102,10 @@ def assert_healthy(pg) -> None:
 
 
 # The Explorer is the default page: its address is the root.
-@pytest.mark.parametrize("path, title", [("", "Explorer"), ("patterns", "Patterns"), ("compare", "Compare")])
+@pytest.mark.parametrize("path, title", [
+    ("", "Explorer"), ("patterns", "Patterns"), ("compare", "Compare"), ("lsh", "LSH & clustering"),
+    ("spectra", "Spectra"), ("sweeps", "Sweeps"), ("real_model", "Real model"), ("cost", "Cost & scaling"),
+])
 def test_page_renders(server, page, path, title):
     page.goto(f"{server}/{path}")
     wait_idle(page)
@@ -155,3 +158,15 @@ def test_navigation_keeps_settings(server, page):
     caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
     assert "N = 40" in caption and "seed 2" in caption
     assert "n=40" in page.url and "seed=2" in page.url
+
+
+def test_real_model_cell_opens_in_the_explorer(server, page):
+    page.goto(f"{server}/real_model?rm_layer=3&rm_head=4")
+    wait_idle(page)
+    page.get_by_role("button", name="Open this cell in the Explorer").click()
+    page.wait_for_url(lambda url: "real_model" not in url)
+    wait_idle(page)
+    assert_healthy(page)
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
+    assert "layer 3" in caption, caption
+    assert page.locator('input[aria-label="head"]').input_value() == "4"
