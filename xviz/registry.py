@@ -137,6 +137,7 @@ class VariantSpec:
     # Extra validation across parameters and the shape: check(params, n, d, heads) raises ParameterError.
     check: Callable[..., None] | None = None
     content_based: bool = True  # equivariant to permuting keys and values together
+    mixes_heads: bool = False  # a head's output depends on other heads' inputs by design (shared K/V)
     description: str = ""
 
     def __post_init__(self) -> None:

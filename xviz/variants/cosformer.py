@@ -1,0 +1,56 @@
+"""cosFormer (Qin et al. 2022): ReLU features with a cos-based re-weighting of distance.
+
+Weights s_ij = ReLU(q_i)ᵀReLU(k_j) · cos(π(i − j)/(2M)), normalised per row, with M = N.
+Since cos(a − b) = cos a cos b + sin a sin b, the weight is a dot product of 2d features
+[ReLU(q_i) cos(πi/2M), ReLU(q_i) sin(πi/2M)] · [ReLU(k_j) cos(πj/2M), ReLU(k_j) sin(πj/2M)],
+so xviz.kernel.linear_attention computes it without the N × N product (causal: prefix sums).
+With M = N, |i − j| < M and every cos is positive, so weights are non-negative; but a query
+whose ReLU features share no positive coordinate with any key gets all-zero weights and a zero
+output, so rows are not guaranteed to sum to one (row_stochastic = False). ReLU features are
+positively homogeneous, so the logit scale cancels in the normalisation and is not used.
+The paper learns nothing in φ; its M is the sequence length (M ≥ N), as here.
+Compute: O(N·d·d_v) time, O(N·d) memory.
+Qin et al. 2022, cosFormer: Rethinking Softmax in Attention (ICLR; arXiv:2202.08791), §3.
+"""
+import math
+
+import torch
+
+from ..registry import VariantSpec, register_variant
+from .linear import kernel_cost, kernel_output
+
+
+def reweighting(n: int, device, dtype) -> torch.Tensor:
+    """(2, N): cos(πi/2M) and sin(πi/2M) for positions i, with M = N."""
+    angle = torch.arange(n, device=device, dtype=dtype) * (math.pi / (2 * n))
+    return torch.stack([torch.cos(angle), torch.sin(angle)])
+
+
+def cosformer(q, k, v, ctx):
+    n = q.shape[-2]
+    cdt = torch.promote_types(q.dtype, torch.float32)
+    rw = reweighting(n, q.device, cdt)
+    relu_q, relu_k = torch.relu(q.to(cdt)), torch.relu(k.to(cdt))
+    phi_q = torch.cat([relu_q * rw[0, :, None], relu_q * rw[1, :, None]], dim=-1)
+    phi_k = torch.cat([relu_k * rw[0, :, None], relu_k * rw[1, :, None]], dim=-1)
+    return kernel_output(phi_q, phi_k, v, ctx.causal, {
+        "features": lambda: torch.stack([relu_q, relu_k]).to(q.dtype),  # (2, B, H, N, d): ReLU(Q), ReLU(K)
+        "reweighting": rw.to(q.dtype),  # (2, N): cos, sin of πi/2M
+    })
+
+
+register_variant(VariantSpec(
+    name="cosformer",
+    display_name="cosFormer",
+    family="kernel",
+    paper="Qin et al. 2022, cosFormer: Rethinking Softmax in Attention (ICLR 2022; arXiv:2202.08791)",
+    complexity="O(N·d·d_v)",
+    complexity_class="linear",
+    fn=cosformer,
+    cost=lambda b, h, n, d, dv, causal=False: kernel_cost(b, h, n, 2 * d, d, dv, causal, 4 * d),
+    causal=True,
+    row_stochastic=False,
+    artifacts=("features", "reweighting"),
+    content_based=False,
+    description="ReLU features re-weighted by cos(π(i − j)/2N), split into cos and sin halves.",
+))

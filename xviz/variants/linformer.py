@@ -1,0 +1,107 @@
+"""Linformer (Wang et al. 2020): project the N keys and values down to k rows.
+
+    out = softmax(Q (E K)ᵀ·scale) (F V),   E, F: k × N.
+
+The paper *learns* E and F (one pair per layer, optionally shared, E = F). Here they are fixed,
+shared by every batch element and head, and chosen by ``projection``:
+- "gaussian": entries drawn from N(0, 1/k) with the run's seed — the random projection of the
+  paper's Theorem 1 (Johnson–Lindenstrauss), E[EᵀE] = I. ``shared`` = False draws F independently.
+- "pool": row r of E averages the r-th of k contiguous segments (sizes ⌊N/k⌋ or ⌈N/k⌉), a
+  fixed stand-in for the learned projection; E = F (so ``shared`` changes nothing).
+- "identity": E = F = I, allowed only with k = N; this is exact attention.
+Untrained, the Gaussian projections are a poor approximation: E K and F V have entries about
+√(N/k) times those of K and V, so the logits sharpen and the output grows with N/k (relative
+error ≈ 3 at N = 128, ≈ 50 at N = 1024, k = 64, d = 16); "pool" stays bounded (0.6, 0.8).
+The effective weights are P·F with P the N × k softmax: rank ≤ k, and not row-stochastic in
+general (Gaussian F has negative entries; a row of P·F sums to a P-weighted mean of F's row sums).
+Not causal: every projected key mixes all N positions.
+Compute: O(N·k·d) time and memory; no N×N tensor.
+Wang et al. 2020, Linformer: Self-Attention with Linear Complexity (arXiv:2006.04768), §4.
+"""
+import math
+
+import torch
+
+from ..errors import ParameterError
+from ..registry import Cost, Param, VariantSpec, register_variant
+from ..result import Output, check_budget
+from .nystrom import segment_ids
+
+
+def projection_matrix(ctx, kind: str, rank: int, n: int, salt: int) -> torch.Tensor | None:
+    """The k × N projection (float32, CPU), or None for the identity."""
+    if kind == "identity":
+        return None
+    if kind == "gaussian":
+        return torch.randn(rank, n, generator=ctx.generator(salt)) / math.sqrt(rank)
+    seg = segment_ids(n, rank)
+    e = torch.zeros(rank, n)
+    e[seg, torch.arange(n)] = 1.0 / torch.bincount(seg, minlength=rank).float()[seg]
+    return e
+
+
+def linformer(q, k, v, ctx, rank: int, projection: str, shared: bool):
+    b, h, n, d = q.shape
+    cdt = torch.promote_types(q.dtype, torch.float32)
+    e = projection_matrix(ctx, projection, rank, n, salt=1)
+    f = e if (shared or projection != "gaussian") else projection_matrix(ctx, projection, rank, n, salt=2)
+    e, f = ((None if t is None else t.to(q.device, cdt)) for t in (e, f))
+    k_proj = k.to(cdt) if e is None else e @ k.to(cdt)  # (B, H, k, d)
+    v_proj = v.to(cdt) if f is None else f @ v.to(cdt)  # (B, H, k, dv)
+    p = torch.softmax(q.to(cdt) @ k_proj.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, N, k)
+    out = (p @ v_proj).to(v.dtype)
+
+    def matrix():
+        return (p if f is None else p @ f).to(v.dtype)
+
+    def proj():
+        if e is None:
+            check_budget((n, n), q.element_size(), "the identity projection")
+            return torch.eye(n, dtype=q.dtype, device=q.device)[None]
+        return torch.stack([e] if shared else [e, f]).to(q.dtype)
+
+    # projection: (1, k, N) = E when shared, else (2, k, N) = E, F.
+    return Output(out=out, matrix=matrix, artifacts={"projection": proj})
+
+
+def linformer_cost(b, h, n, d, dv, causal=False, rank=64, projection="gaussian", shared=False, **_):
+    k = min(rank, n)
+    project = 0 if projection == "identity" else 2 * k * n * (d + dv)
+    flops = b * h * (project + 2 * n * k * (d + dv) + 3 * n * k)
+    nbytes = 4 * (b * h * (n * (2 * d + 2 * dv) + n * k + k * (d + dv))
+                  + (0 if projection == "identity" else (1 if shared else 2) * k * n))
+    return Cost(float(flops), float(nbytes))
+
+
+def _check(params, n, d, heads):
+    if params["projection"] == "identity" and params["rank"] != n:
+        raise ParameterError(
+            f"projection = 'identity' needs rank = N = {n} (an N × N identity); got rank = {params['rank']}. "
+            f"Set rank = {n}, or use projection 'gaussian' or 'pool'."
+        )
+
+
+register_variant(VariantSpec(
+    name="linformer",
+    display_name="Linformer",
+    family="low rank",
+    paper="Wang et al. 2020, Linformer: Self-Attention with Linear Complexity (arXiv:2006.04768)",
+    complexity="O(N·k·d)",
+    complexity_class="linear",
+    fn=linformer,
+    cost=linformer_cost,
+    params=(
+        Param("rank", "int", 64, "projected length k (E, F: k × N; k ≤ N)", low=1, high="N", log=True),
+        Param("projection", "choice", "gaussian", "E, F: seeded N(0, 1/k) (the paper learns them), segment "
+              "means, or the identity (k = N only)", choices=("gaussian", "pool", "identity")),
+        Param("shared", "bool", False, "share one projection for keys and values (E = F)"),
+    ),
+    causal=False,
+    stochastic=True,
+    row_stochastic=False,
+    artifacts=("projection",),
+    exact_when=lambda n, d, h: {"projection": "identity", "rank": n},
+    check=_check,
+    content_based=False,
+    description="softmax(Q(EK)ᵀ/√d)(FV) with fixed k × N projections E, F.",
+))

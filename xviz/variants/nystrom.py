@@ -1,0 +1,112 @@
+"""Nyströmformer (Xiong et al. 2021): a Nyström approximation of the softmax matrix from m landmarks.
+
+Landmarks are segment means: the N positions are cut into m contiguous segments (sizes ⌊N/m⌋
+or ⌈N/m⌉ when m does not divide N; token t is in segment ⌊t·m/N⌋), and Q̃, K̃ are the means of
+Q and K over each segment. With F = softmax(Q K̃ᵀ·scale) (N × m), A = softmax(Q̃ K̃ᵀ·scale)
+(m × m) and B = softmax(Q̃ Kᵀ·scale) (m × N),
+
+    out = (F · A⁺) · (B V),
+
+where A⁺ is the paper's iterative pseudo-inverse (Newton–Schulz-type iteration
+Z ← ¼ Z (13I − AZ (15I − AZ (7I − AZ))) from Z₀ = Aᵀ / (‖A‖₁‖A‖∞), ``pinv_iterations`` steps,
+6 in the paper) or, with ``pinv = "exact"``, ``torch.linalg.pinv``. The m × m inverse is
+computed in float64 whatever the input dtype (it costs O(m³) and is the ill-conditioned step).
+With m = N and the exact pseudo-inverse the landmarks are the tokens themselves and
+F A⁺ B = A A⁺ A = A, exact attention. Nothing here is learned in the paper either.
+
+Not causal: every landmark averages a segment, so early queries see later tokens.
+The effective weights F A⁺ B are not row-stochastic (A⁺ has negative entries).
+Compute: O(N·m·d + m³) time, O(N·m) memory; no N×N tensor.
+Xiong et al. 2021, Nyströmformer: A Nyström-Based Algorithm for Approximating Self-Attention
+(arXiv:2102.03902), §3.
+"""
+import torch
+
+from ..registry import Cost, Param, VariantSpec, register_variant
+from ..result import Output
+
+
+def segment_ids(n: int, m: int, device=None) -> torch.Tensor:
+    """Segment of each of n tokens when cut into m contiguous, near-equal segments (m ≤ n)."""
+    return torch.arange(n, device=device) * m // n
+
+
+def segment_means(x: torch.Tensor, seg: torch.Tensor, m: int) -> torch.Tensor:
+    """Means of x (..., N, d) over the segments ``seg`` (N,) -> (..., m, d); every segment non-empty."""
+    total = x.new_zeros(*x.shape[:-2], m, x.shape[-1]).index_add_(-2, seg, x)
+    counts = torch.bincount(seg, minlength=m).to(x.dtype)
+    return total / counts[:, None]
+
+
+def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
+    """The Nyströmformer pseudo-inverse of a batch of square matrices a (..., m, m)."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    norm_1 = a.abs().sum(-2).amax(-1)[..., None, None]  # largest column sum
+    norm_inf = a.abs().sum(-1).amax(-1)[..., None, None]  # largest row sum (1 for softmax rows)
+    z = a.transpose(-1, -2) / (norm_1 * norm_inf)
+    for _ in range(iterations):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return z
+
+
+def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
+    b, h, n, d = q.shape
+    cdt = torch.promote_types(q.dtype, torch.float32)
+    q, k, v_ = q.to(cdt), k.to(cdt), v.to(cdt)
+    m = landmarks
+    seg = segment_ids(n, m, q.device)
+    q_l, k_l = segment_means(q, seg, m), segment_means(k, seg, m)
+    f = torch.softmax(q @ k_l.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, N, m)
+    a = torch.softmax(q_l @ k_l.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, m, m)
+    bm = torch.softmax(q_l @ k.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, m, N)
+    a64 = a.double()
+    a_pinv = (torch.linalg.pinv(a64) if pinv == "exact" else iterative_pinv(a64, pinv_iterations)).to(cdt)
+    fw = f @ a_pinv  # (B, H, N, m)
+    out = (fw @ (bm @ v_)).to(v.dtype)
+    dt = v.dtype
+    return Output(out=out, matrix=lambda: (fw @ bm).to(dt), artifacts={
+        "landmarks": torch.stack([q_l, k_l]).to(dt),  # (2, B, H, m, d): query, then key landmarks
+        "landmark_index": seg,  # (N,) segment of each token
+        "F": lambda: f.to(dt),  # (B, H, N, m) softmax(Q K̃ᵀ)
+        "A": lambda: a.to(dt),  # (B, H, m, m) softmax(Q̃ K̃ᵀ)
+        "A_pinv": lambda: a_pinv.to(dt),  # (B, H, m, m) its (iterative) pseudo-inverse
+        "B": lambda: bm.to(dt),  # (B, H, m, N) softmax(Q̃ Kᵀ)
+    })
+
+
+def nystrom_cost(b, h, n, d, dv, causal=False, landmarks=64, pinv_iterations=6, pinv="iterative", **_):
+    m = min(landmarks, n)
+    pinv_flops = 2 * m**3 * (1 + 4 * pinv_iterations) if pinv == "iterative" else 25 * m**3  # SVD ≈ 21 m³
+    flops = b * h * (2 * n * d * 2  # landmark means
+                     + 2 * n * m * d * 2 + 2 * m * m * d  # F, B, A logits
+                     + 2 * m * n * dv + 2 * n * m * m + 2 * n * m * dv  # B V, F A⁺, (F A⁺)(B V)
+                     + pinv_flops)
+    nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + 2 * n * m + 2 * n * m + 3 * m * m + 2 * m * d)
+    return Cost(float(flops), float(nbytes))
+
+
+register_variant(VariantSpec(
+    name="nystrom",
+    display_name="Nyströmformer",
+    family="low rank",
+    paper="Xiong et al. 2021, Nyströmformer: A Nyström-Based Algorithm for Approximating Self-Attention "
+          "(arXiv:2102.03902)",
+    complexity="O(N·m·d + m³)",
+    complexity_class="linear",
+    fn=nystrom,
+    cost=nystrom_cost,
+    params=(
+        Param("landmarks", "int", 64, "landmarks m: segment means of Q and K (m ≤ N)", low=1, high="N", log=True),
+        Param("pinv_iterations", "int", 6, "iterations of the iterative pseudo-inverse (the paper uses 6)",
+              low=1, high=100),
+        Param("pinv", "choice", "iterative", "pseudo-inverse of the landmark matrix: the paper's iteration, "
+              "or exact (torch.linalg.pinv)", choices=("iterative", "exact")),
+    ),
+    causal=False,
+    row_stochastic=False,
+    artifacts=("landmarks", "landmark_index", "F", "A", "A_pinv", "B"),
+    exact_when=lambda n, d, h: {"landmarks": n, "pinv": "exact"},
+    content_based=False,
+    description="softmax(QK̃ᵀ)·pinv(softmax(Q̃K̃ᵀ))·softmax(Q̃Kᵀ)V with segment-mean landmarks Q̃, K̃.",
+))

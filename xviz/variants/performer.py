@@ -1,0 +1,105 @@
+"""Performer, FAVOR+ (Choromanski et al. 2021): softmax attention through random features.
+
+With x = q·scale^½ and y = k·scale^½ (so that the kernel estimated is exp(q·k·scale)) and W an
+m × d matrix of random rows w ~ N(0, I_d):
+- "positive" features: φ(x) = exp(Wx − ‖x‖²/2)/√m, so E[φ(x)ᵀφ(y)] = exp(xᵀy) with every
+  feature positive (the implicit weights are row-stochastic);
+- "trig" features: φ(x) = exp(‖x‖²/2)/√m · [sin(Wx), cos(Wx)] (2m features), the random
+  Fourier features of the paper's baseline: also unbiased, but weights can be negative and
+  normalisers near zero, so the output can blow up.
+``orthogonal`` draws W in blocks of d mutually orthogonal rows (Haar-random, from a QR
+decomposition with the sign fix), each row rescaled by an independent χ_d-distributed norm so
+it is marginally N(0, I_d) like an iid row: still unbiased, lower variance (the paper's Thm 2).
+``stabilize`` subtracts, before the exp, the row's maximum for each query and one global maximum
+over all keys (per batch element and head): a per-row factor cancels in that row's
+normalisation and a global one in every row, so the output is unchanged up to rounding while
+exp no longer overflows. The maxima are constants for autograd (detached), as they are for the
+output. One W is drawn per run (seeded) and shared by every batch element and head; the paper
+redraws it during training, which is not a learned choice.
+out = D⁻¹ φ(Q)(φ(K)ᵀV) through xviz.kernel.linear_attention; causal via its chunked prefix sums.
+Compute: O(N·m·d) time, O(N·m) memory.
+Choromanski et al. 2021, Rethinking Attention with Performers (ICLR; arXiv:2009.14794), §2.
+"""
+import math
+
+import torch
+
+from ..registry import Param, VariantSpec, register_variant
+from .linear import kernel_cost, kernel_output
+
+
+def draw_projection(gen: torch.Generator, m: int, d: int, orthogonal: bool) -> torch.Tensor:
+    """An m × d float64 random projection whose rows are each marginally N(0, I_d)."""
+    if not orthogonal:
+        return torch.randn(m, d, generator=gen, dtype=torch.float64)
+    g = torch.randn(-(-m // d), d, d, generator=gen, dtype=torch.float64)  # independent blocks
+    qm, r = torch.linalg.qr(g)
+    qm = qm * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]  # sign fix: Haar-distributed
+    w = qm.transpose(-1, -2).reshape(-1, d)[:m]  # each block's d orthonormal rows, stacked
+    norms = torch.randn(m, d, generator=gen, dtype=torch.float64).norm(dim=1)  # χ_d
+    return w * norms[:, None]
+
+
+def feature_map(x: torch.Tensor, w: torch.Tensor, kernel: str, stabilize: bool, is_query: bool) -> torch.Tensor:
+    """φ(x) for x (..., N, d) already multiplied by scale^½; w (..., m, d). Without ``stabilize``,
+    φ(x)ᵀφ(y) is an unbiased estimate of exp(xᵀy)."""
+    m = w.shape[-2]
+    u = x @ w.mT  # (..., N, m)
+    half_sq = (x * x).sum(-1, keepdim=True) / 2
+    if kernel == "positive":
+        log_phi = u - half_sq
+        if stabilize:
+            top = log_phi.amax(-1, keepdim=True) if is_query else log_phi.amax((-1, -2), keepdim=True)
+            log_phi = log_phi - top.detach()
+        return torch.exp(log_phi) / math.sqrt(m)
+    log_scale = half_sq
+    if stabilize:
+        top = log_scale if is_query else log_scale.amax(-2, keepdim=True)
+        log_scale = log_scale - top.detach()
+    return torch.exp(log_scale) * torch.cat([torch.sin(u), torch.cos(u)], dim=-1) / math.sqrt(m)
+
+
+def performer(q, k, v, ctx, features: int, kernel: str, orthogonal: bool, stabilize: bool):
+    d = q.shape[-1]
+    cdt = torch.promote_types(q.dtype, torch.float32)
+    w = draw_projection(ctx.generator(1), features, d, orthogonal)
+    w_c = w.to(q.device, cdt)
+    root = math.sqrt(ctx.scale)
+    phi_q = feature_map(q.to(cdt) * root, w_c, kernel, stabilize, is_query=True)
+    phi_k = feature_map(k.to(cdt) * root, w_c, kernel, stabilize, is_query=False)
+    return kernel_output(phi_q, phi_k, v, ctx.causal, {
+        "features": lambda: torch.stack([phi_q, phi_k]).to(q.dtype),  # (2, B, H, N, m or 2m): φ(Q), φ(K)
+        "projection": w.to(q.device, q.dtype),  # (m, d) W
+    })
+
+
+def performer_cost(b, h, n, d, dv, causal=False, features=266, kernel="positive", **_):
+    m = features if kernel == "positive" else 2 * features
+    return kernel_cost(b, h, n, m, d, dv, causal, 2 * features * d + 2 * d + 3 * m)
+
+
+register_variant(VariantSpec(
+    name="performer",
+    display_name="Performer (FAVOR+)",
+    family="kernel",
+    paper="Choromanski et al. 2021, Rethinking Attention with Performers (ICLR 2021; arXiv:2009.14794)",
+    complexity="O(N·m·d)",
+    complexity_class="linear",
+    fn=performer,
+    cost=performer_cost,
+    params=(
+        Param("features", "int", 266, "random features m (266 ≈ d·ln d at d = 64; trig uses 2m)",
+              low=1, high=8192, log=True),
+        Param("kernel", "choice", "positive", "positive: exp(Wx − ‖x‖²/2); trig: sin/cos random Fourier "
+              "features (not row-stochastic)", choices=("positive", "trig")),
+        Param("orthogonal", "bool", True, "blocks of d orthogonal rows with χ_d norms (else iid Gaussian rows)"),
+        Param("stabilize", "bool", True, "subtract each query's max and the keys' global max before exp "
+              "(cancels in the normalisation)"),
+    ),
+    causal=True,
+    stochastic=True,
+    row_stochastic=True,  # with the default positive features; trig features are not
+    artifacts=("features", "projection"),
+    content_based=True,
+    description="D⁻¹φ(Q)(φ(K)ᵀV) with FAVOR+ positive orthogonal random features.",
+))

@@ -1,0 +1,105 @@
+"""Random Synthesizer (Tay et al. 2021): attention weights that ignore the queries and keys.
+
+Weights softmax(R) per row, out = softmax(R) V, with R an N × N matrix per head:
+- "full": R has iid N(0, 1) entries (the Random Synthesizer);
+- "factorized": R = R₁R₂ᵀ with R₁, R₂: N × k with iid N(0, 1/√k) entries, so R's entries
+  still have unit variance (the Factorized Random Synthesizer).
+The paper *learns* R (or R₁, R₂) as parameters, or keeps a random initialisation fixed; here it
+is that fixed random draw, seeded per head and shared across the batch. Q, K and the logit
+scale are not used, so the variant is not content-based. Causal: R's upper triangle is masked.
+R is generated and used in blocks of rows (a fixed block size for a given N, so ``out``,
+``matrix()`` and the "logits" artifact see the same R): quadratic time, O(block·N) memory.
+Tay et al. 2021, Synthesizer: Rethinking Self-Attention for Transformer Models (ICML 2021;
+arXiv:2005.00743), §3.
+"""
+import torch
+
+from ..registry import Cost, Param, VariantSpec, register_variant
+from ..result import Output, check_budget
+
+ROW_ELEMENTS = 1 << 22
+
+
+def logit_blocks(ctx, heads: int, n: int, mode: str, rank: int, device, dtype):
+    """Yield (head, start, stop, R[head, start:stop] (c, N)) in a fixed order, from the run's seed."""
+    step = max(1, min(n, ROW_ELEMENTS // n))
+    if mode == "factorized":
+        g = ctx.generator(1)
+        std = rank ** -0.25
+        r1 = (torch.randn(heads, n, rank, generator=g) * std).to(device, dtype)
+        r2 = (torch.randn(heads, n, rank, generator=g) * std).to(device, dtype)
+    for h in range(heads):
+        g = ctx.generator(1 + h)  # full mode: one stream per head, drawn block by block in order
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            if mode == "factorized":
+                r = r1[h, start:stop] @ r2[h].T
+            else:
+                r = torch.randn(stop - start, n, generator=g).to(device, dtype)
+            yield h, start, stop, r
+
+
+def _weights(r, start, stop, causal):
+    if causal:
+        cols = torch.arange(r.shape[-1], device=r.device)
+        rows = torch.arange(start, stop, device=r.device)
+        r = r.masked_fill(cols > rows[:, None], float("-inf"))
+    return torch.softmax(r, dim=-1)
+
+
+def synthesizer(q, k, v, ctx, mode: str, rank: int):
+    b, heads, n, _ = q.shape
+    cdt = torch.promote_types(q.dtype, torch.float32)
+    v_ = v.to(cdt)
+    out = v_.new_empty(b, heads, n, v.shape[-1])
+    blocks = lambda: logit_blocks(ctx, heads, n, mode, rank, q.device, cdt)  # noqa: E731
+    for h, start, stop, r in blocks():
+        out[:, h, start:stop] = _weights(r, start, stop, ctx.causal) @ v_[:, h]
+
+    def matrix():
+        dense = v_.new_empty(1, heads, n, n)
+        for h, start, stop, r in blocks():
+            dense[0, h, start:stop] = _weights(r, start, stop, ctx.causal)
+        return dense.expand(b, -1, -1, -1).to(v.dtype)
+
+    def logits():
+        check_budget((1, heads, n, n), v.element_size(), "the synthesizer logits")
+        dense = v_.new_empty(1, heads, n, n)
+        for h, start, stop, r in blocks():
+            dense[0, h, start:stop] = r
+        return dense.to(v.dtype)
+
+    return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"logits": logits})  # (1, H, N, N) R
+
+
+def synthesizer_cost(b, h, n, d, dv, causal=False, mode="full", rank=8, **_):
+    # R and its softmax are made once per head (shared by the batch); no QKᵀ, only weights times V.
+    make_r = h * n * n * (2 * rank if mode == "factorized" else 1)
+    flops = make_r + 3 * h * n * n + b * h * 2 * n * n * dv * (0.5 if causal else 1.0)
+    block = min(n * n, max(ROW_ELEMENTS, n))  # one block of R and of its softmax
+    nbytes = 4 * (b * h * n * 2 * dv + 2 * block + (2 * h * n * rank if mode == "factorized" else 0))
+    return Cost(float(flops), float(nbytes))
+
+
+register_variant(VariantSpec(
+    name="synthesizer",
+    display_name="Random Synthesizer",
+    family="learnable pattern",
+    paper="Tay et al. 2021, Synthesizer: Rethinking Self-Attention for Transformer Models (ICML 2021; "
+          "arXiv:2005.00743)",
+    complexity="O(N²·d)",
+    complexity_class="quadratic",
+    fn=synthesizer,
+    cost=synthesizer_cost,
+    params=(
+        Param("mode", "choice", "full", "full: R is a random N × N matrix; factorized: R = R₁R₂ᵀ of rank k",
+              choices=("full", "factorized")),
+        Param("rank", "int", 8, "rank k of R₁R₂ᵀ (factorized mode only)", low=1, high="N", log=True),
+    ),
+    causal=True,
+    stochastic=True,
+    row_stochastic=True,
+    artifacts=("logits",),
+    content_based=False,
+    description="softmax(R)V with R fixed random (seeded; the paper learns it), full or factorised.",
+))
