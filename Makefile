@@ -17,4 +17,5 @@ test: .venv/installed
 	$(PY) -m pytest -n 2 -q tests
 
 bench: .venv/installed
-	$(PY) -m xviz bench
+	$(PY) -m xviz bench --out bench-output
+	$(PY) benchmarks/app_bench.py --out bench-output

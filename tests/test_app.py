@@ -85,7 +85,12 @@ def test_explorer_pools_large_n():
     at = run_page("pages/explorer.py", {"source": "synthetic", "n": "1500", "d": "8", "heads": "1",
                                         "variant": "sliding_window", "sliding_window.window": "40"})
     heat = [t for i, t in heatmap_traces(at) if i == 0]
-    assert [z_shape(t) for t in heat] == [(500, 500)] * 3  # 1500 mean-pooled by 3 (≤ 512 a side per panel)
+    from xviz import figures
+
+    factor = figures.pool_factor(1500, figures.SIDE_BY_SIDE_CELLS)
+    side = -(-1500 // factor)
+    assert factor > 1 and side <= figures.SIDE_BY_SIDE_CELLS
+    assert [z_shape(t) for t in heat] == [(side, side)] * 3  # mean-pooled, every panel alike
     # the mask artifact is max-pooled to ≤ 1024 a side and keeps its band
     masks = [t for i, t in heatmap_traces(at) if i > 0 and max(z_shape(t)) > 1]
     assert masks and all(max(z_shape(t)) <= 1024 for t in masks)

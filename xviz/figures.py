@@ -18,8 +18,12 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-MAX_CELLS = 1024  # one heatmap: at most this many cells a side (≈ 5.6 MB of float32 at the limit)
-SIDE_BY_SIDE_CELLS = 512  # three panels in one chart: keeps the chart near 4 MB
+# A chart must stay under 4 MB. float32 cells cost 16/3 bytes each once base64-encoded, so a weight
+# heatmap gets at most 832² cells (3.7 MB) and three panels side by side 464² each (3.4 MB); masks
+# travel as uint8 (4/3 byte a cell) and keep the full 1024².
+MAX_CELLS = 832
+MASK_CELLS = 1024
+SIDE_BY_SIDE_CELLS = 464
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
 MASK_SCALE = [[0.0, "#f4f4f4"], [1.0, "#1f3a93"]]
@@ -248,7 +252,7 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     return style(fig, font_size=font_size, title="Attention weights" + note, height=height)
 
 
-def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = "mask", max_cells: int = MAX_CELLS,
+def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = "mask", max_cells: int = MASK_CELLS,
                 max_heads: int = 4, font_size: int = 13, window: tuple[int, int, int, int] | None = None,
                 height: int = 460) -> go.Figure:
     """A boolean pattern, max-pooled (no nonzero disappears); one panel per head when heads differ."""
