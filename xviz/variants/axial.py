@@ -1,0 +1,68 @@
+"""Axial attention in one layer: positions are laid on a grid of width ``grid_width`` (⌈N/W⌉ rows,
+raster order); a query attends every key in its grid row and in its grid column.
+
+Axial attention (Ho et al. 2019) attends along one axis of a multidimensional tensor at a time
+and stacks the axes over *separate layers* (or sub-layers), each with its own Q/K/V
+projections, so that two steps give every position a full receptive field. Here Q/K/V are
+given and there is no projection between the steps: composing a row step and a column step
+with the same Q/K/V would either reuse the inputs (not what the model computes) or feed the
+row output in as the column step's values (a different, dense two-layer operator whose
+effective weights are a product of two maps, not a sparse mask). We therefore show the
+one-layer *union* form — the criss-cross pattern of CCNet (Huang et al. 2019) and the 2-D
+factorisation the Sparse Transformer uses for images — whose mask is exact and drawable.
+Causal: raster order (j ≤ i), so a query sees the earlier cells of its row and the cells
+above it in its column. grid_width = N (one grid row) is exact attention.
+Cost O(N·(W + N/W)·d): O(N√N·d) at W ≈ √N; the default W = 32 suits N ≈ 1,024.
+Compute: a grid row is one block and a grid column a residue class mod W, each attended with
+batched matmuls and merged by their log-sum-exps (``patterns.block_sparse_part``,
+``residue_part``, ``merge``): no per-row gather, no N×N tensor. The key lists give the matrix
+and mask on request.
+"""
+import math
+
+import torch
+
+from .. import patterns
+from ..registry import Param, VariantSpec, register_variant
+from ..sparse import sparse_attention, sparse_cost
+
+
+def axial(q, k, v, ctx, grid_width: int):
+    """Union of the query's grid row and grid column (raster order)."""
+    n = q.shape[-2]
+    width = grid_width + math.ceil(n / grid_width)
+    nb = math.ceil(n / grid_width)
+    row = patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, grid_width, torch.arange(nb)[None, :, None])
+    col = patterns.residue_part(q, k, v, ctx.scale, ctx.causal, grid_width, exclude_self=True)  # self is in its row
+    return patterns.lazy_views(patterns.merge([row, col]), lambda: sparse_attention(
+        q, k, v, ctx, lambda rows: patterns.axial(rows, n, grid_width=grid_width, causal=ctx.causal), width=width,
+        compute_out=False), extra={"grid": lambda: patterns.axial_grid(n, grid_width)})
+
+
+def cost(b, h, n, d, dv, causal=False, grid_width=32, **_):
+    w = min(grid_width, n)
+    keys = w + math.ceil(n / w) - 1
+    return sparse_cost(b, h, n, d, dv, min(n, (keys + 1) / 2 if causal else keys))
+
+
+register_variant(VariantSpec(
+    name="axial",
+    display_name="Axial (row ∪ column)",
+    family="fixed pattern",
+    paper="Ho et al. 2019, Axial Attention in Multidimensional Transformers (arXiv:1912.12180); "
+          "one-layer union as CCNet criss-cross attention, Huang et al. 2019 (arXiv:1811.11721)",
+    complexity="O(N·(W + N/W)·d); O(N√N·d) at W ≈ √N",
+    complexity_class="n sqrt n",
+    fn=axial,
+    cost=cost,
+    params=(
+        Param("grid_width", "int", 32, "grid width W: tokens fill rows of W in raster order (≈ √N is cheapest)",
+              low=1, high="N", log=True),
+    ),
+    causal=True,
+    row_stochastic=True,
+    artifacts=("mask", "keys_per_row", "grid"),
+    content_based=False,
+    exact_when=lambda n, d, h: {"grid_width": n},
+    description="Each token attends its grid row and grid column (criss-cross), in one layer.",
+))

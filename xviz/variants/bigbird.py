@@ -1,0 +1,114 @@
+"""BigBird block-sparse attention (Zaheer et al. 2020, §2 and Appendix D).
+
+The sequence is cut into blocks of ``block`` tokens. Each query block attends
+* ``window_blocks`` neighbouring blocks, centred on itself (an odd total: w = window_blocks // 2 each side),
+* the ``global_blocks`` global blocks, whose own rows attend every key (BigBird-ITC: global
+  tokens are existing tokens), and
+* ``random_blocks`` random blocks, drawn per head and per query block from the seed, uniformly
+  *without* replacement among the blocks not already in its window or global set.
+Our choices: the global blocks are the *first* g blocks (the paper's ITC and the HF code use the
+first and last block; with a causal option the last block's columns would be useless); the
+random blocks differ between heads (as in the HF implementation) but not between batch
+elements. Causal: the window keeps blocks ≤ the query block, j ≤ i inside, global rows attend
+only the past, and random blocks are drawn only from blocks ≤ the query block (the
+lower-triangular random pattern the paper's autoregressive variant needs).
+Defaults: b = 8, a 3-block window, 1 global block, r = 2 (the paper uses a 3-block window, r = 3,
+b = 64 at N = 4,096; smaller blocks and r = 2 keep the random blocks visible — and the seed
+meaningful — from N ≈ 48 up to 4,096).
+Limits: a window covering every block (window_blocks ≥ 2·⌈N/b⌉ − 1) is exact attention.
+Cost O(N·(window + global + random)·b·d + g·b·N·d); drawing the random blocks is O(H·(N/b)·r²).
+Compute: BigBird's own block-sparse scheme — each query block gathers its (window + global +
+random) key *blocks* and meets them in one matmul (``patterns.block_sparse_part``; O(N·L·d)
+gathered, not O(N·L·b·d)), plus the dense global rows; no N×N tensor. The key lists
+(``patterns.bigbird``) give the matrix and mask on request.
+"""
+import math
+
+import torch
+
+from .. import patterns
+from ..errors import ParameterError
+from ..registry import Param, VariantSpec, register_variant
+from ..sparse import sparse_attention, sparse_cost
+
+_SALT = 0xB16B
+
+
+def bigbird(q, k, v, ctx, block: int, window_blocks: int, global_blocks: int, random_blocks: int):
+    """Window ∪ global ∪ random key blocks per query block; global rows dense."""
+    n, h = q.shape[-2], q.shape[1]
+    nb = math.ceil(n / block)
+    rnd = patterns.bigbird_random_blocks(
+        n, block=block, window_blocks=window_blocks, global_blocks=global_blocks, random_blocks=min(random_blocks, nb),
+        heads=h, generator=ctx.generator(_SALT), causal=ctx.causal)
+    rnd_dev = rnd.to(q.device)
+    kw = dict(block=block, window_blocks=window_blocks, global_blocks=global_blocks, random=rnd_dev, causal=ctx.causal)
+    width = (min(window_blocks, 2 * nb - 1) + min(global_blocks, nb) + rnd.shape[-1]) * block
+    glob = patterns.global_rows(n, global_blocks * block, q.device)
+    w = min(window_blocks // 2, nb - 1)
+    qb = torch.arange(nb)
+    win = qb[:, None] + torch.arange(-w, 1 if ctx.causal else w + 1)  # (nb, W)
+    g = torch.arange(min(global_blocks, nb)).expand(nb, -1)  # (nb, G)
+    blocks = torch.cat([torch.cat([win, g], -1)[None].expand(h, -1, -1), rnd], -1)  # (H, nb, L)
+    valid = torch.cat([torch.ones(h, nb, win.shape[1] + g.shape[1], dtype=torch.bool), rnd >= 0], -1)
+    out, _ = patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks, valid)
+    if glob.numel():
+        out[:, :, glob] = patterns.dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
+    return patterns.lazy_views(out, lambda: sparse_attention(
+        q, k, v, ctx, lambda rows: patterns.bigbird(rows, n, **kw), width=width, full_rows=glob, compute_out=False),
+        extra={"random_blocks": rnd, "global_rows": glob})
+
+
+def check(params, n, d, heads):
+    nb = math.ceil(n / params["block"])
+    w = params["window_blocks"]
+    if w % 2 == 0 and w < 2 * nb - 1:
+        raise ParameterError(
+            f"window_blocks = {w} must be odd (a centred window: 1, 3, 5, …, up to {2 * nb - 1}, "
+            f"which covers all {nb} blocks)."
+        )
+
+
+def cost(b, h, n, d, dv, causal=False, block=8, window_blocks=3, global_blocks=1, random_blocks=2, **_):
+    block = min(block, n)
+    nb = math.ceil(n / block)
+    win = min(window_blocks, 2 * nb - 1)
+    win = (win // 2 + 0.5) if causal else win
+    rnd = min(random_blocks, nb) / (2 if causal else 1)
+    keys = (win + min(global_blocks, nb) + rnd) * block
+    return sparse_cost(b, h, n, d, dv, min(n, keys), full_rows=min(n, global_blocks * block))
+
+
+def exact_when(n, d, h):
+    block = _BLOCK.fit_default(n, d)
+    return {"window_blocks": 2 * math.ceil(n / block) - 1}
+
+
+_BLOCK = Param("block", "int", 32, "block size b: attention is decided per block of b tokens", low=1, high="N", log=True)
+
+register_variant(VariantSpec(
+    name="bigbird",
+    display_name="BigBird",
+    family="combined pattern",
+    paper="Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences (arXiv:2007.14062)",
+    complexity="O(N·(w + g + r)·b·d + g·b·N·d)",
+    complexity_class="sparse",
+    fn=bigbird,
+    cost=cost,
+    params=(
+        _BLOCK,
+        Param("window_blocks", "int", 3, "neighbouring blocks each query block attends (odd, centred)",
+              low=1, high="N"),
+        Param("global_blocks", "int", 1, "global blocks (the first g): their rows and columns are dense",
+              low=0, high="N"),
+        Param("random_blocks", "int", 3, "random key blocks per query block and head (seeded)", low=0, high="N"),
+    ),
+    causal=True,
+    stochastic=True,
+    row_stochastic=True,
+    artifacts=("mask", "keys_per_row", "global_rows", "random_blocks"),
+    content_based=False,
+    check=check,
+    exact_when=exact_when,
+    description="Block window ∪ global blocks ∪ random blocks per head (ITC).",
+))

@@ -1,0 +1,58 @@
+"""Random sparse attention: each query attends ``keys_per_row`` keys drawn uniformly at random
+(seeded, per head) plus itself.
+
+Random attention is one of BigBird's three components (Zaheer et al. 2020, §2: a random graph
+with r random keys per query shortens paths between tokens, and the Erdős–Rényi view is
+where its theory starts); the catalog's "random" row describes a Bernoulli(r) mask. Our
+choices: a fixed number of draws per row rather than a Bernoulli mask, so every row has the
+same budget and the cost is O(N·r·d); the draws are *with replacement and repeats are
+dropped*, so a row attends between 1 and r + 1 distinct keys (the expected count is
+n·(1 − (1 − 1/n)^r) + about 1); the query itself is always attended, so no row is empty.
+Different heads draw differently; batch elements share the draw. Causal: row i draws from
+[0, i] (uniform over the past), so nothing reaches the future. Because of the replacement
+there is no finite keys_per_row that is guaranteed exact, so no exact limit is declared.
+Compute goes through xviz.sparse; no N×N tensor.
+"""
+import torch
+
+from .. import patterns
+from ..registry import Param, VariantSpec, register_variant
+from ..sparse import sparse_attention, sparse_cost
+
+_SALT = 0x7A4D
+
+
+def random_pattern(q, k, v, ctx, keys_per_row: int):
+    """Uniform random keys per row and head (with replacement, repeats dropped) plus the diagonal."""
+    n, h = q.shape[-2], q.shape[1]
+    table = patterns.random_table(n, keys_per_row=keys_per_row, heads=h, generator=ctx.generator(_SALT),
+                                  causal=ctx.causal)
+    dev = table.to(q.device)
+    return sparse_attention(q, k, v, ctx, lambda rows: patterns.random_keys(rows, n, table=dev), width=keys_per_row + 1,
+                            extra_artifacts={"random_keys": table})
+
+
+def cost(b, h, n, d, dv, causal=False, keys_per_row=32, **_):
+    return sparse_cost(b, h, n, d, dv, min(n, keys_per_row + 1))
+
+
+register_variant(VariantSpec(
+    name="random_pattern",
+    display_name="Random keys",
+    family="fixed pattern",
+    paper="Zaheer et al. 2020, Big Bird (arXiv:2007.14062), §2 random attention",
+    complexity="O(N·r·d)",
+    complexity_class="sparse",
+    fn=random_pattern,
+    cost=cost,
+    params=(
+        Param("keys_per_row", "int", 32, "random keys drawn per query (with replacement; repeats count once)",
+              low=1, high="N", log=True),
+    ),
+    causal=True,
+    stochastic=True,
+    row_stochastic=True,
+    artifacts=("mask", "keys_per_row", "random_keys"),
+    content_based=False,
+    description="Each query attends r uniformly drawn keys and itself; a fresh draw per seed and head.",
+))
