@@ -10,7 +10,20 @@ import xviz
 from xviz.check import FAIL, check_variant, load_target, report_html
 
 ROOT = Path(__file__).resolve().parents[1]
-xviz.load_plugins(["tests.plugins.broken_variants"])
+BROKEN = ["broken_leaky_causal", "broken_unnormalised", "broken_nondeterministic", "broken_quadratic"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def broken_variants():
+    """Registered only while these tests run, so the registry-wide tests never see them."""
+    import importlib
+
+    import tests.plugins.broken_variants as module
+
+    importlib.reload(module)  # registers (again, after an earlier teardown)
+    yield
+    for name in BROKEN:
+        xviz.unregister_variant(name)
 
 
 @pytest.mark.parametrize("name, check, cause", [
