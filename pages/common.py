@@ -167,6 +167,25 @@ def param_widget(p: Param, key: str, n: int, d: int, *, default: Any = None, con
                           bind=BIND)
 
 
+def param_widgets(spec, n: int, d: int, defaults: Mapping[str, Any] | None = None) -> dict:
+    """One widget per parameter of ``spec``, four to a row, each bound to ``<variant>.<param>``."""
+    params: dict = {}
+    if spec.params:
+        cols = st.columns(min(4, len(spec.params)))
+        for i, p in enumerate(spec.params):
+            params[p.name] = param_widget(p, appstate.param_key(spec.name, p.name), n, d,
+                                          default=(defaults or {}).get(p.name), container=cols[i % len(cols)])
+    return params
+
+
+def error_text(exc: Exception) -> str:
+    """A table cell for a variant that failed: the library's message, or a bug named as one
+    (a broken plugin must not take the page down)."""
+    if isinstance(exc, XvizError):
+        return str(exc)
+    return f"internal error in this variant: {type(exc).__name__}: {exc}"
+
+
 def field_widget(f: appstate.Field, *, container=None, options: Sequence[str] | None = None,
                  high: int | None = None, default: Any = None) -> Any:
     c = container or st

@@ -81,10 +81,8 @@ for i, spec in enumerate(specs):
             except xviz.BudgetError:
                 m = metrics.compare(exact, r, with_matrix=False)
             row.update(m.as_dict())
-    except xviz.XvizError as exc:
-        row["error"] = str(exc)
-    except Exception as exc:  # noqa: BLE001  a bug in one variant (a plugin) must not take the page down
-        row["error"] = f"internal error in this variant: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001  one failing variant (a plugin, say) must not take the page down
+        row["error"] = common.error_text(exc)
     rows.append(row)
 progress.empty()
 

@@ -45,12 +45,7 @@ with common.controls("Variant and parameters", ctx):
     st.session_state["_explorer_budget_sig"] = sig
     _, pmsgs = appstate.check_params(raw, name, spec.params, n, d)
     messages += pmsgs
-    params = {}
-    if spec.params:
-        cols = st.columns(min(4, len(spec.params)))
-        for i, p in enumerate(spec.params):
-            params[p.name] = common.param_widget(p, appstate.param_key(name, p.name), n, d,
-                                                 default=defaults.get(p.name), container=cols[i % len(cols)])
+    params = common.param_widgets(spec, n, d, defaults)
     view = st.columns(5)
     head = view[0].number_input("head", min_value=0, max_value=h - 1, value=0, step=1, key="head", bind=common.BIND)
     query = view[1].number_input("query (inspector)", min_value=0, max_value=n - 1, value=min(n - 1, n // 2), step=1,

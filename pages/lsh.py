@@ -55,12 +55,7 @@ with common.controls("Variant and view", ctx):
                     unsafe_allow_html=True)
     _, pmsgs = appstate.check_params(raw, name, spec.params, n, d)
     messages += pmsgs
-    params = {}
-    if spec.params:
-        cols = st.columns(min(4, len(spec.params)))
-        for i, p in enumerate(spec.params):
-            params[p.name] = common.param_widget(p, appstate.param_key(name, p.name), n, d,
-                                                 container=cols[i % len(cols)])
+    params = common.param_widgets(spec, n, d)
     view = st.columns(4)
     head = int(view[0].number_input("head", min_value=0, max_value=h - 1, value=0, step=1, key="head",
                                     bind=common.BIND))

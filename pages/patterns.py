@@ -74,10 +74,8 @@ for i, spec in enumerate(specs):
             per_head = mi.mean(-1).mean(0)
             row.update({"exact mass inside": float(mi.mean()), "worst head": float(per_head.min()),
                         "worst query": float(mi.min())})
-    except xviz.XvizError as exc:
-        row["error"] = str(exc)
-    except Exception as exc:  # noqa: BLE001  a bug in one variant (a plugin) must not take the page down
-        row["error"] = f"internal error in this variant: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001  one failing variant (a plugin, say) must not take the page down
+        row["error"] = common.error_text(exc)
     rows.append(row)
 progress.empty()
 
