@@ -25,6 +25,7 @@ PAGES = [
     st.Page("pages/sweeps.py", title="Sweeps", icon=":material/show_chart:", url_path="sweeps"),
     st.Page("pages/real_model.py", title="Real model", icon=":material/neurology:", url_path="real_model"),
     st.Page("pages/cost.py", title="Cost & scaling", icon=":material/speed:", url_path="cost"),
+    st.Page("pages/check.py", title="Check a variant", icon=":material/task_alt:", url_path="check"),
 ]
 page = st.navigation(PAGES, position="top")
 

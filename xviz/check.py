@@ -330,11 +330,29 @@ def load_target(target: str) -> str:
     return name
 
 
+def report_figures(name: str, results: list[CheckResult]) -> list:
+    """One plotly figure per check that measured a series (sweeps, complexity)."""
+    import plotly.graph_objects as go
+
+    figs = []
+    for r in results:
+        if "x" not in r.data:
+            continue
+        fig = go.Figure()
+        for label, ys in (r.data.get("series") or {name: r.data["y"]}).items():
+            fig.add_scatter(x=r.data["x"], y=ys, mode="lines+markers", name=label)
+        fig.update_layout(title=r.check, xaxis_title=r.data.get("xlabel"), yaxis_title=r.data.get("ylabel"),
+                          height=360, width=720)
+        if r.data.get("log"):
+            fig.update_xaxes(type="log")
+            fig.update_yaxes(type="log")
+        figs.append(fig)
+    return figs
+
+
 def report_html(name: str, results: list[CheckResult]) -> str:
     """A self-contained HTML page: the verdict table and a figure per measured series."""
     import html
-
-    import plotly.graph_objects as go
 
     spec = get_variant(name)
     colors = {PASS: "#1a7f37", FAIL: "#cf222e", SKIP: "#6e7781", INFO: "#0969da"}
@@ -343,21 +361,8 @@ def report_html(name: str, results: list[CheckResult]) -> str:
         f"<td>{'' if r.measured is None else html.escape(_num(r.measured))}</td>"
         f"<td>{'' if r.tolerance is None else html.escape(_num(r.tolerance))}</td><td>{html.escape(r.message)}</td></tr>"
         for r in results)
-    figs, first = [], True
-    for r in results:
-        if "x" not in r.data:
-            continue
-        fig = go.Figure()
-        series = r.data.get("series") or {spec.name: r.data["y"]}
-        for label, ys in series.items():
-            fig.add_scatter(x=r.data["x"], y=ys, mode="lines+markers", name=label)
-        fig.update_layout(title=r.check, xaxis_title=r.data.get("xlabel"), yaxis_title=r.data.get("ylabel"),
-                          height=360, width=720)
-        if r.data.get("log"):
-            fig.update_xaxes(type="log")
-            fig.update_yaxes(type="log")
-        figs.append(fig.to_html(full_html=False, include_plotlyjs="inline" if first else False))
-        first = False
+    figs = [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+            for i, fig in enumerate(report_figures(name, results))]
     failed = sum(r.status == FAIL for r in results)
     verdict = f"{failed} check(s) failed" if failed else "all checks passed"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>xviz check: {html.escape(name)}</title>"

@@ -1,0 +1,74 @@
+"""Check a variant: the sanity-check battery of ``python -m xviz check`` on any registered variant —
+a built-in one or your own plugin (loaded through XVIZ_PLUGINS or the ``xviz.variants`` entry points;
+nothing uploaded here is ever executed). One row per check, PASS / FAIL / SKIP / INFO with the
+measured number and its tolerance, the sweeps as figures, and the HTML report to download."""
+
+import pandas as pd
+import streamlit as st
+
+import xviz
+from pages import common
+from xviz import appstate, check
+
+ctx = common.context()
+common.page_header("Check a variant", ctx)
+st.caption("The battery runs on its own seeded random inputs (float64 where it checks identities), not on the "
+           "sidebar's input, so its verdicts do not depend on what you are looking at.")
+specs = xviz.list_variants()
+names = [s.name for s in specs]
+builtin = {s.name for s in specs if s.fn.__module__.startswith("xviz.variants.")}
+raw = st.query_params.to_dict()
+default = "sink_window" if "sink_window" in names else "performer"
+_, messages = appstate.check_variant(raw.get("chk_variant"), names, default)
+common.link_messages(messages)
+
+with common.controls("Variant", ctx):
+    c = st.columns([3, 1])
+    name = c[0].selectbox("variant", names, index=names.index(default), key="chk_variant", bind=common.BIND,
+                          help="every registered variant: the built-in catalog and any loaded plugin")
+    quick = c[1].toggle("quick", value=False, key="chk_quick", bind=common.BIND,
+                        help="skip the logit-scale and length sweeps and the complexity fit (seconds instead of "
+                             "tens of seconds)")
+    st.caption("Your own variant: register it with `xviz.register_variant` in a module and start the app with "
+               "`XVIZ_PLUGINS=your_module` (see the README's tutorial). "
+               + (f"Plugins loaded now: {', '.join(sorted(set(names) - builtin))}." if set(names) - builtin
+                  else "No plugin is loaded now."))
+    go = st.button("Run the checks", type="primary", key="chk_run")
+
+spec = xviz.get_variant(name)
+st.markdown(f"**{spec.display_name}** ({'built-in' if name in builtin else 'plugin: ' + spec.fn.__module__}) · "
+            f"{spec.family} · {spec.complexity}  \n<small>{spec.paper}</small>",
+            unsafe_allow_html=True)
+store = st.session_state.setdefault("_check_results", {})
+if go:
+    labels = [label for label, _ in check.battery(spec, quick)]
+    bar = st.progress(0.0, text="starting")
+    done = []
+
+    def step(r):
+        done.append(r)
+        bar.progress(len(done) / len(labels), text=f"{r.status} {r.check}")
+
+    with common.guard("The checks"):
+        store[(name, quick)] = check.check_variant(name, quick=quick, progress=step)
+    bar.empty()
+
+results = store.get((name, quick))
+if results is None:
+    st.info("Press **Run the checks**: the quick battery takes a few seconds, the full one up to a minute.")
+    st.stop()
+
+failed = [r for r in results if r.status == check.FAIL]
+(st.error if failed else st.success)(
+    f"{len(failed)} check(s) failed: {', '.join(r.check for r in failed)}" if failed else "All checks passed.")
+df = pd.DataFrame([{"status": r.status, "check": r.check,
+                    "measured": "" if r.measured is None else check._num(r.measured),
+                    "tolerance": "" if r.tolerance is None else check._num(r.tolerance), "note": r.message}
+                   for r in results])
+st.dataframe(df.style.map(lambda v: {"PASS": "color: #1a7f37", "FAIL": "color: #cf222e; font-weight: bold",
+                                     "SKIP": "color: #6e7781", "INFO": "color: #0969da"}.get(v, ""),
+                          subset=["status"]), hide_index=True, width="stretch", height=35 * (len(df) + 1) + 3)
+for i, fig in enumerate(check.report_figures(name, results)):
+    common.show_figure(fig, f"check-{name}-{i}", ctx, key=f"chk_fig_{i}")
+st.download_button("⬇ HTML report", data=lambda: check.report_html(name, results), file_name=f"xviz-check-{name}.html",
+                   mime="text/html", key="chk_report", on_click="ignore")
