@@ -1,4 +1,4 @@
-"""``python -m xviz``: the catalog, one variant's spec, and runs against exact attention from the shell.
+"""``python -m xviz``: the catalog (list, show), runs against exact attention (run), checks and benchmarks.
 
 Every failure the user can cause ends in one line on stderr and exit code 2, never a traceback.
 """
@@ -33,6 +33,73 @@ def _cmd_show(args) -> int:
     print(f"  artifacts: {', '.join(s.artifacts) or 'none'}")
     for p in s.params:
         print(f"  --param {p.name}=<{p.kind}>  default {p.default!r}, range {p.range_text()}: {p.help}")
+    return 0
+
+
+def load_input(spec: str, *, n: int, d: int, heads: int, seed: int, layer: int):
+    """``synthetic:KIND`` | ``sample:NAME`` | ``text:SOME TEXT`` | ``file:PATH`` -> SequenceInput."""
+    from pathlib import Path
+
+    from . import inputs
+    from .errors import InputError
+
+    kind, _, value = spec.partition(":")
+    if kind == "synthetic":
+        return inputs.synthetic(value or "clustered", n=n, d=d, heads=heads, seed=seed)
+    if kind == "sample":
+        return inputs.load_sample(value, seed=seed, layer=layer)
+    if kind == "text":
+        return inputs.from_text(value, layer=layer)
+    if kind == "file":
+        path = Path(value)
+        if not path.is_file():
+            raise InputError(f"no file at {value!r}.")
+        return inputs.load_upload(path.name, path.read_bytes(), seed=seed, layer=layer)
+    raise InputError(f"input {spec!r} is not one of synthetic:KIND, sample:NAME, text:TEXT, file:PATH.")
+
+
+def _cmd_run(args) -> int:
+    import numpy as np
+
+    from . import figures, metrics
+    from .engine import run
+    from .errors import ParameterError
+
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParameterError(f"--param {item!r} must look like name=value.")
+        params[key] = value
+    seq = load_input(args.input, n=args.n, d=args.d, heads=args.heads, seed=args.seed, layer=args.layer)
+    for note in seq.notices:
+        print(f"notice: {note}")
+    causal = args.causal or seq.causal
+    r = run(args.name, seq.q, seq.k, seq.v, causal=causal, seed=args.seed, **params)
+    e = run("exact", seq.q, seq.k, seq.v, causal=causal)
+    print(f"input: {seq.provenance} — shape {tuple(seq.q.shape)}{', causal' if causal else ''}")
+    print(f"{args.name} {r.params}: {r.cost.flops:.3g} FLOPs, {r.cost.bytes:.3g} bytes (theory)")
+    m = metrics.compare(e, r, v=seq.v, with_matrix=r.has_matrix)
+    for key, value in m.as_dict().items():
+        print(f"  {key}: {value:.4g}")
+    print(f"artifacts: {', '.join(r.artifacts) or 'none'}")
+    if args.out:
+        arrays = {"out": r.out, "exact_out": e.out}
+        if r.has_matrix:
+            arrays.update(matrix=r.matrix(), exact_matrix=e.matrix())
+        for key in r.artifacts:
+            value = r.artifacts[key]
+            if hasattr(value, "detach"):
+                arrays[f"artifact_{key}"] = value
+        np.savez_compressed(args.out, **{k: v.detach().float().cpu().numpy() if v.is_floating_point()
+                                         else v.detach().cpu().numpy() for k, v in arrays.items()})
+        print(f"wrote {args.out}")
+    if args.html and r.has_matrix:
+        fig = figures.compare_heatmaps(e.matrix()[0, args.head], r.matrix()[0, args.head], seq.tokens,
+                                       names=("exact", args.name))
+        with open(args.html, "wb") as f:
+            f.write(figures.to_html(fig))
+        print(f"wrote {args.html}")
     return 0
 
 
@@ -78,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one variant's parameters and capabilities")
     show.add_argument("name")
     show.set_defaults(func=_cmd_show)
+    runp = sub.add_parser("run", help="run a variant on an input; print its error against exact attention")
+    runp.add_argument("name")
+    runp.add_argument("--input", default="synthetic:clustered",
+                      help="synthetic:KIND | sample:NAME | text:TEXT | file:PATH (default synthetic:clustered)")
+    runp.add_argument("--n", type=int, default=256)
+    runp.add_argument("--d", type=int, default=64)
+    runp.add_argument("--heads", type=int, default=4)
+    runp.add_argument("--layer", type=int, default=0, help="model layer (text inputs)")
+    runp.add_argument("--seed", type=int, default=0)
+    runp.add_argument("--causal", action="store_true")
+    runp.add_argument("--param", action="append", default=[], help="name=value (repeatable)")
+    runp.add_argument("--head", type=int, default=0, help="head drawn in --html")
+    runp.add_argument("--out", help="NPZ with outputs, matrices and artifacts")
+    runp.add_argument("--html", help="standalone HTML: exact, approximate, difference")
+    runp.set_defaults(func=_cmd_run)
     check = sub.add_parser("check", help="sanity-check a variant: MODULE:NAME (a plugin) or NAME (built-in)")
     check.add_argument("target")
     check.add_argument("--quick", action="store_true", help="skip the sweeps and the complexity fit")
