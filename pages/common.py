@@ -63,6 +63,20 @@ def _moved_cached(key: tuple, device: str, dtype: str, _inp: SequenceInput) -> S
     return _inp.to(device=device, dtype=getattr(torch, dtype))
 
 
+@st.cache_resource(max_entries=48, show_spinner=False)
+def cached(key: tuple, _fn: Callable[[], Any]) -> Any:
+    """A page's expensive result, cached on an explicit key whose first item names the computation."""
+    return _fn()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def model_layers(text: str, model: str):
+    """Every layer's Q/K/V of the model on ``text`` (Spectra and Real model share it)."""
+    from xviz import spectra
+
+    return spectra.model_layers(text, model or None)
+
+
 @st.cache_resource(show_spinner=False)
 def device_dtypes(device: str) -> tuple[str, ...]:
     """The dtypes this device can run attention in (a tiny softmax and matmul probe each)."""

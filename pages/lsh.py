@@ -16,11 +16,6 @@ RECALL_MAX_N = 1024  # the recall grid runs the variant a few dozen times with d
 PROJECT_MAX_POINTS = 2000  # points drawn in 2-D (t-SNE is slower: at most 1000)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _cached(key: tuple, _fn):
-    return _fn()
-
-
 @st.cache_data(max_entries=32, show_spinner=False)
 def collision_theory(thetas: tuple, buckets: int) -> np.ndarray:
     return la.collision_probability(np.asarray(thetas), buckets)
@@ -192,7 +187,7 @@ else:
         fixed = {k: v for k, v in result.params.items() if k not in ("rounds", "buckets")}
         key = ctx.key("lsh_recall", name, head, topk, tuple(sorted(fixed.items())))
         with st.spinner(f"Running {spec.display_name} at {len(rows) * len(cols)} settings…"):
-            grid = _cached(key, lambda: la.recall_grid(
+            grid = common.cached(key, lambda: la.recall_grid(
                 name, q_h, k_h, ctx.inp.v[:, head:head + 1].detach().cpu().double(), rows=rows, cols=cols, topk=topk,
                 causal=ctx.causal, seeds=(ctx.seed,), fixed=fixed))
         cc = st.columns(2)
@@ -279,7 +274,7 @@ else:
             st.caption(f"{x.shape[0]} points: {len(keep)} of them are drawn.")
         key = ctx.key("lsh_proj", name, tuple(sorted(result.params.items())), head, rnd, method)
         with st.spinner("Projecting…" if method == "pca" else "Running t-SNE…"):
-            xy = _cached(key, lambda: la.project_2d(x[keep], method, seed=ctx.seed))
+            xy = common.cached(key, lambda: la.project_2d(x[keep], method, seed=ctx.seed))
         fig = fx.projection_figure(xy, gid[keep], [kinds[i] for i in keep], hover=[hover[i] for i in keep],
                                    method="PCA" if method == "pca" else "t-SNE", font_size=ctx.font_size)
         fig.update_layout(title_text=f"{fig.layout.title.text}, coloured by {word} — head {head}")

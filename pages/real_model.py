@@ -14,16 +14,6 @@ THUMB_CELLS = 32  # each thumbnail is mean-pooled to at most this many cells a s
 ERROR_GUARD_FLOPS = 2e11  # a variant over every layer above this waits for a click
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def model_layers(text: str, model: str):
-    return spectra.model_layers(text, model or None)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _cached(key: tuple, _fn):
-    return _fn()
-
-
 def open_cell(text: str, model: str, layer: int, head: int, variant: str | None) -> None:
     """Callback (runs before the next script run, so the sidebar's widgets can still be set): the sidebar
     switches to this text and layer, the Explorer to this head and variant."""
@@ -86,7 +76,7 @@ if not (text or "").strip():
     st.stop()
 layers = None
 with common.guard("Model"), st.spinner(f"Running {info['name']} on the text, every layer…"):
-    layers = model_layers(text, model)
+    layers = common.model_layers(text, model)
 if not layers:
     st.stop()
 L, H = len(layers), layers[0].q.shape[1]
@@ -128,7 +118,7 @@ else:
         if go_on:
             key = ("rm_errors", text, model, name, tuple(sorted(params.items())), metric, causal, ctx.seed)
             with st.spinner(f"{spec.display_name} on {L} layers…"):
-                z, msgs = _cached(key, lambda: spectra.layer_head_errors(layers, name, params, metric=metric,
+                z, msgs = common.cached(key, lambda: spectra.layer_head_errors(layers, name, params, metric=metric,
                                                                          causal=causal, seed=ctx.seed))
             fmt = ".1%" if metric == "topk_recall" else ".3g"
             fig = fx.layer_head_figure(z, title=f"{METRIC_LABELS[metric]} of {spec.display_name}"

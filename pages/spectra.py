@@ -14,16 +14,6 @@ LOWRANK_MAX_N = 1024  # the rank-k variants' N×N matrices at ~8 ranks × seeds
 NORMS = ("fro", "spectral")
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _cached(key: tuple, _fn):
-    return _fn()
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def model_layers(text: str, model: str):
-    return spectra.model_layers(text, model or None)
-
-
 def model_text(ctx) -> tuple[str, str, bool]:
     """(text, model folder, whether it is the sidebar's own text input)."""
     if ctx.input_key and ctx.input_key[0] == "text":
@@ -68,7 +58,7 @@ else:
     with common.guard("Spectrum"), st.spinner("Singular values of every head…"):
         exact, _ = common.run_variant(ctx, "exact", {})
         a = exact.matrix()[0]
-        sp = _cached(ctx.key("spectrum"), lambda: spectra.spectrum(a))
+        sp = common.cached(ctx.key("spectrum"), lambda: spectra.spectrum(a))
         cc = st.columns(2)
         with cc[0]:
             common.show_figure(fx.singular_values_figure(sp.s, font_size=ctx.font_size), "singular_values", ctx,
@@ -100,7 +90,7 @@ else:
         fixed = {"linformer": {"projection": proj}}
         key = ctx.key("lowrank", tuple(chosen), norm, seeds, proj)
         with st.spinner(f"Running {', '.join(chosen)} at {len(ks)} ranks × {seeds} seeds…"):
-            cmp = _cached(key, lambda: spectra.lowrank_errors(
+            cmp = common.cached(key, lambda: spectra.lowrank_errors(
                 ctx.inp.q, ctx.inp.k, ctx.inp.v, ks, chosen, norm=norm,
                 seeds=tuple(ctx.seed + i for i in range(seeds)), fixed=fixed))
         names = {s: xviz.get_variant(s).display_name for s in chosen}
@@ -138,7 +128,7 @@ except xviz.XvizError as exc:
 if info is not None:
     with common.guard("Model"):
         with st.spinner(f"Running {info['name']} on the text, every layer…"):
-            layers = model_layers(text, model)
+            layers = common.model_layers(text, model)
         nt = layers[0].n
         c = st.columns(3)
         k_in = int(c[0].number_input("k (top singular values)", min_value=1, max_value=4096,
@@ -149,7 +139,7 @@ if info is not None:
                                    "paper's normalised cumulative singular value")
         kk = min(k_in, nt)
         mats = [spectra.attention_of(x) for x in layers]
-        z = _cached(("energy_map", text, model, kk, kind),
+        z = common.cached(("energy_map", text, model, kk, kind),
                     lambda: spectra.layer_head_energy(mats, kk, squared=kind == "energy"))
         c[2].metric("mean over layers and heads", f"{np.nanmean(z):.1%}")
         fig = fx.layer_head_figure(z, title=f"{info['name']}: {'energy' if kind == 'energy' else 'Σσ'} in the top "

@@ -12,14 +12,11 @@ import pytest
 import torch
 
 import xviz
+from xviz.check import rel_err
 from xviz.engine import Context
 from xviz.variants.reformer import lsh_buckets, reformer_rotations
 
 from .conftest import make_qkv
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def dense_reference(q, k, v, mask, scale):

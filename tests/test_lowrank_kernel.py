@@ -12,16 +12,13 @@ import pytest
 import torch
 
 import xviz
+from xviz.check import rel_err
 from xviz.kernel import linear_attention, linear_attention_matrix
 from xviz.variants.exact import dense_weights
 from xviz.variants.nystrom import iterative_pinv, segment_ids
 from xviz.variants.performer import draw_projection, feature_map
 
 from .conftest import make_qkv
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def exact_matrix(q, k, causal=False):

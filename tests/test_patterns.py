@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import xviz
+from xviz.check import rel_err
 from xviz import patterns as P
 
 from .conftest import make_qkv
@@ -29,10 +30,6 @@ def masked_reference(q, k, v, mask, scale=None):
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     logits = (q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
     return torch.nan_to_num(torch.softmax(logits, -1), nan=0.0) @ v
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 # ------------------------------------------------------------------ structure

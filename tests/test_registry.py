@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import xviz
+from xviz.check import rel_err
 from xviz import check
 from xviz.registry import FAMILIES
 
@@ -16,10 +17,6 @@ ALL = sorted(SPECS)
 NOT_CAUSAL = [n for n in ALL if not SPECS[n].causal]
 MASKED = [n for n in ALL if "mask" in SPECS[n].artifacts]
 N = 48  # small enough for float64 dense references, large enough that defaults are not all clamped to N
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def test_catalog_has_the_required_variants():
