@@ -8,7 +8,8 @@ or check it with
 import torch
 
 import xviz
-from xviz.sparse import sparse_attention, sparse_cost
+from xviz.kernels.costs import sparse_cost
+from xviz.kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
 
 
 def sink_window(q, k, v, ctx, sinks: int, window: int):
@@ -26,9 +27,9 @@ xviz.register_variant(xviz.VariantSpec(
     name="sink_window", display_name="Sinks + window (plugin)", family="fixed pattern",
     paper="Xiao et al. 2023, Efficient Streaming Language Models with Attention Sinks (arXiv:2309.17453)",
     complexity="O(N·(s + w)·d)", complexity_class="sparse", fn=sink_window,
-    cost=lambda b, h, n, d, dv, causal=False, sinks=4, window=64: sparse_cost(b, h, n, d, dv, sinks + 2 * window + 1),
+    cost=lambda s, sinks, window: sparse_cost(s, sinks + (1 if s.causal else 2) * window + 1),
     params=(xviz.Param("sinks", "int", 4, "first tokens every query attends", low=0, high="N"),
             xviz.Param("window", "int", 64, "recent keys on each side", low=1, high="N")),
-    causal=True, row_stochastic=True, artifacts=("mask", "keys_per_row"), content_based=False,
+    causal=True, row_stochastic=True, artifacts=(MASK, KEYS_PER_ROW), content_based=False,
     exact_when=lambda n, d, h: {"window": n},
 ))

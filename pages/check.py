@@ -8,7 +8,9 @@ import streamlit as st
 
 import xviz
 from pages import common
-from xviz import appstate, check
+from xviz import appstate
+from xviz.analysis import check
+from xviz.figures import report
 
 ctx = common.context()
 common.page_header("Check a variant", ctx)
@@ -68,7 +70,7 @@ df = pd.DataFrame([{"status": r.status, "check": r.check,
 st.dataframe(df.style.map(lambda v: {"PASS": "color: #1a7f37", "FAIL": "color: #cf222e; font-weight: bold",
                                      "SKIP": "color: #6e7781", "INFO": "color: #0969da"}.get(v, ""),
                           subset=["status"]), hide_index=True, width="stretch", height=35 * (len(df) + 1) + 3)
-for i, fig in enumerate(check.report_figures(name, results)):
+for i, fig in enumerate(report.report_figures(name, results)):
     common.show_figure(fig, f"check-{name}-{i}", ctx, key=f"chk_fig_{i}")
-st.download_button("⬇ HTML report", data=lambda: check.report_html(name, results), file_name=f"xviz-check-{name}.html",
+st.download_button("⬇ HTML report", data=lambda: report.report_html(name, results), file_name=f"xviz-check-{name}.html",
                    mime="text/html", key="chk_report", on_click="ignore")

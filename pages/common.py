@@ -20,9 +20,10 @@ import torch
 
 import xviz
 from xviz import appstate, figures
-from xviz.errors import XvizError
-from xviz.registry import Param
-from xviz.sequence import SequenceInput
+from xviz.core.errors import XvizError
+from xviz.analysis.budget import budget_params
+from xviz.core.registry import Param, Shape
+from xviz.inputs.sequence import SequenceInput
 
 BIND = "query-params"
 CTX_KEY = "_xviz_context"
@@ -72,7 +73,7 @@ def cached(key: tuple, _fn: Callable[[], Any]) -> Any:
 @st.cache_resource(max_entries=4, show_spinner=False)
 def model_layers(text: str, model: str):
     """Every layer's Q/K/V of the model on ``text`` (Spectra and Real model share it)."""
-    from xviz import spectra
+    from xviz.analysis import spectra
 
     return spectra.model_layers(text, model or None)
 
@@ -446,12 +447,12 @@ def run_variant(ctx: AppContext, name: str, params: Mapping[str, Any]):
 
 def exact_cost(ctx: AppContext) -> float:
     b, h, n, d = ctx.shape
-    return xviz.get_variant("exact").cost(b, h, n, d, ctx.inp.v.shape[-1], causal=ctx.causal).flops
+    return xviz.get_variant("exact").cost_at(Shape(b, h, n, d, ctx.inp.v.shape[-1], ctx.causal)).flops
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)
 def _metrics_cached(key: tuple, _exact, _approx, k: int):
-    from xviz import metrics
+    from xviz.analysis import metrics
 
     return metrics.compare(_exact, _approx, k=k)
 
@@ -469,7 +470,7 @@ def variant_cost(ctx: AppContext, spec, params: Mapping[str, Any]) -> float:
     b, h, n, d = ctx.shape
     try:
         resolved = spec.resolve(dict(params), n=n, d=d, heads=h)
-        return float(spec.cost(b, h, n, d, ctx.inp.v.shape[-1], causal=ctx.causal, **resolved).flops)
+        return float(spec.cost(Shape(b, h, n, d, ctx.inp.v.shape[-1], ctx.causal), **resolved).flops)
     except Exception:  # noqa: BLE001  (the run itself reports a bad parameter)
         return 0.0
 
@@ -477,7 +478,7 @@ def variant_cost(ctx: AppContext, spec, params: Mapping[str, Any]) -> float:
 def budget_defaults(spec, ctx: AppContext, budget: int) -> dict:
     b, h, n, d = ctx.shape
     try:
-        return appstate.budget_params(spec, n, d, h, keys_per_row=budget, causal=ctx.causal,
+        return budget_params(spec, n, d, h, keys_per_row=budget, causal=ctx.causal,
                                       dv=ctx.inp.v.shape[-1]).params
     except XvizError:
         return {p.name: p.fit_default(n, d) for p in spec.params}

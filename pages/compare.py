@@ -7,8 +7,10 @@ import streamlit as st
 
 import xviz
 from pages import common
-from xviz import appstate, figures, metrics
-from xviz.metrics import METRIC_LABELS, METRIC_NAMES
+from xviz import appstate, figures
+from xviz.analysis import metrics
+from xviz.analysis.budget import budget_params, target_flops
+from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 
 ctx = common.context()
 common.page_header("Compare", ctx)
@@ -62,7 +64,7 @@ for i, spec in enumerate(specs):
     try:
         if ctx.causal and not spec.causal:
             raise xviz.ParameterError(f"{spec.display_name} has no causal form.")
-        bud = appstate.budget_params(spec, n, d, h, keys_per_row=budget, causal=ctx.causal, dv=dv)
+        bud = budget_params(spec, n, d, h, keys_per_row=budget, causal=ctx.causal, dv=dv)
         cost = common.variant_cost(ctx, spec, bud.params)
         if cost > common.EXACT_GUARD_FLOPS:
             raise xviz.BudgetError(f"skipped: {appstate.format_flops(cost)}FLOPs at this size "
@@ -91,7 +93,7 @@ for col in ("flops", "seconds", *METRIC_NAMES):
     if col not in df:
         df[col] = float("nan")
 st.caption(f"N = {n}, d = {d}, {h} heads. Budget: {budget} keys per query = "
-           f"{appstate.format_flops(appstate.target_flops(b, h, n, d, dv, budget))}FLOPs; exact attention: "
+           f"{appstate.format_flops(target_flops(b, h, n, d, dv, budget))}FLOPs; exact attention: "
            f"{appstate.format_flops(common.exact_cost(ctx))}FLOPs. 'tuned' is the parameter set to meet it "
            "(— : the cost depends on none, defaults kept). Click a row or a point to open it in the Explorer.")
 

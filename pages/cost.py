@@ -9,7 +9,9 @@ import torch
 
 import xviz
 from pages import common
-from xviz import appstate, bench, figures_explain as fx
+from xviz import appstate
+from xviz.analysis import bench
+from xviz.figures import explain as fx
 
 STATE = "_cost_state"
 LRA_STATE = "_cost_lra_state"

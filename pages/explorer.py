@@ -7,7 +7,7 @@ import streamlit as st
 import xviz
 from pages import common
 from xviz import appstate, figures
-from xviz.metrics import METRIC_LABELS, METRIC_NAMES
+from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 
 ctx = common.context()
 common.page_header("Explorer", ctx)
@@ -112,7 +112,7 @@ if exact is not None and approx is not None:
                 st.info(f"Matrix metrics skipped: {exc}")
                 m = None
             if m is None:
-                from xviz import metrics as _metrics
+                from xviz.analysis import metrics as _metrics
 
                 m = _metrics.compare(exact, approx, with_matrix=False)
         cols = st.columns(6)
@@ -168,7 +168,7 @@ if approx is not None and len(approx.artifacts):
     tabs = st.tabs(list(approx.artifacts))
     for tab, art in zip(tabs, approx.artifacts):
         with tab, common.guard(f"Artifact {art}"):
-            figs = figures.artifact_figures(art, approx.artifacts[art], ctx.tokens, head=head,
+            figs = figures.artifact_figures(spec.artifact(art), approx.artifacts[art], ctx.tokens, head=head,
                                             font_size=ctx.font_size)
             if not figs:
                 st.write(repr(approx.artifacts[art])[:500])

@@ -9,7 +9,9 @@ import torch
 
 import xviz
 from pages import common
-from xviz import appstate, figures_explain as fx, lsh_analysis as la
+from xviz import appstate
+from xviz.analysis import lsh as la
+from xviz.figures import explain as fx
 
 MATRIX_MAX_N = 2048  # the reordered matrix and the missed-key view build N×N weights for one head
 RECALL_MAX_N = 1024  # the recall grid runs the variant a few dozen times with dense masks
@@ -31,7 +33,7 @@ common.page_header("LSH & clustering", ctx)
 if not common.require_input(ctx):
     st.stop()
 b, h, n, d = ctx.shape
-specs = [s for s in xviz.list_variants() if {"buckets", "clusters"} & set(s.artifacts)]
+specs = [s for s in xviz.list_variants() if {"buckets", "clusters"} & set(s.artifact_names)]
 if not specs:
     st.info("No variant in the catalog returns buckets or clusters.")
     st.stop()
@@ -56,7 +58,7 @@ with common.controls("Variant and view", ctx):
                                     bind=common.BIND))
     topk = int(view[1].number_input("k (true top-k keys)", min_value=1, max_value=n, value=min(n, 8), step=1,
                                     key="topk", bind=common.BIND))
-    rounds_here = int(params.get("rounds", 1)) if "buckets" in spec.artifacts else 1
+    rounds_here = int(params.get("rounds", 1)) if "buckets" in spec.artifact_names else 1
     rnd = int(view[2].number_input("round (sort order)", min_value=0, max_value=max(0, rounds_here - 1), value=0,
                                    step=1, key="lsh_round", bind=common.BIND,
                                    help="which hashing round orders the matrix below"))
@@ -73,7 +75,7 @@ if result is None:
 st.caption(f"{spec.display_name}({appstate.describe_params(result.params)}) on head {head}: "
            f"{secs * 1e3:.1f} ms (first run).")
 arts = result.artifacts
-shared = la.shared_qk(spec)
+shared = spec.shared_qk
 q_h = ctx.inp.q[:, head:head + 1].detach().cpu().double()
 k_h = ctx.inp.k[:, head:head + 1].detach().cpu().double()
 

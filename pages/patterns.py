@@ -6,7 +6,9 @@ import torch
 
 import xviz
 from pages import common
-from xviz import appstate, figures, metrics
+from xviz import appstate, figures
+from xviz.analysis import metrics
+from xviz.analysis.budget import budget_params, target_flops
 
 PATTERN_MAX_N = 4096  # dense masks and the exact matrix are drawn up to this N
 REACH_MAX_N = 1024  # reachability costs an N×N×N product per layer
@@ -21,7 +23,7 @@ if n > PATTERN_MAX_N:
              "Use a shorter input (sidebar) — the Explorer and Compare pages go further.")
     st.stop()
 
-specs = [s for s in xviz.list_variants() if "mask" in s.artifacts]
+specs = [s for s in xviz.list_variants() if "mask" in s.artifact_names]
 if not specs:
     st.info("No variant in the catalog returns a mask.")
     st.stop()

@@ -7,8 +7,12 @@ import streamlit as st
 
 import xviz
 from pages import common
-from xviz import appstate, figures, figures_explain as fx, spectra
-from xviz.metrics import METRIC_LABELS, METRIC_NAMES
+from xviz import appstate, figures
+from xviz.core.registry import Shape
+from xviz.analysis import spectra
+from xviz.analysis.budget import budget_params
+from xviz.figures import explain as fx
+from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 
 THUMB_CELLS = 32  # each thumbnail is mean-pooled to at most this many cells a side
 ERROR_GUARD_FLOPS = 2e11  # a variant over every layer above this waits for a click
@@ -111,8 +115,8 @@ if causal and not spec.causal:
 else:
     with common.guard("Error map"):
         budget = budget_in or common.default_budget(nt)
-        params = appstate.budget_params(spec, nt, dt, H, keys_per_row=min(budget, nt), causal=causal).params
-        flops = spec.cost(1, H, nt, dt, dt, causal=causal, **params).flops * L
+        params = budget_params(spec, nt, dt, H, keys_per_row=min(budget, nt), causal=causal).params
+        flops = spec.cost(Shape(1, H, nt, dt, dt, causal), **params).flops * L
         go_on = flops <= ERROR_GUARD_FLOPS or st.checkbox(
             f"Run {spec.display_name} on all {L} layers ({appstate.format_flops(flops)}FLOPs)", key="rm_force")
         if go_on:

@@ -7,7 +7,9 @@ import streamlit as st
 
 import xviz
 from pages import common
-from xviz import appstate, figures_explain as fx, spectra
+from xviz import appstate
+from xviz.analysis import spectra
+from xviz.figures import explain as fx
 
 SPECTRUM_MAX_N = 2048  # an SVD per head (seconds each at 2K on a CPU)
 LOWRANK_MAX_N = 1024  # the rank-k variants' N×N matrices at ~8 ranks × seeds
@@ -28,7 +30,7 @@ if not common.require_input(ctx):
 b, h, n, d = ctx.shape
 raw = st.query_params.to_dict()
 messages = appstate.check_choice(raw, "ey_norm", NORMS)
-available = [x for x in spectra.RANK_PARAMS if x in {s.name for s in xviz.list_variants()}]
+available = spectra.rank_variants()
 
 with common.controls("Settings", ctx):
     c = st.columns(5)

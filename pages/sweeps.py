@@ -9,8 +9,10 @@ import torch
 
 import xviz
 from pages import common
-from xviz import appstate, figures_explain as fx, sweeps
-from xviz.metrics import METRIC_LABELS, METRIC_NAMES
+from xviz import appstate
+from xviz.analysis import sweeps
+from xviz.figures import explain as fx
+from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 
 STATE = "_sweep_state"
 AXIS_LABELS = {"param": "a parameter", "n": "N (sequence length)", "scale": "logit scale"}

@@ -18,13 +18,10 @@ APP = str(ROOT / "app.py")
 def plugins():
     """The sample plugin and the broken fixtures, registered only for these tests."""
     sys.path.insert(0, str(ROOT / "examples"))
-    import importlib
+    from tests.plugins import fresh
 
-    import sink_window
-    import tests.plugins.broken_variants as broken
-
-    importlib.reload(sink_window)
-    importlib.reload(broken)
+    fresh("sink_window")
+    fresh("tests.plugins.broken_variants")
     yield
     for name in ("sink_window", "broken_leaky_causal", "broken_unnormalised", "broken_nondeterministic",
                  "broken_quadratic"):

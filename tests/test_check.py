@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import xviz
-from xviz.check import FAIL, check_variant, load_target, report_html
+from xviz.analysis.check import FAIL, check_variant, load_target
+from xviz.figures.report import report_html
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = ["broken_leaky_causal", "broken_unnormalised", "broken_nondeterministic", "broken_quadratic"]
@@ -16,11 +17,9 @@ BROKEN = ["broken_leaky_causal", "broken_unnormalised", "broken_nondeterministic
 @pytest.fixture(scope="module", autouse=True)
 def broken_variants():
     """Registered only while these tests run, so the registry-wide tests never see them."""
-    import importlib
+    from tests.plugins import fresh
 
-    import tests.plugins.broken_variants as module
-
-    importlib.reload(module)  # registers (again, after an earlier teardown)
+    fresh("tests.plugins.broken_variants")  # registers (again, after an earlier teardown)
     yield
     for name in BROKEN:
         xviz.unregister_variant(name)

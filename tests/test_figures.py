@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from xviz import figures, metrics
+from xviz import figures
+from xviz.analysis import metrics
 from xviz.figures import pool2d
 
 

@@ -119,7 +119,7 @@ def test_png_upload():
 def test_uploads_are_valid_engine_inputs():
     for name, data in [("a.npz", npz(**qkv())), ("s.csv", b"1\n2\n3\n4\n")]:
         seq = inputs.load_upload(name, data)
-        xviz.engine.as_4d(seq.q, seq.k, seq.v)  # raises InputError if the engine would refuse them
+        xviz.core.engine.as_4d(seq.q, seq.k, seq.v)  # raises InputError if the engine would refuse them
 
 
 # ------------------------------------------------------------------ bad inputs
@@ -250,7 +250,7 @@ BAD = [
     ("model folder without safetensors", _folder_without_weights,
      r"has no \.safetensors weights; xviz loads only safetensors weights, so that nothing is unpickled"),
     ("model folder with a broken config", _folder_with_bad_config, r"the config\.json in .* is not one transformers can read"),
-    ("bad seed", _plain("a.npz", lambda: npz(**qkv()), seed=-1), r"seed = -1 must be a non-negative whole number"),
+    ("bad seed", _plain("a.npz", lambda: npz(**qkv()), seed=-1), r"seed = -1 must be an integer in \[0, 2\^63 - 1\]"),
 ]
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import xviz
-from xviz.check import rel_err
-from xviz.engine import Context
-from xviz.variants.reformer import lsh_buckets, reformer_rotations
+from xviz.analysis.check import rel_err
+from xviz.core.engine import Context
+from xviz.kernels.hashing import lsh_buckets
+from xviz.variants.reformer import reformer_rotations
 
 from .conftest import make_qkv
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import xviz
-from xviz.check import rel_err
-from xviz.kernel import linear_attention, linear_attention_matrix
-from xviz.variants.exact import dense_weights
-from xviz.variants.nystrom import iterative_pinv, segment_ids
+from xviz.analysis.check import rel_err
+from xviz.kernels.feature import linear_attention, linear_attention_matrix
+from xviz.kernels.dense import dense_weights
+from xviz.kernels.segments import segment_ids
+from xviz.variants.nystrom import iterative_pinv
 from xviz.variants.performer import draw_projection, feature_map
 
 from .conftest import make_qkv

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import xviz
-from xviz import lsh_analysis as L
-from xviz.errors import ParameterError
+from xviz.analysis import lsh as L
+from xviz.core.errors import ParameterError
 
 
 def test_two_buckets_is_one_minus_angle_over_pi():
@@ -90,7 +90,7 @@ def test_missed_topk_mask_and_weights():
 
 
 def test_missed_topk_agrees_with_metrics_recall():
-    from xviz.metrics import topk_recall_rows
+    from xviz.analysis.metrics import topk_recall_rows
 
     g = torch.Generator().manual_seed(1)
     a = torch.softmax(torch.randn(2, 30, 30, generator=g, dtype=torch.float64), -1)
@@ -105,7 +105,7 @@ def test_shared_qk_reference_is_what_reformer_approximates():
     q = torch.randn(1, 2, 24, 8, generator=g, dtype=torch.float64)
     v = torch.randn(1, 2, 24, 8, generator=g, dtype=torch.float64)
     spec = xviz.get_variant("reformer")
-    assert L.shared_qk(spec) and not L.shared_qk(xviz.get_variant("routing"))
+    assert spec.shared_qk and not xviz.get_variant("routing").shared_qk
     for causal in (False, True):
         r = xviz.run("reformer", q, q, v, buckets=1, chunk=24, rounds=1, causal=causal)
         ref = L.reference_weights(spec, q, q, 8 ** -0.5, causal)

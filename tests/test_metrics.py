@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import xviz
-from xviz import metrics
-from xviz.metrics import EPS, compare, mass_inside, reachability
+from xviz.analysis import metrics
+from xviz.analysis.metrics import EPS, compare, mass_inside, reachability
 
 # float64 hand-computed cases are compared at 1e-12 (a few roundings of numbers near 1);
 # float32 engine outputs at 1e-5 (float32 softmax and matmul rounding at N ≤ 64).

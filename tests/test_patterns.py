@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import xviz
-from xviz.check import rel_err
-from xviz import patterns as P
+from xviz.analysis.check import rel_err
+from xviz.kernels import blocks as B, patterns as P
 
 from .conftest import make_qkv
 
@@ -319,11 +319,11 @@ def test_out_is_softmax_over_the_pattern(name, params, causal):
 def test_merge_of_disjoint_parts_is_the_softmax_of_their_union():
     q, k, v = make_qkv(b=1, h=2, n=30, d=6)
     i, j = grid(30)
-    part_a = P.block_sparse_part(q, k, v, 0.4, False, 5, torch.arange(6)[None, :, None])  # own block
-    part_b = P.columns_part(q, k, v, 0.4, False, torch.tensor([[0, 9, 17, 29]]),
+    part_a = B.block_sparse_part(q, k, v, 0.4, False, 5, torch.arange(6)[None, :, None])  # own block
+    part_b = B.columns_part(q, k, v, 0.4, False, torch.tensor([[0, 9, 17, 29]]),
                             exclude=lambda i, j: i // 5 == j // 5)
     union = (i // 5 == j // 5) | torch.isin(j, torch.tensor([0, 9, 17, 29]))
-    assert rel_err(P.merge([part_a, part_b]), masked_reference(q, k, v, union, 0.4)) < 1e-12  # float64
+    assert rel_err(B.merge([part_a, part_b]), masked_reference(q, k, v, union, 0.4)) < 1e-12  # float64
     # lse is the log of the part's partition function
     logits = q @ k.transpose(-1, -2) * 0.4
     lse_a = torch.logsumexp(logits.masked_fill(~(i // 5 == j // 5), float("-inf")), -1)
@@ -332,13 +332,13 @@ def test_merge_of_disjoint_parts_is_the_softmax_of_their_union():
 
 def test_kernels_split_huge_blocks_by_rows(monkeypatch):
     """A block as long as N (an exact limit) must not need a block×span logit tensor at once."""
-    monkeypatch.setattr(P, "CHUNK_ELEMENTS", 4096)
+    monkeypatch.setattr(B, "CHUNK_ELEMENTS", 4096)
     q, k, v = make_qkv(b=1, h=2, n=100, d=4)
-    out, _ = P.block_sparse_part(q, k, v, 0.5, True, 100, torch.zeros(1, 1, 1, dtype=torch.long))
-    o2, _ = P.residue_part(q, k, v, 0.5, True, 1)
+    out, _ = B.block_sparse_part(q, k, v, 0.5, True, 100, torch.zeros(1, 1, 1, dtype=torch.long))
+    o2, _ = B.residue_part(q, k, v, 0.5, True, 1)
     ref = xviz.run("exact", q, k, v, causal=True, scale=0.5).out
     assert rel_err(out, ref) < 1e-12 and rel_err(o2, ref) < 1e-12  # float64, both are exact attention here
-    assert rel_err(P.dense_rows(q, k, v, 0.5, True, torch.arange(100)), ref) < 1e-12
+    assert rel_err(B.dense_rows(q, k, v, 0.5, True, torch.arange(100)), ref) < 1e-12
 
 
 def test_fixed_summary_must_fit_in_the_block():

@@ -1,4 +1,5 @@
 """Every registered variant, tested through the registry: a new variant is covered the moment it registers."""
+import inspect
 import math
 import sys
 
@@ -6,16 +7,16 @@ import pytest
 import torch
 
 import xviz
-from xviz.check import rel_err
-from xviz import check
-from xviz.registry import FAMILIES
+from xviz.analysis.check import rel_err
+from xviz.analysis import check
+from xviz.core.registry import ARTIFACT_KINDS, FAMILIES, Shape
 
 from .conftest import make_qkv
 
 SPECS = {s.name: s for s in xviz.list_variants()}
 ALL = sorted(SPECS)
 NOT_CAUSAL = [n for n in ALL if not SPECS[n].causal]
-MASKED = [n for n in ALL if "mask" in SPECS[n].artifacts]
+MASKED = [n for n in ALL if "mask" in SPECS[n].artifact_names]
 N = 48  # small enough for float64 dense references, large enough that defaults are not all clamped to N
 
 
@@ -40,8 +41,23 @@ def test_spec_is_complete(name):
             assert p.default in p.choices
         else:
             assert p.coerce(p.fit_default(1024, 64), 1024, 64) == p.fit_default(1024, 64)
-    c = s.cost(1, 8, 1024, 64, 64, causal=False, **s.defaults())
-    assert c.flops > 0 and c.bytes > 0
+    for causal in (False, True) if s.causal else (False,):
+        c = s.cost_at(Shape(1, 8, 1024, 64, 64, causal=causal))
+        assert c.flops > 0 and c.bytes > 0
+    for a in s.artifacts:
+        assert a.kind in ARTIFACT_KINDS and a.help, f"artifact {a.name} needs a kind and a sentence"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cost_takes_the_resolved_parameters(name):
+    """cost(shape, **params) receives every resolved parameter and keeps no defaults of its own (a
+    default there could drift from the Param's, as BigBird's once did)."""
+    s = SPECS[name]
+    sig = inspect.signature(s.cost)
+    own = [p for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    assert all(p.default is p.empty for p in own), f"{name}'s cost has defaults: {own}"
+    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        assert {p.name for p in own} == {p.name for p in s.params}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from xviz import spectra
-from xviz.errors import ParameterError
+from xviz.analysis import spectra
+from xviz.core.errors import ParameterError
 
 
 def _attention(n=64, d=8, heads=2, seed=0, gain=1.0):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import xviz
-from xviz import sweeps
-from xviz.errors import ParameterError
+from xviz.analysis import sweeps
+from xviz.core.errors import ParameterError
 
 MAKE = sweeps.gaussian_input(d=8, heads=2, dtype=torch.float64)
 

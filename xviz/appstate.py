@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
-from .errors import ParameterError, XvizError
-from .registry import Param, VariantSpec
+from .core.errors import ParameterError, XvizError
+from .core.registry import Param
 
 DEFAULT_TEXT = ("The animal didn't cross the street because it was too tired, "
                 "so it lay down in the shade and slept until the evening.")
@@ -204,99 +204,6 @@ def widget_spec(p: Param, n: int, d: int) -> dict:
     elif p.kind == "choice":
         spec.update(options=list(p.choices))
     return spec
-
-
-# ---------------------------------------------------------------------------------------- budgets
-def _candidates(p: Param, n: int, d: int, count: int = 48) -> list[int]:
-    low, high = p.bounds(n, d)
-    lo = int(math.ceil(low)) if low is not None else 1
-    hi = int(math.floor(high)) if high is not None else max(lo, 4 * n)
-    lo, hi = max(lo, -10**9), max(hi, lo)
-    if hi - lo <= count:
-        return list(range(lo, hi + 1))
-    start = max(lo, 1)
-    vals = {lo, hi, int(p.fit_default(n, d))}
-    for i in range(count):
-        vals.add(int(round(start * (hi / start) ** (i / (count - 1)))))
-    return sorted(v for v in vals if lo <= v <= hi)
-
-
-def target_flops(b: int, h: int, n: int, d: int, dv: int, keys_per_row: float, causal: bool = False) -> float:
-    """FLOPs of sparse attention with ``keys_per_row`` keys per query: the budget every variant is
-    matched to (2·N·K·(d + d_v) per head; about the same as m features or a rank-m projection)."""
-    from .sparse import sparse_cost
-
-    return sparse_cost(b, h, n, d, dv, keys_per_row).flops
-
-
-@dataclass
-class Budgeted:
-    params: dict  # resolved parameters
-    knob: str | None  # the parameter that was tuned (None: cost does not depend on any)
-    flops: float
-    matched: bool  # whether the cost is within a factor 1.5 of the target
-
-
-def budget_params(spec: VariantSpec, n: int, d: int, heads: int, *, keys_per_row: float, causal: bool = False,
-                  dv: int | None = None, fixed: Mapping[str, Any] | None = None) -> Budgeted:
-    """Parameters at which ``spec``'s own cost model matches the budget of ``keys_per_row`` keys per query.
-
-    Generic over the registry: one integer parameter is tuned (the one that gets closest to the
-    target FLOPs; the rest keep their defaults, ``fixed`` overrides them); a variant whose cost
-    depends on no parameter (exact, top-k) keeps its defaults and is marked unmatched."""
-    dv = d if dv is None else dv
-    target = target_flops(1, heads, n, d, dv, keys_per_row, causal)
-    base_in = dict(fixed or {})
-
-    def cost_of(over: dict) -> tuple[dict, float] | None:
-        try:
-            resolved = spec.resolve({**base_in, **over}, n=n, d=d, heads=heads)
-            flops = float(spec.cost(1, heads, n, d, dv, causal=causal, **resolved).flops)
-        except Exception:  # an invalid combination for this variant: not a candidate
-            return None
-        if not math.isfinite(flops) or flops <= 0:
-            return None
-        return resolved, flops
-
-    base = cost_of({})
-    if base is None:
-        resolved = spec.resolve(base_in, n=n, d=d, heads=heads)
-        return Budgeted(resolved, None, float("nan"), False)
-    base_score = abs(math.log(base[1] / target))
-    per_param = []  # (score, order, param name, resolved, flops) of each parameter's best value
-    for order, p in enumerate(spec.params):
-        if p.kind != "int" or p.name in base_in:
-            continue
-        best = None
-        cands = _candidates(p, n, d)
-        for _ in range(3):  # a geometric grid, then finer grids between the best value's neighbours
-            tried = []
-            for val in cands:
-                got = cost_of({p.name: val})
-                if got is None:
-                    continue
-                tried.append(val)
-                score = abs(math.log(got[1] / target))
-                if best is None or score < best[0] - 1e-12:
-                    best = (score, order, p, got[0], got[1], val)
-            if best is None or not tried:
-                break
-            v = best[5]
-            lower = max((t for t in tried if t < v), default=v)
-            upper = min((t for t in tried if t > v), default=v)
-            if upper - lower <= 2:
-                break
-            cands = sorted(set(range(lower, upper + 1)) if upper - lower <= 64 else
-                           {int(round(lower + (upper - lower) * i / 63)) for i in range(64)})
-        if best is not None and best[0] < base_score - 1e-9:
-            per_param.append(best)
-    if not per_param:
-        return Budgeted(params=base[0], knob=None, flops=base[1], matched=base_score <= math.log(1.5))
-    close = [c for c in per_param if c[0] <= math.log(1.5)]
-    # Within the tolerance, prefer a parameter flagged log (features, buckets, rank), then catalog order.
-    pick = min(close, key=lambda c: (not c[2].log, c[1])) if close else min(per_param, key=lambda c: c[0])
-    score, _, p, params, flops, _ = pick
-    return Budgeted(params=params, knob=p.name, flops=flops, matched=score <= math.log(1.5))
 
 
 def describe_params(params: Mapping[str, Any]) -> str:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import XvizError
+from .core.errors import XvizError
 
 
 def _cmd_list(args) -> int:
-    from .registry import list_variants
+    from .core.registry import list_variants
 
     rows = [(s.name, s.family, s.complexity, "yes" if s.causal else "no") for s in list_variants()]
     widths = [max(len(r[i]) for r in rows + [("name", "family", "complexity", "causal")]) for i in range(4)]
@@ -21,7 +21,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from .registry import get_variant
+    from .core.registry import get_variant
 
     s = get_variant(args.name)
     print(f"{s.display_name} ({s.name}) — {s.family}")
@@ -30,7 +30,7 @@ def _cmd_show(args) -> int:
     caps = [c for c, on in (("causal", s.causal), ("stochastic", s.stochastic),
                             ("row-stochastic", s.row_stochastic), ("matrix", s.has_matrix)) if on]
     print(f"  capabilities: {', '.join(caps) or 'none'}")
-    print(f"  artifacts: {', '.join(s.artifacts) or 'none'}")
+    print(f"  artifacts: {', '.join(f'{a.name} ({a.kind})' for a in s.artifacts) or 'none'}")
     for p in s.params:
         print(f"  --param {p.name}=<{p.kind}>  default {p.default!r}, range {p.range_text()}: {p.help}")
     return 0
@@ -41,7 +41,7 @@ def load_input(spec: str, *, n: int, d: int, heads: int, seed: int, layer: int):
     from pathlib import Path
 
     from . import inputs
-    from .errors import InputError
+    from .core.errors import InputError
 
     kind, _, value = spec.partition(":")
     if kind == "synthetic":
@@ -61,9 +61,10 @@ def load_input(spec: str, *, n: int, d: int, heads: int, seed: int, layer: int):
 def _cmd_run(args) -> int:
     import numpy as np
 
-    from . import figures, metrics
-    from .engine import run
-    from .errors import ParameterError
+    from . import figures
+    from .analysis import metrics
+    from .core.engine import run
+    from .core.errors import ParameterError
 
     params = {}
     for item in args.param:
@@ -104,7 +105,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .check import FAIL, check_variant, load_target, report_html
+    from .analysis.check import FAIL, check_variant, load_target
+    from .figures.report import report_html
 
     name = load_target(args.target)
     print(f"checking {name} ({'quick' if args.quick else 'full'} battery)", flush=True)
@@ -121,7 +123,7 @@ def _cmd_check(args) -> int:
 def _cmd_bench(args) -> int:
     import torch
 
-    from .bench import run_engine_bench, targets_text, write_tables
+    from .analysis.bench import run_engine_bench, targets_text, write_tables
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]

@@ -2,8 +2,9 @@
 import torch
 
 import xviz
-from xviz.sparse import sparse_attention, sparse_cost
-from xviz.variants.exact import dense_weights, quadratic_cost
+from xviz.kernels.costs import quadratic_cost, sparse_cost
+from xviz.kernels.dense import dense_weights
+from xviz.kernels.sparse import sparse_attention
 
 
 def _window(q, k, v, ctx, reach=4):
@@ -43,7 +44,7 @@ def quadratic_claims_linear(q, k, v, ctx):
 
 def _spec(name, fn, **kw):
     base = dict(display_name=name, family="fixed pattern", paper="test fixture", complexity="O(N·d)",
-                complexity_class="sparse", cost=lambda b, h, n, d, dv, causal=False: sparse_cost(b, h, n, d, dv, 9),
+                complexity_class="sparse", cost=lambda s: sparse_cost(s, 9),
                 causal=False, row_stochastic=True, content_based=False)
     base.update(kw)
     return xviz.VariantSpec(name=name, fn=fn, **base)

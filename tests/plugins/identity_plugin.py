@@ -1,6 +1,7 @@
 """A minimal plugin for the engine tests: out = v (every token attends only to itself)."""
 import xviz
-from xviz.sparse import sparse_attention, sparse_cost
+from xviz.kernels.costs import sparse_cost
+from xviz.kernels.sparse import sparse_attention
 
 
 def identity(q, k, v, ctx):
@@ -10,6 +11,6 @@ def identity(q, k, v, ctx):
 xviz.register_variant(xviz.VariantSpec(
     name="identity_plugin", display_name="Identity (plugin)", family="fixed pattern", paper="test fixture",
     complexity="O(N·d)", complexity_class="linear", fn=identity,
-    cost=lambda b, h, n, d, dv, causal=False: sparse_cost(b, h, n, d, dv, 1),
+    cost=lambda s: sparse_cost(s, 1),
     causal=True, row_stochastic=True, artifacts=("mask",), content_based=False,
 ))

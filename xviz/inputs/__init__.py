@@ -12,7 +12,7 @@ with one sentence naming the problem and what is accepted. ``LIMITS`` holds the 
 This package never imports streamlit; torch and numpy are imported here, transformers only when a model
 is first used.
 """
-from ..sequence import SequenceInput
+from .sequence import SequenceInput
 from ._common import LIMITS
 from .files import load_upload
 from .model import default_model_path, from_text, model_info

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 # The configured limits. A plain dict so the app (or a test) can change them at run time;
 # every source reads them at call time.

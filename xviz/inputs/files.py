@@ -25,8 +25,9 @@ import zlib
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..sequence import SequenceInput
+from ..core.engine import check_seed, generator
+from ..core.errors import InputError
+from .sequence import SequenceInput
 from ._common import LIMITS, as_4d, check_finite, check_qkv_shapes, check_size, fmt_bytes, plural
 from .synthetic import embed_patches, embed_series
 
@@ -35,12 +36,6 @@ ACCEPTED = (".npz, .npy or .safetensors (arrays q, k, v or a hidden-state matrix
 SERIES_D, SERIES_HEADS = 64, 4
 IMAGE_D, IMAGE_HEADS, IMAGE_N = 64, 4, 256  # an image is cut into at most IMAGE_N patches (unless n_max says)
 _MAX_PIXELS = 4096 * 4096
-
-
-def _generator(seed: int, salt: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"seed = {seed!r} must be a non-negative whole number.")
-    return torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + salt)
 
 
 # ------------------------------------------------------------------ NumPy arrays without unpickling
@@ -137,7 +132,7 @@ def project_hidden(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tens
     n, dim = x.shape
     d = min(dim, 64)
     heads = max(1, min(8, dim // 64))
-    g = _generator(seed, 7)
+    g = generator(seed, 7)
     xd = x.to(torch.float64)
     xd = (xd - xd.mean(-1, keepdim=True)) / xd.std(-1, keepdim=True, unbiased=False).clamp_min(1e-12)
     w = torch.randn(3, dim, heads * d, generator=g, dtype=torch.float64) / math.sqrt(dim)
@@ -365,7 +360,7 @@ def series_input(name: str, x: torch.Tensor, labels, seed: int, n_max: int | Non
         x, labels = x[:n_max], (labels[:n_max] if labels else None)
     n = x.numel()
     check_size(n, SERIES_D, SERIES_HEADS, what=name)
-    q, k, v = embed_series(x, SERIES_D, SERIES_HEADS, _generator(seed, 11), window=8, logit_scale=8.0)
+    q, k, v = embed_series(x, SERIES_D, SERIES_HEADS, generator(seed, 11), window=8, logit_scale=8.0)
     tokens = labels or [f"t{i}" for i in range(n)]
     provenance = (f"{name}: time series of {n:,} values embedded with sinusoidal window features "
                   f"(window 8, {SERIES_HEADS} heads × d={SERIES_D}, seed {seed})")
@@ -404,7 +399,7 @@ def image_input(name: str, data: bytes, seed: int, n_max: int | None = None) -> 
     n = rows * cols
     check_size(n, IMAGE_D, IMAGE_HEADS, what=name)
     q, k, v, pos = embed_patches(torch.from_numpy(rgb), n, cols, patch, IMAGE_D, IMAGE_HEADS,
-                                 _generator(seed, 13), position_weight=0.4, logit_scale=6.0)
+                                 generator(seed, 13), position_weight=0.4, logit_scale=6.0)
     provenance = (f"{name}: {width}×{height} image cut into {rows}×{cols} patches of {patch}×{patch} pixels, "
                   f"embedded as content + 2-D position ({IMAGE_HEADS} heads × d={IMAGE_D}, seed {seed})")
     return SequenceInput(q=q, k=k, v=v, tokens=[f"r{int(r)}c{int(c)}" for r, c in pos], positions=pos,
@@ -446,7 +441,7 @@ def load_upload(filename: str, data: bytes, *, seed: int = 0, model=None, layer:
     if len(data) > LIMITS["max_upload_bytes"]:
         raise InputError(f"{name} is {fmt_bytes(len(data))}, over the upload limit of "
                          f"{fmt_bytes(LIMITS['max_upload_bytes'])}.")
-    _generator(seed, 0)  # validates the seed
+    check_seed(seed, InputError)
     data = bytes(data)
     seq = _READERS[ext](name, data, seed, model, layer)
     seq.meta.setdefault("filename", name)

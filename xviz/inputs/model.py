@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..result import matrix_budget
-from ..sequence import SequenceInput
+from ..core.errors import InputError
+from ..core.result import matrix_budget
+from .sequence import SequenceInput
 from ._common import LIMITS
 
 _IMPL = "xviz_capture"

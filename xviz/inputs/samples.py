@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
-from ..sequence import SequenceInput
+from ..core.errors import InputError
+from .sequence import SequenceInput
 from .files import decode_text, image_input, parse_series, read_npz, series_input
 
 

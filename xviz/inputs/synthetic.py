@@ -35,9 +35,10 @@ import operator
 
 import torch
 
-from ..errors import InputError, ParameterError
-from ..registry import Param
-from ..sequence import SequenceInput
+from ..core.engine import check_seed, generator
+from ..core.errors import InputError, ParameterError
+from ..core.registry import Param
+from .sequence import SequenceInput
 from ._common import check_size, logit_gain, unit_rows
 
 SYNTHETIC_KINDS = ("gaussian", "clustered", "positional", "periodic", "duplication", "image")
@@ -138,10 +139,6 @@ def _resolve(kind: str, n: int, d: int, knobs: dict) -> dict:
         except ParameterError as exc:
             raise InputError(str(exc)) from None
     return out
-
-
-def _generator(seed: int, salt: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + salt)
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -363,10 +360,10 @@ def synthetic(kind: str, n: int = 256, d: int = 64, heads: int = 4, seed: int = 
     """A seeded synthetic input of ``kind`` (see the module docstring), q, k, v of shape (1, heads, n, d)."""
     _check_kind(kind)
     n, d, heads = _int_arg("n", n), _int_arg("d", d), _int_arg("heads", heads)
-    seed = _int_arg("seed", seed, low=0)
+    seed = check_seed(_int_arg("seed", seed, low=0), InputError)
     check_size(n, d, heads, what=f"the synthetic {kind} input")
     params = _resolve(kind, n, d, knobs)
-    g = _generator(seed, _SALT[kind])
+    g = generator(seed, _SALT[kind])
     q, k, v, tokens, positions, meta = _GENERATORS[kind](n, d, heads, g, **params)
     knob_text = ", ".join(f"{key}={val:g}" if isinstance(val, float) else f"{key}={val}" for key, val in params.items())
     provenance = f"synthetic {kind} input (N={n}, d={d}, {heads} heads; {knob_text}; seed {seed})"

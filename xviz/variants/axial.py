@@ -22,9 +22,11 @@ import math
 
 import torch
 
-from .. import patterns
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import block_sparse_part, lazy_views, merge, residue_part
+from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def axial(q, k, v, ctx, grid_width: int):
@@ -32,17 +34,17 @@ def axial(q, k, v, ctx, grid_width: int):
     n = q.shape[-2]
     width = grid_width + math.ceil(n / grid_width)
     nb = math.ceil(n / grid_width)
-    row = patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, grid_width, torch.arange(nb)[None, :, None])
-    col = patterns.residue_part(q, k, v, ctx.scale, ctx.causal, grid_width, exclude_self=True)  # self is in its row
-    return patterns.lazy_views(patterns.merge([row, col]), lambda: sparse_attention(
+    row = block_sparse_part(q, k, v, ctx.scale, ctx.causal, grid_width, torch.arange(nb)[None, :, None])
+    col = residue_part(q, k, v, ctx.scale, ctx.causal, grid_width, exclude_self=True)  # self is in its row
+    return lazy_views(merge([row, col]), lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.axial(rows, n, grid_width=grid_width, causal=ctx.causal), width=width,
         compute_out=False), extra={"grid": lambda: patterns.axial_grid(n, grid_width)})
 
 
-def cost(b, h, n, d, dv, causal=False, grid_width=32, **_):
-    w = min(grid_width, n)
-    keys = w + math.ceil(n / w) - 1
-    return sparse_cost(b, h, n, d, dv, min(n, (keys + 1) / 2 if causal else keys))
+def cost(s, grid_width):
+    w = min(grid_width, s.n)
+    keys = w + math.ceil(s.n / w) - 1
+    return sparse_cost(s, min(s.n, (keys + 1) / 2 if s.causal else keys))
 
 
 register_variant(VariantSpec(
@@ -61,7 +63,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "grid"),
+    artifacts=(MASK, KEYS_PER_ROW, Artifact("grid", "ids", ("N", "2"), "(grid row, grid column) of each position")),
     content_based=False,
     exact_when=lambda n, d, h: {"grid_width": n},
     description="Each token attends its grid row and grid column (criss-cross), in one layer.",

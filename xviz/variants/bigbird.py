@@ -12,13 +12,12 @@ random blocks differ between heads (as in the HF implementation) but not between
 elements. Causal: the window keeps blocks ≤ the query block, j ≤ i inside, global rows attend
 only the past, and random blocks are drawn only from blocks ≤ the query block (the
 lower-triangular random pattern the paper's autoregressive variant needs).
-Defaults: b = 8, a 3-block window, 1 global block, r = 2 (the paper uses a 3-block window, r = 3,
-b = 64 at N = 4,096; smaller blocks and r = 2 keep the random blocks visible — and the seed
-meaningful — from N ≈ 48 up to 4,096).
+Defaults: b = 32, a 3-block window, 1 global block, r = 3 (the paper's 3-block window and r = 3;
+it uses b = 64 at N = 4,096, where b = 32 keeps the random blocks visible at the app's N = 256).
 Limits: a window covering every block (window_blocks ≥ 2·⌈N/b⌉ − 1) is exact attention.
 Cost O(N·(window + global + random)·b·d + g·b·N·d); drawing the random blocks is O(H·(N/b)·r²).
 Compute: BigBird's own block-sparse scheme — each query block gathers its (window + global +
-random) key *blocks* and meets them in one matmul (``patterns.block_sparse_part``; O(N·L·d)
+random) key *blocks* and meets them in one matmul (``kernels.blocks.block_sparse_part``; O(N·L·d)
 gathered, not O(N·L·b·d)), plus the dense global rows; no N×N tensor. The key lists
 (``patterns.bigbird``) give the matrix and mask on request.
 """
@@ -26,10 +25,12 @@ import math
 
 import torch
 
-from .. import patterns
-from ..errors import ParameterError
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import block_sparse_part, dense_rows, lazy_views
+from ..core.errors import ParameterError
+from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..kernels.sparse import GLOBAL_ROWS, KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 _SALT = 0xB16B
 
@@ -51,10 +52,10 @@ def bigbird(q, k, v, ctx, block: int, window_blocks: int, global_blocks: int, ra
     g = torch.arange(min(global_blocks, nb)).expand(nb, -1)  # (nb, G)
     blocks = torch.cat([torch.cat([win, g], -1)[None].expand(h, -1, -1), rnd], -1)  # (H, nb, L)
     valid = torch.cat([torch.ones(h, nb, win.shape[1] + g.shape[1], dtype=torch.bool), rnd >= 0], -1)
-    out, _ = patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks, valid)
+    out, _ = block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks, valid)
     if glob.numel():
-        out[:, :, glob] = patterns.dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
-    return patterns.lazy_views(out, lambda: sparse_attention(
+        out[:, :, glob] = dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
+    return lazy_views(out, lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.bigbird(rows, n, **kw), width=width, full_rows=glob, compute_out=False),
         extra={"random_blocks": rnd, "global_rows": glob})
 
@@ -69,14 +70,14 @@ def check(params, n, d, heads):
         )
 
 
-def cost(b, h, n, d, dv, causal=False, block=8, window_blocks=3, global_blocks=1, random_blocks=2, **_):
-    block = min(block, n)
-    nb = math.ceil(n / block)
+def cost(s, block, window_blocks, global_blocks, random_blocks):
+    block = min(block, s.n)
+    nb = math.ceil(s.n / block)
     win = min(window_blocks, 2 * nb - 1)
-    win = (win // 2 + 0.5) if causal else win
-    rnd = min(random_blocks, nb) / (2 if causal else 1)
+    win = (win // 2 + 0.5) if s.causal else win
+    rnd = min(random_blocks, nb) / (2 if s.causal else 1)
     keys = (win + min(global_blocks, nb) + rnd) * block
-    return sparse_cost(b, h, n, d, dv, min(n, keys), full_rows=min(n, global_blocks * block))
+    return sparse_cost(s, min(s.n, keys), full_rows=min(s.n, global_blocks * block))
 
 
 def exact_when(n, d, h):
@@ -106,7 +107,8 @@ register_variant(VariantSpec(
     causal=True,
     stochastic=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "global_rows", "random_blocks"),
+    artifacts=(MASK, KEYS_PER_ROW, GLOBAL_ROWS,
+               Artifact("random_blocks", "ids", ("H", "blocks", "r"), "the random key blocks of each query block (−1: none)")),
     content_based=False,
     check=check,
     exact_when=exact_when,

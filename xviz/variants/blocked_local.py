@@ -14,9 +14,11 @@ tensor. The key lists (``patterns.blocked_local``) give the matrix and mask on r
 """
 import torch
 
-from .. import patterns
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import block_sparse_part, lazy_views
+from ..core.registry import Param, VariantSpec, register_variant
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def blocked_local(q, k, v, ctx, block: int, look_back: int, look_forward: int):
@@ -28,15 +30,15 @@ def blocked_local(q, k, v, ctx, block: int, look_back: int, look_forward: int):
     back = min(look_back, nb - 1)
     fwd = 0 if ctx.causal else min(look_forward, nb - 1)
     blocks = (torch.arange(nb)[:, None] + torch.arange(-back, fwd + 1))[None]  # (1, nb, L) chunk ids
-    out, _ = patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks)
-    return patterns.lazy_views(out, lambda: sparse_attention(
+    out, _ = block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks)
+    return lazy_views(out, lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.blocked_local(rows, n, **kw), width=width, compute_out=False))
 
 
-def cost(b, h, n, d, dv, causal=False, block=64, look_back=1, look_forward=1, **_):
-    block = min(block, n)
-    keys = look_back * block + ((block + 1) / 2 if causal else (look_forward + 1) * block)
-    return sparse_cost(b, h, n, d, dv, min(keys, n))
+def cost(s, block, look_back, look_forward):
+    block = min(block, s.n)
+    keys = look_back * block + ((block + 1) / 2 if s.causal else (look_forward + 1) * block)
+    return sparse_cost(s, min(keys, s.n))
 
 
 register_variant(VariantSpec(
@@ -55,7 +57,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row"),
+    artifacts=(MASK, KEYS_PER_ROW),
     content_based=False,
     exact_when=lambda n, d, h: {"look_back": n, "look_forward": n},
     description="Chunks of b tokens attend to themselves and their neighbouring chunks (a block band).",

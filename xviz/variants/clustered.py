@@ -27,10 +27,10 @@ Artifacts: ``clusters`` (B, H, N) query cluster ids in [0, C); ``centroids`` (B,
 """
 import torch
 
-from ..clustering import cluster_sums, grouped_attention, kmeans, random_rows, take_rows, work_dtype
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output
-from ..sparse import sparse_attention
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..kernels.clustering import cluster_sums, grouped_attention, kmeans, random_rows, take_rows, work_dtype
+from ..core.result import Output
+from ..kernels.sparse import sparse_attention
 
 _SALT = 303
 
@@ -85,7 +85,8 @@ def clustered(q, k, v, ctx, clusters: int, iterations: int, topk: int):
     return Output(out=out, matrix=matrix, artifacts=artifacts)
 
 
-def clustered_cost(b, h, n, d, dv, causal=False, clusters=32, iterations=10, topk=32, **_):
+def clustered_cost(s, clusters, iterations, topk):
+    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
     c = min(clusters, n)
     kk = min(topk, n)
     kmeans_flops = (iterations + 1) * 2 * n * c * d + iterations * 2 * n * d
@@ -117,7 +118,9 @@ register_variant(VariantSpec(
     stochastic=True,
     row_stochastic=True,
     has_matrix=True,
-    artifacts=("clusters", "centroids", "topk_keys"),
+    artifacts=(Artifact("clusters", "ids", ("B", "H", "N"), "the k-means cluster of each query"),
+               Artifact("centroids", "points", ("B", "H", "C", "d"), "the cluster centroids (member means)"),
+               Artifact("topk_keys", "ids", ("B", "H", "C", "k"), "each centroid's top-k keys (improved clustered)")),
     exact_when=lambda n, d, h: {"topk": n},
     content_based=True,
     description="k-means on the queries; each cluster's centroid attention is shared by its members; "

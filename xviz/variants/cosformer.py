@@ -16,8 +16,9 @@ import math
 
 import torch
 
-from ..registry import VariantSpec, register_variant
-from .linear import kernel_cost, kernel_output
+from ..core.registry import Artifact, VariantSpec, register_variant
+from ..kernels.costs import linear_cost
+from ..kernels.feature import kernel_output
 
 
 def reweighting(n: int, device, dtype) -> torch.Tensor:
@@ -47,10 +48,11 @@ register_variant(VariantSpec(
     complexity="O(N·d·d_v)",
     complexity_class="linear",
     fn=cosformer,
-    cost=lambda b, h, n, d, dv, causal=False: kernel_cost(b, h, n, 2 * d, d, dv, causal, 4 * d),
+    cost=lambda s: linear_cost(s, 2 * s.d, 4 * s.d),
     causal=True,
     row_stochastic=False,
-    artifacts=("features", "reweighting"),
+    artifacts=(Artifact("features", "matrix", ("2", "B", "H", "N", "m"), "the feature maps φ(Q) and φ(K)"),
+               Artifact("reweighting", "curve", ("2", "N"), "cos and sin of πi/2M at each position")),
     content_based=False,
     description="ReLU features re-weighted by cos(π(i − j)/2N), split into cos and sin halves.",
 ))

@@ -13,9 +13,12 @@ give the matrix and mask on request.
 """
 import torch
 
-from .. import patterns
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import band_attention, sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import lazy_views
+from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..kernels.band import band_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def _residue_band(q, k, v, ctx, window: int, dil: int) -> torch.Tensor:
@@ -46,13 +49,13 @@ def dilated_window(q, k, v, ctx, window: int, dilation: int, per_head: bool):
     for dil in per.unique().tolist():
         sel = (per == dil).nonzero().flatten().to(q.device)
         out[:, sel] = _residue_band(q[:, sel], k[:, sel], v[:, sel], ctx, window, dil)
-    return patterns.lazy_views(out, lambda: sparse_attention(
+    return lazy_views(out, lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.dilated_window(rows, n, **kw), width=width, compute_out=False),
         extra={"dilation_per_head": per})
 
 
-def cost(b, h, n, d, dv, causal=False, window=32, dilation=2, per_head=False, **_):
-    return sparse_cost(b, h, n, d, dv, min(n, (window + 1) if causal else 2 * window + 1))
+def cost(s, window, dilation, per_head):
+    return sparse_cost(s, min(s.n, (window + 1) if s.causal else 2 * window + 1))
 
 
 register_variant(VariantSpec(
@@ -71,7 +74,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "dilation_per_head"),
+    artifacts=(MASK, KEYS_PER_ROW, Artifact("dilation_per_head", "curve", ("H",), "the gap δ between keys in each head")),
     content_based=False,
     exact_when=lambda n, d, h: {"window": n, "dilation": 1, "per_head": False},
     description="A sliding window that keeps every δ-th key, reaching δ·w positions at the cost of w.",

@@ -17,17 +17,19 @@ is All You Need (arXiv:1911.02150).
 import torch
 import torch.nn.functional as F
 
-from ..errors import ParameterError
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output, check_budget
-from .exact import dense_weights, quadratic_cost
+from ..core.errors import ParameterError
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output, check_budget
+from ..kernels.costs import quadratic_cost
+from ..kernels.dense import dense_weights
 
 
 def grouped_query(q, k, v, ctx, groups: int):
     b, h, n, d = q.shape
     size = h // groups
-    k_g = k.reshape(b, groups, size, n, d).mean(dim=2)  # (B, G, N, d)
-    v_g = v.reshape(b, groups, size, n, v.shape[-1]).mean(dim=2)
+    nk = k.shape[-2]
+    k_g = k.reshape(b, groups, size, nk, d).mean(dim=2)  # (B, G, N_k, d)
+    v_g = v.reshape(b, groups, size, nk, v.shape[-1]).mean(dim=2)
     out = F.scaled_dot_product_attention(q, k_g, v_g, is_causal=ctx.causal, scale=ctx.scale, enable_gqa=True)
     # No effective matrix: out_h = A_h · V̄_g mixes the value heads of a group, so no (B, H, N, N)
     # matrix A satisfies A @ v == out. "weights" are each query head's softmax over its group's keys.
@@ -43,11 +45,11 @@ def _weights(q, k_g, size, ctx):
     return dense_weights(q, k_g.repeat_interleave(size, dim=1), ctx.scale, ctx.causal)
 
 
-def grouped_query_cost(b, h, n, d, dv, causal=False, groups=1, **_):
-    base = quadratic_cost(b, h, n, d, dv, causal=causal)
-    pool = b * h * n * (d + dv)  # the mean over each group's heads
+def grouped_query_cost(s, groups):
+    base = quadratic_cost(s)
+    pool = s.b * s.h * s.nk * (s.d + s.dv)  # the mean over each group's heads
     # q and out for H heads, the H-head K and V read once, the pooled K and V for G heads.
-    nbytes = 4 * b * n * (h * (d + dv) + h * (d + dv) + groups * (d + dv))
+    nbytes = 4 * s.b * (s.n * s.h * (s.d + s.dv) + s.nk * s.h * (s.d + s.dv) + s.nk * groups * (s.d + s.dv))
     return Cost(base.flops + pool, float(nbytes))
 
 
@@ -73,9 +75,11 @@ register_variant(VariantSpec(
     params=(Param("groups", "int", 1, "key/value head groups G (must divide H; 1 = multi-query, H = exact)",
                   low=1),),
     causal=True,
+    cross=True,
     row_stochastic=True,
     has_matrix=False,
-    artifacts=("group_of_head", "weights"),
+    artifacts=(Artifact("group_of_head", "ids", ("H",), "the K/V group of each query head"),
+               Artifact("weights", "matrix", ("B", "H", "N", "N"), "each query head's softmax over its group's keys")),
     exact_when=lambda n, d, h: {"groups": h},
     check=_check,
     content_based=True,

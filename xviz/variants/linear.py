@@ -13,26 +13,9 @@ Attention (arXiv:2006.16236), §3.2.
 import torch
 import torch.nn.functional as F
 
-from ..kernel import CAUSAL_CHUNK, linear_attention, linear_attention_matrix, linear_cost
-from ..registry import Cost, VariantSpec, register_variant
-from ..result import Output
-
-
-def kernel_cost(b, h, n, m, d, dv, causal, feature_flops_per_token):
-    """linear_cost plus, when causal, the masked c × c products inside each chunk of xviz.kernel."""
-    base = linear_cost(b, h, n, m, d, dv, feature_flops_per_token)
-    if not causal:
-        return base
-    c = min(CAUSAL_CHUNK, n)
-    extra = b * h * 2 * n * c * (m + dv + 1)
-    return Cost(base.flops + extra, base.bytes + 4 * b * h * c * c)
-
-
-def kernel_output(phi_q, phi_k, v, causal, artifacts) -> Output:
-    """Run xviz.kernel on features (computed at ≥ float32) and return out and matrix at v's dtype."""
-    out = linear_attention(phi_q, phi_k, v.to(phi_q.dtype), causal).to(v.dtype)
-    return Output(out=out, matrix=lambda: linear_attention_matrix(phi_q, phi_k, causal).to(v.dtype),
-                  artifacts=artifacts)
+from ..core.registry import Artifact, VariantSpec, register_variant
+from ..kernels.costs import linear_cost
+from ..kernels.feature import kernel_output
 
 
 def linear(q, k, v, ctx):
@@ -52,10 +35,11 @@ register_variant(VariantSpec(
     complexity="O(N·d·d_v)",
     complexity_class="linear",
     fn=linear,
-    cost=lambda b, h, n, d, dv, causal=False: kernel_cost(b, h, n, d, d, dv, causal, 2 * d),
+    cost=lambda s: linear_cost(s, s.d, 2 * s.d),
     causal=True,
+    cross=True,
     row_stochastic=True,
-    artifacts=("features",),
+    artifacts=(Artifact("features", "matrix", ("2", "B", "H", "N", "m"), "the feature maps φ(Q) and φ(K)"),),
     content_based=True,
     description="φ(Q)(φ(K)ᵀV) normalised, φ = elu + 1; the logit scale is not used.",
 ))

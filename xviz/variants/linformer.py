@@ -22,10 +22,10 @@ import math
 
 import torch
 
-from ..errors import ParameterError
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output, check_budget
-from .nystrom import segment_ids
+from ..core.errors import ParameterError
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output, check_budget
+from ..kernels.segments import segment_ids
 
 
 def projection_matrix(ctx, kind: str, rank: int, n: int, salt: int) -> torch.Tensor | None:
@@ -64,7 +64,8 @@ def linformer(q, k, v, ctx, rank: int, projection: str, shared: bool):
     return Output(out=out, matrix=matrix, artifacts={"projection": proj})
 
 
-def linformer_cost(b, h, n, d, dv, causal=False, rank=64, projection="gaussian", shared=False, **_):
+def linformer_cost(s, rank, projection, shared):
+    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
     k = min(rank, n)
     project = 0 if projection == "identity" else 2 * k * n * (d + dv)
     flops = b * h * (project + 2 * n * k * (d + dv) + 3 * n * k)
@@ -98,8 +99,10 @@ register_variant(VariantSpec(
     ),
     causal=False,
     stochastic=True,
-    row_stochastic=False,
-    artifacts=("projection",),
+    row_stochastic=lambda p: p["projection"] != "gaussian",  # pooling and the identity keep rows stochastic
+    signed=lambda p: p["projection"] == "gaussian",
+    low_rank=lambda k, fixed: {"rank": k},
+    artifacts=(Artifact("projection", "matrix", ("1 or 2", "k", "N"), "the length projections E (and F)"),),
     exact_when=lambda n, d, h: {"projection": "identity", "rank": n},
     check=_check,
     content_based=False,

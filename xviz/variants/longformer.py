@@ -14,9 +14,11 @@ the catalog's pitfalls) is drawn here as the N×N mask.
 """
 import torch
 
-from .. import patterns
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import block_sparse_part, columns_part, dense_rows, lazy_views, merge
+from ..core.registry import Param, VariantSpec, register_variant
+from ..kernels.sparse import GLOBAL_ROWS, KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def longformer(q, k, v, ctx, window: int, num_global: int):
@@ -30,23 +32,23 @@ def longformer(q, k, v, ctx, window: int, num_global: int):
     block = max(1, min(reach, n))
     nb = -(-n // block)
     blocks = (torch.arange(nb)[:, None] + torch.arange(-1, 1 if ctx.causal else 2))[None]
-    parts = [patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks,
+    parts = [block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks,
                                         allowed=lambda i, j: (i - j).abs() <= reach)]
     if glob.numel():  # global columns outside the band
-        parts.append(patterns.columns_part(q, k, v, ctx.scale, ctx.causal, glob[None],
+        parts.append(columns_part(q, k, v, ctx.scale, ctx.causal, glob[None],
                                            exclude=lambda i, j: (i - j).abs() <= reach))
-    out = patterns.merge(parts)
+    out = merge(parts)
     if glob.numel():
-        out[:, :, glob] = patterns.dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
-    return patterns.lazy_views(out, lambda: sparse_attention(
+        out[:, :, glob] = dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
+    return lazy_views(out, lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.longformer(rows, n, **kw), width=width, full_rows=glob,
         compute_out=False), extra={"global_rows": glob})
 
 
-def cost(b, h, n, d, dv, causal=False, window=64, num_global=1, **_):
-    g = min(num_global, n)
-    band = (window + 1) if causal else 2 * window + 1
-    return sparse_cost(b, h, n, d, dv, min(n, band + g), full_rows=g)
+def cost(s, window, num_global):
+    g = min(num_global, s.n)
+    band = (window + 1) if s.causal else 2 * window + 1
+    return sparse_cost(s, min(s.n, band + g), full_rows=g)
 
 
 register_variant(VariantSpec(
@@ -65,7 +67,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "global_rows"),
+    artifacts=(MASK, KEYS_PER_ROW, GLOBAL_ROWS),
     content_based=False,
     exact_when=lambda n, d, h: {"window": n},
     description="Sliding window plus global tokens whose rows and columns are dense.",

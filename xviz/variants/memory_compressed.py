@@ -13,9 +13,9 @@ Liu et al. 2018, Generating Wikipedia by Summarizing Long Sequences (ICLR; arXiv
 """
 import torch
 
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output
-from .nystrom import segment_means
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output
+from ..kernels.segments import segment_means
 
 CHUNK_ELEMENTS = 1 << 24
 
@@ -74,7 +74,8 @@ def memory_compressed(q, k, v, ctx, stride: int):
     return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"pooled_positions": block})  # (N,) block of each key
 
 
-def memory_compressed_cost(b, h, n, d, dv, causal=False, stride=4, **_):
+def memory_compressed_cost(shape, stride):
+    b, h, n, d, dv, causal = shape.b, shape.h, shape.n, shape.d, shape.dv, shape.causal
     s = min(stride, n)
     nb = -(-n // s)
     pooled = 2 * n * nb * (d + dv) * (0.5 if causal else 1.0)
@@ -97,7 +98,7 @@ register_variant(VariantSpec(
                   low=1, high="N", log=True),),
     causal=True,
     row_stochastic=True,
-    artifacts=("pooled_positions",),
+    artifacts=(Artifact("pooled_positions", "ids", ("N",), "the pooled block each key falls in"),),
     exact_when=lambda n, d, h: {"stride": 1},
     content_based=False,
     description="softmax(Q K̄ᵀ/√d) V̄, K and V mean-pooled in blocks of s; causal adds the own block's raw keys.",

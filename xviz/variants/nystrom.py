@@ -22,20 +22,9 @@ Xiong et al. 2021, Nyströmformer: A Nyström-Based Algorithm for Approximating 
 """
 import torch
 
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output
-
-
-def segment_ids(n: int, m: int, device=None) -> torch.Tensor:
-    """Segment of each of n tokens when cut into m contiguous, near-equal segments (m ≤ n)."""
-    return torch.arange(n, device=device) * m // n
-
-
-def segment_means(x: torch.Tensor, seg: torch.Tensor, m: int) -> torch.Tensor:
-    """Means of x (..., N, d) over the segments ``seg`` (N,) -> (..., m, d); every segment non-empty."""
-    total = x.new_zeros(*x.shape[:-2], m, x.shape[-1]).index_add_(-2, seg, x)
-    counts = torch.bincount(seg, minlength=m).to(x.dtype)
-    return total / counts[:, None]
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output
+from ..kernels.segments import segment_ids, segment_means
 
 
 def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -75,7 +64,8 @@ def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
     })
 
 
-def nystrom_cost(b, h, n, d, dv, causal=False, landmarks=64, pinv_iterations=6, pinv="iterative", **_):
+def nystrom_cost(s, landmarks, pinv_iterations, pinv):
+    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
     m = min(landmarks, n)
     pinv_flops = 2 * m**3 * (1 + 4 * pinv_iterations) if pinv == "iterative" else 25 * m**3  # SVD ≈ 21 m³
     flops = b * h * (2 * n * d * 2  # landmark means
@@ -105,7 +95,14 @@ register_variant(VariantSpec(
     ),
     causal=False,
     row_stochastic=False,
-    artifacts=("landmarks", "landmark_index", "F", "A", "A_pinv", "B"),
+    signed=True,  # the pseudo-inverse has negative entries
+    low_rank=lambda k, fixed: {"landmarks": k},
+    artifacts=(Artifact("landmarks", "points", ("2", "B", "H", "m", "d"), "query landmarks Q̃, then key landmarks K̃"),
+               Artifact("landmark_index", "ids", ("N",), "the segment (landmark) of each token"),
+               Artifact("F", "matrix", ("B", "H", "N", "m"), "softmax(Q K̃ᵀ)"),
+               Artifact("A", "matrix", ("B", "H", "m", "m"), "softmax(Q̃ K̃ᵀ)"),
+               Artifact("A_pinv", "matrix", ("B", "H", "m", "m"), "the (iterative) pseudo-inverse of A"),
+               Artifact("B", "matrix", ("B", "H", "m", "N"), "softmax(Q̃ Kᵀ)")),
     exact_when=lambda n, d, h: {"landmarks": n, "pinv": "exact"},
     content_based=False,
     description="softmax(QK̃ᵀ)·pinv(softmax(Q̃K̃ᵀ))·softmax(Q̃Kᵀ)V with segment-mean landmarks Q̃, K̃.",

@@ -24,8 +24,9 @@ import math
 
 import torch
 
-from ..registry import Param, VariantSpec, register_variant
-from .linear import kernel_cost, kernel_output
+from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..kernels.costs import linear_cost
+from ..kernels.feature import kernel_output
 
 
 def draw_projection(gen: torch.Generator, m: int, d: int, orthogonal: bool) -> torch.Tensor:
@@ -73,9 +74,10 @@ def performer(q, k, v, ctx, features: int, kernel: str, orthogonal: bool, stabil
     })
 
 
-def performer_cost(b, h, n, d, dv, causal=False, features=266, kernel="positive", **_):
+def performer_cost(s, features, kernel, orthogonal, stabilize):
     m = features if kernel == "positive" else 2 * features
-    return kernel_cost(b, h, n, m, d, dv, causal, 2 * features * d + 2 * d + 3 * m)
+    c = linear_cost(s, m, 2 * features * s.d + 2 * s.d + 3 * m)
+    return type(c)(c.flops, c.bytes + 8 * features * s.d)  # the float64 projection W
 
 
 register_variant(VariantSpec(
@@ -97,9 +99,13 @@ register_variant(VariantSpec(
               "(cancels in the normalisation)"),
     ),
     causal=True,
+    cross=True,
     stochastic=True,
-    row_stochastic=True,  # with the default positive features; trig features are not
-    artifacts=("features", "projection"),
+    row_stochastic=lambda p: p["kernel"] == "positive",  # trig features give signed weights
+    signed=lambda p: p["kernel"] == "trig",
+    low_rank=lambda k, fixed: {"features": max(1, k // 2) if fixed.get("kernel") == "trig" else k},
+    artifacts=(Artifact("features", "matrix", ("2", "B", "H", "N", "m"), "the feature maps φ(Q) and φ(K)"),
+               Artifact("projection", "matrix", ("m", "d"), "the random projection W")),
     content_based=True,
     description="D⁻¹φ(Q)(φ(K)ᵀV) with FAVOR+ positive orthogonal random features.",
 ))

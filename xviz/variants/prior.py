@@ -15,9 +15,9 @@ Extrapolation (ICLR; arXiv:2108.12409); Guo et al. 2019, Gaussian Transformer (A
 """
 import torch
 
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output, check_budget
-from .exact import quadratic_cost
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output, check_budget
+from ..kernels.costs import quadratic_cost
 
 CHUNK_ELEMENTS = 1 << 24
 
@@ -66,9 +66,9 @@ def prior(q, k, v, ctx, bias: str, strength: float, sigma: float):
     return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"bias": bias_matrix})  # (1, H, N, N) B
 
 
-def prior_cost(b, h, n, d, dv, causal=False, **_):
-    base = quadratic_cost(b, h, n, d, dv, causal=causal)
-    return Cost(base.flops + 3 * b * h * n * n, base.bytes + 4 * min(CHUNK_ELEMENTS, b * h * n * n))
+def prior_cost(s, bias, strength, sigma):
+    base = quadratic_cost(s)
+    return Cost(base.flops + 3 * s.b * s.h * s.n * s.n, base.bytes + 4 * min(CHUNK_ELEMENTS, s.b * s.h * s.n * s.n))
 
 
 register_variant(VariantSpec(
@@ -89,7 +89,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("bias",),
+    artifacts=(Artifact("bias", "matrix", ("1", "H", "N", "N"), "the positional bias B added to the logits"),),
     exact_when=lambda n, d, h: {"strength": 0.0},
     content_based=False,
     description="softmax(QKᵀ/√d + B) with an ALiBi or Gaussian positional bias B.",

@@ -15,9 +15,10 @@ Compute goes through xviz.sparse; no N×N tensor.
 """
 import torch
 
-from .. import patterns
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 _SALT = 0x7A4D
 
@@ -32,8 +33,8 @@ def random_pattern(q, k, v, ctx, keys_per_row: int):
                             extra_artifacts={"random_keys": table})
 
 
-def cost(b, h, n, d, dv, causal=False, keys_per_row=32, **_):
-    return sparse_cost(b, h, n, d, dv, min(n, keys_per_row + 1))
+def cost(s, keys_per_row):
+    return sparse_cost(s, min(s.n, keys_per_row + 1))
 
 
 register_variant(VariantSpec(
@@ -52,7 +53,7 @@ register_variant(VariantSpec(
     causal=True,
     stochastic=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "random_keys"),
+    artifacts=(MASK, KEYS_PER_ROW, Artifact("random_keys", "ids", ("H", "N", "r"), "the random keys drawn for each query")),
     content_based=False,
     description="Each query attends r uniformly drawn keys and itself; a fresh draw per seed and head.",
 ))

@@ -36,10 +36,13 @@ import math
 
 import torch
 
-from ..clustering import flat_rows, lazy_pattern, lsh_buckets, masked_softmax, row_base, unit, work_dtype
-from ..errors import ParameterError
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..sparse import sparse_cost
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..kernels.blocks import lazy_views
+from ..kernels.clustering import flat_rows, row_base, work_dtype
+from ..kernels.costs import sparse_cost
+from ..kernels.dense import masked_softmax
+from ..kernels.hashing import lsh_buckets, unit
+from ..kernels.sparse import CHUNK_ELEMENTS, KEYS_PER_ROW, MASK, sparse_attention
 
 __all__ = ["lsh_buckets", "lsh_attention", "reformer", "effective_buckets", "reformer_rotations"]
 
@@ -48,7 +51,7 @@ _SALT = 101
 
 def effective_buckets(buckets: int) -> int:
     """An odd bucket count is only accepted when it is N (the default clamped at a tiny odd N); it then
-    uses N − 1 buckets (see ``_check``)."""
+    uses N − 1 buckets (see ``_buckets_rule``)."""
     return buckets if buckets == 1 or buckets % 2 == 0 else buckets - 1
 
 
@@ -64,8 +67,6 @@ def lsh_attention(q, qn, v, scale: float, causal: bool, bkt, order, inv, chunk: 
     number of rounds whose list holds key j for query i, and the rounds' outputs are combined by their
     log-normalisers — exactly the softmax over the union. A query with no other key attends itself.
     Returns out (B, H, N, dv) and the number of distinct keys each query attended (B, H, N) int32."""
-    from ..sparse import CHUNK_ELEMENTS
-
     b, h, n, d = q.shape
     dv = v.shape[-1]
     rounds = bkt.shape[2]
@@ -168,23 +169,24 @@ def reformer(q, k, v, ctx, buckets: int, rounds: int, chunk: int):
         valid = valid.permute(0, 1, 3, 2, 4).reshape(b, h, c, -1)
         return kpos, valid
 
-    return lazy_pattern(q, qn, v, ctx, keys_for, rounds * offsets.numel() * m, out, counts,
-                        {"buckets": bkt, "sort_order": order}, self_only_when_alone=True)
+    return lazy_views(out, lambda: sparse_attention(q, qn, v, ctx, keys_for, rounds * offsets.numel() * m,
+                                                    compute_out=False, self_only_when_alone=True),
+                      names=("mask",), extra={"keys_per_row": counts, "buckets": bkt, "sort_order": order})
 
 
-def _check(params, n, d, heads):
-    nb = params["buckets"]
-    if nb > 1 and nb % 2 == 1 and nb != n:
-        raise ParameterError(
-            f"buckets = {nb} must be 1 or an even number in [2, {n}]: the hash uses buckets/2 random "
-            f"directions and their negatives.")
+def _buckets_rule(value, n, d):
+    if value > 1 and value % 2 == 1 and value != n:
+        return (f"must be 1 or an even number in [2, {n}]: the hash uses buckets/2 random directions "
+                f"and their negatives.")
+    return None
 
 
-def reformer_cost(b, h, n, d, dv, causal=False, buckets=8, rounds=2, chunk=64, **_):
+def reformer_cost(s, buckets, rounds, chunk):
+    b, h, n, d = s.b, s.h, s.n, s.d
     m = min(chunk, n)
     nc = math.ceil(n / m)
     per_row = min(n, rounds * m * (1 if nc == 1 else 2))
-    base = sparse_cost(b, h, n, d, dv, per_row)
+    base = sparse_cost(s, per_row)
     hashing = b * h * rounds * (2 * n * d * (effective_buckets(buckets) // 2) + n * math.log2(max(n, 2)))
     index_bytes = 8 * b * h * rounds * n * 3  # bucket ids, sort order, inverse order
     return Cost(base.flops + float(hashing), base.bytes + float(index_bytes))
@@ -201,7 +203,7 @@ register_variant(VariantSpec(
     cost=reformer_cost,
     params=(
         Param("buckets", "int", 8, "hash buckets per round: 1 or even (an odd value is allowed only when it "
-              "equals N, and then N − 1 buckets are used)", low=1, high="N", log=True),
+              "equals N, and then N − 1 buckets are used)", low=1, high="N", log=True, rule=_buckets_rule),
         Param("rounds", "int", 2, "independent hashing rounds; a query sees the union of its rounds' keys",
               low=1, high=16),
         Param("chunk", "int", 64, "chunk length m in sorted order; a query sees its own and the previous chunk",
@@ -211,10 +213,12 @@ register_variant(VariantSpec(
     stochastic=True,
     row_stochastic=True,
     has_matrix=True,
-    artifacts=("buckets", "sort_order", "mask", "keys_per_row"),
+    artifacts=(Artifact("buckets", "ids", ("B", "H", "rounds", "N"), "the LSH bucket of each token, per round"),
+               Artifact("sort_order", "ids", ("B", "H", "rounds", "N"), "the position at each sorted slot, per round"),
+               MASK, KEYS_PER_ROW),
     exact_when=None,  # shared QK with the diagonal masked never equals exact attention on (q, k)
-    check=_check,
+    shared_qk=True,
     content_based=False,  # keys are the queries (k is ignored), and chunking follows positions
-    description="shared_qk: keys are the unit-normalised queries and the k input is ignored. "
+    description="Keys are the unit-normalised queries (shared QK) and the k input is ignored. "
                 "Hash by random rotations, sort by bucket, attend within own and previous chunk, same bucket.",
 ))

@@ -32,9 +32,12 @@ import math
 
 import torch
 
-from ..clustering import group_table, grouped_attention, kmeans, lazy_pattern, unit, work_dtype
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..sparse import sparse_cost
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..kernels.blocks import lazy_views
+from ..kernels.clustering import group_table, grouped_attention, kmeans, work_dtype
+from ..kernels.costs import sparse_cost
+from ..kernels.hashing import unit
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
 
 _SALT = 202
 
@@ -64,16 +67,18 @@ def routing(q, k, v, ctx, clusters: int, iterations: int, window: int):
         g = qc[:, :, rows].unsqueeze(-1).expand(b, h, rows.numel(), w)
         return table.gather(2, g), tvalid.gather(2, g)
 
-    return lazy_pattern(q, k, v, ctx, keys_for, w, out, counts, {
-        "clusters": torch.stack([qc, kc], dim=2), "centroids": centroids.to(q.dtype)})
+    return lazy_views(out, lambda: sparse_attention(q, k, v, ctx, keys_for, w, compute_out=False), names=("mask",),
+                      extra={"keys_per_row": counts, "clusters": torch.stack([qc, kc], dim=2),
+                             "centroids": centroids.to(q.dtype)})
 
 
-def routing_cost(b, h, n, d, dv, causal=False, clusters=0, iterations=5, window=256, **_):
+def routing_cost(s, clusters, iterations, window):
     """k-means (iterations + 1 assignments of 2N points to C centroids) plus sparse attention with
     min(window, N/C) keys per query (balanced clusters)."""
+    b, h, n, d = s.b, s.h, s.n, s.d
     c = resolve_clusters(clusters, n)
     per_row = min(window, math.ceil(n / c))
-    base = sparse_cost(b, h, n, d, dv, per_row)
+    base = sparse_cost(s, per_row)
     km = b * h * (iterations + 1) * (2 * 2 * n * c * d + 2 * n * d)
     extra_bytes = 4 * b * h * (2 * n * d + c * d + c * per_row * 2 + 2 * n * 2)
     return Cost(base.flops + float(km), base.bytes + float(extra_bytes))
@@ -99,7 +104,9 @@ register_variant(VariantSpec(
     stochastic=True,
     row_stochastic=False,  # a query whose cluster has no key gets zero output
     has_matrix=True,
-    artifacts=("clusters", "centroids", "mask", "keys_per_row"),
+    artifacts=(Artifact("clusters", "ids", ("B", "H", "2", "N"), "the cluster of each query, then of each key"),
+               Artifact("centroids", "points", ("B", "H", "C", "d"), "the spherical k-means centroids"),
+               MASK, KEYS_PER_ROW),
     exact_when=lambda n, d, h: {"clusters": 1, "window": n},
     content_based=True,
     description="Spherical k-means on unit queries and keys; a query attends the keys of its cluster "

@@ -31,9 +31,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output, check_budget
-from ..sparse import CHUNK_ELEMENTS
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output, check_budget
+from ..kernels.sparse import CHUNK_ELEMENTS
 
 
 def sinkhorn_normalise(log_p: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -107,7 +107,8 @@ def sinkhorn(q, k, v, ctx, block: int, iterations: int, temperature: float):
     return Output(out=out, matrix=matrix, artifacts={"permutation": perm, "block_scores": scores})
 
 
-def sinkhorn_cost(b, h, n, d, dv, causal=False, block=64, iterations=8, temperature=0.75, **_):
+def sinkhorn_cost(s, block, iterations, temperature):
+    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
     bs = min(block, n)
     nb = math.ceil(n / bs)
     p = nb * bs
@@ -142,7 +143,8 @@ register_variant(VariantSpec(
     stochastic=False,
     row_stochastic=True,
     has_matrix=True,
-    artifacts=("permutation", "block_scores"),
+    artifacts=(Artifact("permutation", "matrix", ("B", "H", "blocks", "blocks"), "the soft block permutation (Sinkhorn-normalised)"),
+               Artifact("block_scores", "matrix", ("B", "H", "blocks", "blocks"), "the block-pair scores before Sinkhorn")),
     exact_when=lambda n, d, h: {"block": n},
     content_based=False,  # blocks follow positions
     description="Block means score block pairs; Sinkhorn turns the scores into a soft permutation; each "

@@ -7,8 +7,10 @@ gather and no N×N tensor; the (N, 2w+1) key lists serve the matrix and mask for
 """
 import torch
 
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import band_attention, sparse_attention, sparse_cost
+from ..core.registry import Param, VariantSpec, register_variant
+from ..kernels.band import band_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def window_offsets(window: int, n: int, causal: bool, device) -> torch.Tensor:
@@ -32,11 +34,11 @@ register_variant(VariantSpec(
     complexity="O(N·w·d)",
     complexity_class="sparse",
     fn=sliding_window,
-    cost=lambda b, h, n, d, dv, causal=False, window=64: sparse_cost(b, h, n, d, dv, (window + 1) if causal else 2 * window + 1),
+    cost=lambda s, window: sparse_cost(s, (window + 1) if s.causal else 2 * window + 1),
     params=(Param("window", "int", 64, "keys on each side of the query (|i − j| ≤ window)", low=1, high="N"),),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row"),
+    artifacts=(MASK, KEYS_PER_ROW),
     content_based=False,
     exact_when=lambda n, d, h: {"window": n},
 ))

@@ -18,10 +18,12 @@ import math
 
 import torch
 
-from .. import patterns
-from ..errors import ParameterError
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import block_sparse_part, columns_part, lazy_views, merge
+from ..core.errors import ParameterError
+from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def sparse_fixed(q, k, v, ctx, stride: int, summary: int, distinct_heads: bool):
@@ -32,10 +34,10 @@ def sparse_fixed(q, k, v, ctx, stride: int, summary: int, distinct_heads: bool):
     residues = patterns.fixed_summary_residues(stride, summary, h, distinct_heads)  # (1 or H, c)
     nb = math.ceil(n / stride)
     cols = (torch.arange(nb)[None, :, None] * stride + residues[:, None, :]).flatten(1).sort(-1).values
-    own = patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, stride, torch.arange(nb)[None, :, None])
-    summ = patterns.columns_part(q, k, v, ctx.scale, ctx.causal, cols,
+    own = block_sparse_part(q, k, v, ctx.scale, ctx.causal, stride, torch.arange(nb)[None, :, None])
+    summ = columns_part(q, k, v, ctx.scale, ctx.causal, cols,
                                  exclude=lambda i, j: j // stride == i // stride)  # own block counted once
-    return patterns.lazy_views(patterns.merge([own, summ]), lambda: sparse_attention(
+    return lazy_views(merge([own, summ]), lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.sparse_fixed(rows, n, causal=ctx.causal, **kw), width=width,
         compute_out=False), extra={"summary_positions": residues.expand(h, -1)})
 
@@ -48,12 +50,12 @@ def check(params, n, d, heads):
         )
 
 
-def cost(b, h, n, d, dv, causal=False, stride=32, summary=4, **_):
-    stride = min(stride, n)
+def cost(s, stride, summary, distinct_heads):
+    stride = min(stride, s.n)
     summary = min(summary, stride)
-    cols = math.ceil(n / stride) * summary
-    keys = ((stride + 1) / 2 + cols / 2) if causal else stride + cols
-    return sparse_cost(b, h, n, d, dv, min(n, keys))
+    cols = math.ceil(s.n / stride) * summary
+    keys = ((stride + 1) / 2 + cols / 2) if s.causal else stride + cols
+    return sparse_cost(s, min(s.n, keys))
 
 
 register_variant(VariantSpec(
@@ -73,7 +75,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "summary_positions"),
+    artifacts=(MASK, KEYS_PER_ROW, Artifact("summary_positions", "ids", ("H", "c"), "the positions in a block that serve as summary columns")),
     content_based=False,
     check=check,
     exact_when=lambda n, d, h: {"stride": n},

@@ -13,11 +13,15 @@ as dense attention inside each residue class mod l (positions r, r + l, …), me
 log-sum-exps (``patterns.block_sparse_part``, ``residue_part``, ``merge``): batched matmuls,
 no per-row gather and no N×N tensor. The key lists give the matrix and mask on request.
 """
+from dataclasses import replace
+
 import torch
 
-from .. import patterns
-from ..registry import Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..kernels.blocks import block_sparse_part, lazy_views, merge, residue_part
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def sparse_strided(q, k, v, ctx, stride: int, heads: str):
@@ -27,14 +31,14 @@ def sparse_strided(q, k, v, ctx, stride: int, heads: str):
     width = patterns.sparse_strided(torch.zeros(1, dtype=torch.long, device=q.device), n, **kw)[0].shape[-1]
     head_pattern = torch.arange(h) % 2 if heads == "alternate" else torch.full((h,), 2)  # 0 local, 1 strided, 2 both
     if heads == "union":
-        out = patterns.merge([_local(q, k, v, ctx, stride),
-                              patterns.residue_part(q, k, v, ctx.scale, ctx.causal, stride, exclude_self=True)])
+        out = merge([_local(q, k, v, ctx, stride),
+                              residue_part(q, k, v, ctx.scale, ctx.causal, stride, exclude_self=True)])
     else:
         out = q.new_empty(*q.shape[:3], v.shape[-1])
         out[:, 0::2] = _local(q[:, 0::2], k[:, 0::2], v[:, 0::2], ctx, stride)[0]
         if h > 1:
-            out[:, 1::2] = patterns.residue_part(q[:, 1::2], k[:, 1::2], v[:, 1::2], ctx.scale, ctx.causal, stride)[0]
-    return patterns.lazy_views(out, lambda: sparse_attention(
+            out[:, 1::2] = residue_part(q[:, 1::2], k[:, 1::2], v[:, 1::2], ctx.scale, ctx.causal, stride)[0]
+    return lazy_views(out, lambda: sparse_attention(
         q, k, v, ctx, lambda rows: patterns.sparse_strided(rows, n, **kw), width=width, compute_out=False),
         extra={"head_pattern": head_pattern})
 
@@ -45,21 +49,21 @@ def _local(q, k, v, ctx, stride):
     block = min(stride, n)
     nb = -(-n // block)
     blocks = (torch.arange(nb)[:, None] + torch.arange(-1, 1 if ctx.causal else 2))[None]
-    return patterns.block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks,
+    return block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks,
                                       allowed=lambda i, j: (i - j).abs() < stride)
 
 
-def cost(b, h, n, d, dv, causal=False, stride=32, heads="alternate", **_):
+def cost(s, stride, heads):
+    n = s.n
     stride = min(stride, n)
-    local = stride if causal else 2 * stride - 1
+    local = stride if s.causal else 2 * stride - 1
     steps = (n - 1) // stride
-    strided = (steps / 2 + 1) if causal else 2 * steps + 1
+    strided = (steps / 2 + 1) if s.causal else 2 * steps + 1
     if heads == "union":
-        return sparse_cost(b, h, n, d, dv, min(n, local + strided - 1))
-    even, odd = (h + 1) // 2, h // 2
-    a = sparse_cost(b, even, n, d, dv, min(n, local))
-    z = sparse_cost(b, odd, n, d, dv, min(n, strided))
-    return type(a)(a.flops + z.flops, a.bytes + z.bytes)
+        return sparse_cost(s, min(n, local + strided - 1))
+    a = sparse_cost(replace(s, h=(s.h + 1) // 2), min(n, local))
+    z = sparse_cost(replace(s, h=s.h // 2), min(n, strided))
+    return Cost(a.flops + z.flops, a.bytes + z.bytes)
 
 
 register_variant(VariantSpec(
@@ -80,7 +84,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row", "head_pattern"),
+    artifacts=(MASK, KEYS_PER_ROW, Artifact("head_pattern", "ids", ("H",), "each head's pattern: 0 local, 1 strided, 2 both")),
     content_based=False,
     exact_when=lambda n, d, h: {"stride": n, "heads": "union"},
     description="Local and strided patterns of the Sparse Transformer, per head or united. "

@@ -17,9 +17,9 @@ the comparison is the one of Wang et al. 2020, Linformer, Fig. 1 (arXiv:2006.047
 """
 import torch
 
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output, check_budget
-from .exact import dense_weights
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output, check_budget
+from ..kernels.dense import dense_weights
 
 
 def svd_oracle(q, k, v, ctx, rank: int):
@@ -38,7 +38,8 @@ def svd_oracle(q, k, v, ctx, rank: int):
     )
 
 
-def svd_cost(b, h, n, d, dv, causal=False, rank=32, **_):
+def svd_cost(s, rank):
+    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
     k = min(rank, n)
     # A: 2N²d plus the softmax; a full SVD with both factors ≈ 22 N³ (Golub & Van Loan); A_k V: 2Nk(N + dv).
     flops = b * h * (2 * n * n * d + 5 * n * n + 22 * n**3 + 2 * k * n * dv + 2 * n * k * dv)
@@ -58,8 +59,11 @@ register_variant(VariantSpec(
     cost=svd_cost,
     params=(Param("rank", "int", 32, "singular values kept, k (k ≤ N)", low=1, high="N", log=True),),
     causal=False,
+    cross=True,
     row_stochastic=False,
-    artifacts=("singular_values",),
+    signed=True,  # a truncated SVD of a stochastic matrix has negative entries
+    low_rank=lambda k, fixed: {"rank": k},
+    artifacts=(Artifact("singular_values", "curve", ("B", "H", "N"), "every singular value of the exact matrix, largest first"),),
     exact_when=lambda n, d, h: {"rank": n},
     content_based=True,
     description="A_k V with A_k the truncated SVD of the exact softmax matrix (Eckart–Young optimal).",

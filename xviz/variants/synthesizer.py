@@ -14,8 +14,8 @@ arXiv:2005.00743), §3.
 """
 import torch
 
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..result import Output, check_budget
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
+from ..core.result import Output, check_budget
 
 ROW_ELEMENTS = 1 << 22
 
@@ -72,7 +72,8 @@ def synthesizer(q, k, v, ctx, mode: str, rank: int):
     return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"logits": logits})  # (1, H, N, N) R
 
 
-def synthesizer_cost(b, h, n, d, dv, causal=False, mode="full", rank=8, **_):
+def synthesizer_cost(s, mode, rank):
+    b, h, n, dv, causal = s.b, s.h, s.n, s.dv, s.causal
     # R and its softmax are made once per head (shared by the batch); no QKᵀ, only weights times V.
     make_r = h * n * n * (2 * rank if mode == "factorized" else 1)
     flops = make_r + 3 * h * n * n + b * h * 2 * n * n * dv * (0.5 if causal else 1.0)
@@ -99,7 +100,7 @@ register_variant(VariantSpec(
     causal=True,
     stochastic=True,
     row_stochastic=True,
-    artifacts=("logits",),
+    artifacts=(Artifact("logits", "matrix", ("1", "H", "N", "N"), "the fixed random logits R"),),
     content_based=False,
     description="softmax(R)V with R fixed random (seeded; the paper learns it), full or factorised.",
 ))

@@ -11,9 +11,10 @@ the softmax then runs through xviz.sparse on the chosen keys. Causal: the future
 Ties are broken by torch.topk. top_k = N is exact attention. (The parameter is ``top_k``, not
 ``k``: ``xviz.run(name, q, k, v, ...)`` already has an argument named k.)
 """
-from .. import patterns
-from ..registry import Cost, Param, VariantSpec, register_variant
-from ..sparse import sparse_attention, sparse_cost
+from ..kernels import patterns
+from ..core.registry import Cost, Param, VariantSpec, register_variant
+from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.costs import sparse_cost
 
 
 def topk(q, k, v, ctx, top_k: int):
@@ -26,11 +27,10 @@ def topk(q, k, v, ctx, top_k: int):
         width=min(keep, n))
 
 
-def cost(b, h, n, d, dv, causal=False, top_k=32, **_):
-    keep = top_k
-    choose = b * h * 2 * n * n * d * (0.5 if causal else 1.0)
-    s = sparse_cost(b, h, n, d, dv, min(n, keep))
-    return Cost(s.flops + choose, s.bytes)
+def cost(s, top_k):
+    choose = s.b * s.h * 2 * s.n * s.nk * s.d * (0.5 if s.causal else 1.0)
+    sp = sparse_cost(s, min(s.nk, top_k))
+    return Cost(sp.flops + choose, sp.bytes)
 
 
 register_variant(VariantSpec(
@@ -48,7 +48,7 @@ register_variant(VariantSpec(
     ),
     causal=True,
     row_stochastic=True,
-    artifacts=("mask", "keys_per_row"),
+    artifacts=(MASK, KEYS_PER_ROW),
     content_based=True,
     exact_when=lambda n, d, h: {"top_k": n},
     description="Each query keeps its k largest logits: the content-based oracle the learnable patterns approximate.",

@@ -1,4 +1,4 @@
-"""Shared helpers for the learnable-pattern variants: LSH hashing, k-means, grouping tables.
+"""Clustering building blocks for the learnable-pattern variants: k-means, grouping tables, grouped attention.
 
 Everything works on (B, H, N, d) tensors (or any leading batch dims), is vectorised over tokens,
 and keeps memory at O(N·C) or below: the N × C similarity matrix of an assignment step is formed in
@@ -9,31 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from .dense import masked_softmax, work_dtype  # noqa: F401  (work_dtype: for the clustering variants)
+from .hashing import unit
+from .sparse import CHUNK_ELEMENTS
+
 # Elements of one (rows × clusters) similarity block in an assignment step.
 ASSIGN_CHUNK_ELEMENTS = 1 << 23
-
-
-def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half/bfloat16 inputs (discrete choices are fragile at 8 bits of mantissa), else as is."""
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def unit(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows scaled to unit L2 norm (a zero row stays zero)."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
-def lsh_buckets(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Angular LSH of Andoni et al. 2015 as used by Reformer: h(x) = argmax([xR; −xR]).
-
-    x: (..., N, d); rotations R: (..., d, buckets/2), broadcastable against x's leading dims.
-    Returns (..., N) bucket ids in [0, buckets). With zero columns (buckets = 1) every id is 0.
-    The hash depends only on the direction of x, so normalising x first changes nothing.
-    """
-    if rotations.shape[-1] == 0:
-        return torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)
-    proj = torch.matmul(x, rotations.to(x.dtype))
-    return torch.cat([proj, -proj], dim=-1).argmax(dim=-1)
 
 
 def assign(x: torch.Tensor, centroids: torch.Tensor, spherical: bool) -> torch.Tensor:
@@ -113,23 +94,6 @@ def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return t[bi, hi, index]
 
 
-def masked_softmax(logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax over the last dim restricted to ``valid``, and its log-normaliser (log Σ exp over valid).
-
-    A row with no valid entry gets zero weights and lse = −inf. No NaN appears anywhere, in the
-    values or the gradients (the gradient tests of causal variants differentiate through empty rows)."""
-    logits = logits.masked_fill(~valid, float("-inf"))
-    mx = logits.amax(dim=-1, keepdim=True)
-    mx = torch.where(torch.isinf(mx), torch.zeros_like(mx), mx).detach()
-    e = torch.exp(logits - mx)
-    s = e.sum(dim=-1, keepdim=True)
-    nonempty = s > 0
-    probs = e / torch.where(nonempty, s, torch.ones_like(s))
-    lse = torch.where(nonempty, torch.log(torch.where(nonempty, s, torch.ones_like(s))) + mx,
-                      torch.full_like(s, float("-inf")))
-    return probs, lse.squeeze(-1)
-
-
 def flat_rows(t: torch.Tensor) -> torch.Tensor:
     """(B, H, N, d) -> (B·H·N, d) contiguous, for ``index_select`` gathers (contiguous row copies,
     much faster on a CPU than advanced indexing with three index tensors)."""
@@ -152,8 +116,6 @@ def grouped_attention(q, k, v, scale: float, causal: bool, q_group: torch.Tensor
     key rows). Causal masking (j > i) is applied here. A query whose group has no (allowed) key gets
     zero output. Returns out (B, H, N, dv) and the number of keys each query attended (B, H, N) int32.
     """
-    from .sparse import CHUNK_ELEMENTS
-
     b, h, n, d = q.shape
     dv = v.shape[-1]
     groups, w = key_table.shape[-2:]
@@ -197,24 +159,3 @@ def grouped_attention(q, k, v, scale: float, causal: bool, q_group: torch.Tensor
     cnt = torch.zeros(b * h * n + 1, dtype=torch.int32, device=dev).index_copy(
         0, dest, torch.cat(counts, dim=2).reshape(-1))
     return out[:-1].view(b, h, n, dv), cnt[:-1].view(b, h, n)
-
-
-def lazy_pattern(q, k, v, ctx, keys_for, width: int, out: torch.Tensor, counts: torch.Tensor,
-                 extra_artifacts: dict | None = None, self_only_when_alone: bool = False):
-    """An Output whose ``out`` and ``keys_per_row`` come from a fast blocked path, and whose matrix and
-    mask come — only when asked for — from ``xviz.sparse.sparse_attention`` on the same pattern written
-    as per-query key lists (``keys_for(rows)``). The registry tests check the two agree."""
-    from .result import Output
-    from .sparse import sparse_attention
-
-    cache = {}
-
-    def pattern():
-        if "sp" not in cache:
-            cache["sp"] = sparse_attention(q, k, v, ctx, keys_for, width, compute_out=False,
-                                           self_only_when_alone=self_only_when_alone)
-        return cache["sp"]
-
-    artifacts = {"mask": lambda: pattern().artifacts["mask"](), "keys_per_row": counts}
-    artifacts.update(extra_artifacts or {})
-    return Output(out=out, matrix=lambda: pattern().matrix(), artifacts=artifacts)

@@ -20,3 +20,8 @@ class InputError(XvizError, ValueError):
 
 class BudgetError(XvizError, MemoryError):
     """A request that would allocate more than the configured budget (say, an N×N matrix at N = 65,536)."""
+
+
+class VariantError(XvizError):
+    """A variant returned something wrong (wrong shape, dtype, NaN for finite inputs, not an ``Output``):
+    the message names the variant and the module it came from, so a broken plugin is named, not obeyed."""

@@ -19,9 +19,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from .engine import run
-from .errors import XvizError
-from .registry import get_variant, list_variants
+from ..core.engine import run
+from ..core.errors import XvizError
+from ..core.registry import Shape, get_variant, list_variants
 
 NAIVE, FUSED = "naive exact", "fused exact"
 
@@ -150,7 +150,7 @@ def run_engine_bench(variants: Iterable[str] | None = None, ns: Iterable[int] = 
                 continue
             try:
                 sec, mem = measure(lambda: run(name, q, k, v, causal=causal).out, dev, repeats)
-                cost = spec.cost(batch, heads, n, d, d, causal=causal, **spec.resolve({}, n, d, heads))
+                cost = spec.cost_at(Shape(batch, heads, n, d, d, causal=causal))
                 row = Row(name, n, sec, mem, cost.flops)
             except (XvizError, RuntimeError) as exc:
                 row = Row(name, n, None, None, None, error=f"{type(exc).__name__}: {exc}"[:200])

@@ -10,8 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .figures import (QUALITATIVE, SEQUENTIAL, labels, pool2d, pool_factor, strip_figure, style,
-                      to_numpy)
+from .attention import strip_figure
+from .base import QUALITATIVE, SEQUENTIAL, labels, pool2d, pool_factor, style, to_numpy
 
 MISSED_COLOUR = "#d62728"
 HIT_COLOUR = "#2ca02c"

@@ -31,7 +31,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import ParameterError
+from ..core.engine import run
+from ..core.errors import ParameterError, XvizError
+from ..core.registry import get_variant
+from ..kernels.dense import dense_weights
+from ..kernels.hashing import lsh_buckets
 
 # Outer integration grid: points per axis in whitened coordinates on [−L, L].
 _GRID = 241
@@ -119,7 +123,6 @@ def measure_collisions(thetas: Sequence[float], buckets: int, *, d: int = 64, pa
                        seed: int = 0) -> CollisionCurve:
     """Hash ``pairs`` random pairs at each angle with a fresh Gaussian rotation per pair (independent
     Bernoulli trials) through the Reformer variant's own ``lsh_buckets``; compare with the theory."""
-    from .variants.reformer import lsh_buckets
 
     theory = collision_probability(np.asarray(thetas, dtype=np.float64), buckets)
     g = torch.Generator().manual_seed(int(seed))
@@ -165,11 +168,6 @@ def collisions_on_input(x: torch.Tensor, buckets: torch.Tensor, bins: int = 18) 
 
 
 # ---------------------------------------------------------------------------------------- top-k
-def shared_qk(spec: Any) -> bool:
-    """Whether a variant uses shared QK (keys = unit queries, k ignored), as its description says."""
-    return "shared_qk" in (getattr(spec, "description", "") or "")
-
-
 def shared_qk_weights(q: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
     """The attention a shared-QK variant approximates: softmax(q · unit(q)ᵀ · scale) with a token not
     attending itself unless it has no other key (causal row 0). (…, N, N), float64."""
@@ -187,17 +185,11 @@ def shared_qk_weights(q: torch.Tensor, scale: float, causal: bool) -> torch.Tens
     return torch.softmax(logits.masked_fill(blocked, float("-inf")), dim=-1)
 
 
-def exact_weights(q: torch.Tensor, k: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
-    logits = torch.matmul(q.detach().double(), k.detach().double().transpose(-1, -2)) * scale
-    if causal:
-        n = q.shape[-2]
-        logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-    return torch.softmax(logits, dim=-1)
-
-
 def reference_weights(spec: Any, q: torch.Tensor, k: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
     """Exact attention on (q, k), or the shared-QK attention for a variant that shares QK."""
-    return shared_qk_weights(q, scale, causal) if shared_qk(spec) else exact_weights(q, k, scale, causal)
+    if spec.shared_qk:
+        return shared_qk_weights(q, scale, causal)
+    return dense_weights(q.detach().double(), k.detach().double(), scale, causal)
 
 
 @dataclass
@@ -269,10 +261,6 @@ def recall_grid(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                 scale: float | None = None) -> RecallGrid:
     """Mean recall of the true top-``topk`` keys inside variant ``name``'s mask (or top-k of its weights)
     for every (row_param, col_param) pair, averaged over ``seeds``."""
-    from .engine import run
-    from .errors import XvizError
-    from .registry import get_variant
-
     spec = get_variant(name)
     for p in (row_param, col_param):
         spec.param(p)  # raises ParameterError naming the variant's parameters

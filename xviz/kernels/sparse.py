@@ -15,7 +15,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from .result import Output, check_budget
+from ..core.registry import Artifact
+from ..core.result import Output, check_budget
 
 CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 gathered keys+values per chunk
 
@@ -150,46 +151,7 @@ def _full_row_probs(q, k, rows: torch.Tensor, scale: float, causal: bool) -> tor
     return torch.softmax(logits, dim=-1)
 
 
-def sparse_cost(b: int, h: int, n: int, d: int, dv: int, keys_per_row: float, full_rows: int = 0) -> "Cost":
-    """FLOPs and bytes of gathered sparse attention with ``keys_per_row`` keys per query."""
-    from .registry import Cost
-
-    kk = min(keys_per_row, n)
-    flops = b * h * (2 * n * kk * (d + dv) + full_rows * 2 * n * (d + dv))
-    nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + n * kk * 2)  # inputs/outputs + logits and indices
-    return Cost(float(flops), float(nbytes))
-
-
-def band_attention(q, k, v, ctx, back: int, forward: int, block: int = 64,
-                   allowed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """The output of attention whose keys for query i lie in [i − back, i + forward] (a band),
-    optionally thinned by ``allowed(i, j)`` (index grids, broadcastable). No gather: each block of
-    ``block`` queries meets a contiguous key span as a strided view (``unfold``), so memory is
-    O(N·(block + back + forward)) and the work is plain batched matmuls. Causal masking is applied
-    here. Use with ``sparse_attention`` for the matrix and mask (the tests check they agree)."""
-    b_, h, n, d = q.shape
-    dv = v.shape[-1]
-    if ctx.causal:
-        forward = 0
-    back, forward = min(back, n - 1), min(forward, n - 1)
-    blk = max(1, min(block, n))
-    nb = -(-n // blk)
-    span = blk + back + forward
-    pad_end = nb * blk - n + forward
-    kw = torch.nn.functional.pad(k, (0, 0, back, pad_end)).unfold(-2, span, blk)  # (B, H, nb, d, span)
-    vw = torch.nn.functional.pad(v, (0, 0, back, pad_end)).unfold(-2, span, blk)  # (B, H, nb, dv, span)
-    qb = torch.nn.functional.pad(q, (0, 0, 0, nb * blk - n)).view(b_, h, nb, blk, d)
-    out = q.new_empty(b_, h, nb, blk, dv)
-    step = max(1, CHUNK_ELEMENTS // max(1, b_ * h * blk * span))  # query blocks per pass
-    for s in range(0, nb, step):
-        e = min(nb, s + step)
-        i = torch.arange(s * blk, e * blk, device=q.device).view(e - s, blk, 1)
-        j = (torch.arange(s, e, device=q.device) * blk - back).view(e - s, 1, 1) + torch.arange(span, device=q.device)
-        valid = (j >= 0) & (j < n) & (j >= i - back) & (j <= i + forward)
-        if allowed is not None:
-            valid = valid & allowed(i, j)
-        logits = torch.matmul(qb[:, :, s:e], kw[:, :, s:e]) * ctx.scale  # (B, H, blocks, blk, span)
-        probs = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
-        probs = torch.nan_to_num(probs, nan=0.0)
-        out[:, :, s:e] = torch.matmul(probs, vw[:, :, s:e].transpose(-1, -2))
-    return out.view(b_, h, nb * blk, dv)[:, :, :n]
+# The artifacts every key-list pattern returns (see ``sparse_attention``).
+MASK = Artifact("mask", "mask", ("b", "h", "N", "N"), "which keys each query may attend (b, h = 1 where shared)")
+KEYS_PER_ROW = Artifact("keys_per_row", "curve", ("b", "h", "N"), "how many keys each query attends")
+GLOBAL_ROWS = Artifact("global_rows", "curve", ("g",), "positions of the global tokens (rows that attend every key)")

@@ -1,6 +1,6 @@
 """Attention through feature maps: out = D⁻¹ φ(Q) (φ(K)ᵀ V), never forming the N×N product.
 
-Shared by Performer, linear (elu+1) and cosFormer. The causal form carries the running sums
+Used by Performer, linear (elu+1) and cosFormer. The causal form carries the running sums
 S = Σ φ(k_j) v_jᵀ and z = Σ φ(k_j) across query chunks and uses a masked c×c product inside a
 chunk, so memory stays O(N·m + c²) instead of the O(N·m·d) of a full prefix sum.
 """
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .result import check_budget
-
-CAUSAL_CHUNK = 256
+from ..core.result import Output, check_budget
+from .costs import CAUSAL_CHUNK
 
 
 def _safe(den: torch.Tensor) -> torch.Tensor:
@@ -53,9 +52,9 @@ def linear_attention_matrix(phi_q: torch.Tensor, phi_k: torch.Tensor, causal: bo
     return a / _safe(a.sum(dim=-1, keepdim=True))
 
 
-def linear_cost(b: int, h: int, n: int, m: int, d: int, dv: int, feature_flops_per_token: float = 0.0):
-    from .registry import Cost
-
-    flops = b * h * (2 * 2 * n * m * dv + 2 * 2 * n * m + 2 * n * feature_flops_per_token)
-    nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + 2 * n * m + m * dv)
-    return Cost(float(flops), float(nbytes))
+def kernel_output(phi_q, phi_k, v, causal, artifacts) -> Output:
+    """Run ``linear_attention`` on features (computed at ≥ float32) and return out and the lazy
+    implicit matrix at v's dtype."""
+    out = linear_attention(phi_q, phi_k, v.to(phi_q.dtype), causal).to(v.dtype)
+    return Output(out=out, matrix=lambda: linear_attention_matrix(phi_q, phi_k, causal).to(v.dtype),
+                  artifacts=artifacts)

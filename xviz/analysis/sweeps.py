@@ -26,7 +26,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import ParameterError, XvizError
+from ..core.engine import run
+from ..core.errors import ParameterError, XvizError
+from .metrics import compare
 
 AXES = ("param", "n", "scale")
 MATRIX_METRICS = ("rel_fro", "kl", "tv", "max_abs", "topk_recall")
@@ -87,9 +89,9 @@ def param_values(spec: Any, param: str, n: int, d: int, count: int = 7) -> list:
         raw = [lo + (hi - lo) * i / (count - 1) for i in range(count)]
     if p.kind == "int":
         vals = sorted({int(round(x)) for x in raw})
-        if spec.name == "reformer" and param == "buckets":  # buckets must be 1 or even
-            vals = sorted({x if x == 1 or x % 2 == 0 else x + 1 for x in vals if x + (x % 2) <= hi or x == 1})
-        return vals
+        # a value the parameter's rule refuses (Reformer's odd buckets) moves to its next valid neighbour
+        fixed = {next((y for y in (x, x + 1, x - 1) if p.valid(y, n, d)), None) for x in vals}
+        return sorted(x for x in fixed if x is not None)
     return raw
 
 
@@ -102,8 +104,6 @@ def default_param(spec: Any) -> str | None:
 
 
 def _metric_value(exact, approx, metric: str, topk: int) -> float:
-    from .metrics import compare
-
     need_matrix = metric in MATRIX_METRICS
     if need_matrix and not approx.has_matrix:
         return float("nan")
@@ -121,8 +121,6 @@ def sweep(series: Sequence[Series], axis: str, values: Sequence[float] | Mapping
     values: the x values (axis "n": lengths; "scale": multipliers of 1/√d; "param": parameter values, or a
     mapping from a series' title to its own values). make_input(n, seed) -> (q, k, v); n: the length used on
     the "param" and "scale" axes. skip: (series title, x) pairs already computed (to resume)."""
-    from .engine import run
-
     if axis not in AXES:
         raise ParameterError(f"axis = {axis!r} is not one of {', '.join(AXES)}.")
     if axis != "n" and n is None:

@@ -1,16 +1,9 @@
-"""Plotly figures for the app, as pure functions of tensors and arrays.
-
-Large matrices are pooled on the server before they are drawn: an N×N map becomes at most
-``max_cells`` × ``max_cells`` cells (mean-pooling for weights and differences, so a cell shows the
-block's average; max-pooling for masks, so no nonzero disappears), sent as float32 (masks as
-uint8). ``window=(r0, r1, c0, c1)`` cuts a window out first, so a zoomed window no larger than
-``max_cells`` is drawn at full resolution. Axis labels are "index token" (or "start–stop" for a
-pooled block), so hovering a cell names its query and key.
-"""
+"""Attention figures: heatmaps (exact, approximate, difference), masks, strips, query lines, the
+artifacts of any variant (drawn by their declared kind), patterns' mass and reachability, and the
+error-against-cost scatter. Pure functions of tensors and arrays; matrices are pooled first (``base``)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -18,179 +11,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-# A chart must stay under 4 MB. float32 cells cost 16/3 bytes each once base64-encoded, so a weight
-# heatmap gets at most 832² cells (3.7 MB) and three panels side by side 464² each (3.4 MB); masks
-# travel as uint8 (4/3 byte a cell) and keep the full 1024².
-MAX_CELLS = 832
-MASK_CELLS = 1024
-SIDE_BY_SIDE_CELLS = 464
-DIVERGING = "RdBu_r"
-SEQUENTIAL = "Viridis"
-MASK_SCALE = [[0.0, "#f4f4f4"], [1.0, "#1f3a93"]]
-FAMILY_COLOURS = {
-    "exact": "#222222", "fixed pattern": "#1f77b4", "combined pattern": "#17becf", "learnable pattern": "#2ca02c",
-    "low rank": "#d62728", "kernel": "#ff7f0e", "memory/downsampling": "#9467bd", "recurrence": "#8c564b",
-    "prior": "#e377c2",
-}
-QUALITATIVE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
+from ..core.registry import Artifact
+from .base import (DIVERGING, FAMILY_COLOURS, MASK_CELLS, MASK_SCALE, MAX_CELLS, QUALITATIVE, SEQUENTIAL,
+                   SIDE_BY_SIDE_CELLS, Pooled, _2d, _window, labels, pool1d, pool2d, pool_factor, style, to_numpy)
 
 
-# ----------------------------------------------------------------------------------------- pooling
-def to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.bfloat16, torch.float16):
-            x = x.float()
-        return x.numpy()
-    return np.asarray(x)
-
-
-def pool_factor(n: int, max_cells: int = MAX_CELLS) -> int:
-    """Smallest integer f with ceil(n / f) ≤ max_cells."""
-    return max(1, math.ceil(n / max(1, int(max_cells))))
-
-
-@dataclass
-class Pooled:
-    """A pooled 2-D array. z: (ceil(R/fr), ceil(C/fc)); row_starts/col_starts: each cell's first index."""
-
-    z: np.ndarray
-    fr: int
-    fc: int
-    row_starts: np.ndarray
-    col_starts: np.ndarray
-    rows: int
-    cols: int
-
-
-def _pool_axis(x: np.ndarray, f: int, axis: int, how: str) -> np.ndarray:
-    if f == 1:
-        return x
-    n = x.shape[axis]
-    cells = math.ceil(n / f)
-    pad = cells * f - n
-    if how == "max":
-        fill = 0 if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer) else -np.inf
-        if pad:
-            widths = [(0, 0)] * x.ndim
-            widths[axis] = (0, pad)
-            x = np.pad(x, widths, constant_values=fill)
-        shape = x.shape[:axis] + (cells, f) + x.shape[axis + 1:]
-        return x.reshape(shape).max(axis=axis + 1)
-    # mean over the real cells of each block (the last block may be shorter)
-    acc = x.astype(np.float64)
-    if pad:
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, pad)
-        acc = np.pad(acc, widths, constant_values=0.0)
-    shape = acc.shape[:axis] + (cells, f) + acc.shape[axis + 1:]
-    sums = acc.reshape(shape).sum(axis=axis + 1)
-    counts = np.full(cells, f, dtype=np.float64)
-    counts[-1] = n - (cells - 1) * f
-    bshape = [1] * sums.ndim
-    bshape[axis] = cells
-    return sums / counts.reshape(bshape)
-
-
-def pool2d(a: Any, max_cells: int = MAX_CELLS, how: str = "mean") -> Pooled:
-    """Pool a 2-D array to at most ``max_cells`` cells a side.
-
-    how="mean": each cell is its block's mean (float32). how="max": each cell is its block's max
-    (a bool/integer mask stays uint8, so a block with any nonzero shows as nonzero)."""
-    if how not in ("mean", "max"):
-        raise ValueError(f"how must be 'mean' or 'max', got {how!r}.")
-    x = to_numpy(a)
-    if x.ndim != 2:
-        raise ValueError(f"pool2d needs a 2-D array, got shape {x.shape}.")
-    r, c = x.shape
-    fr, fc = pool_factor(r, max_cells), pool_factor(c, max_cells)
-    if how == "max" and (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer)):
-        x = x.astype(np.uint8) if x.dtype == np.bool_ else x
-        z = _pool_axis(_pool_axis(x, fr, 0, "max"), fc, 1, "max")
-        z = z.astype(np.uint8) if z.max(initial=0) <= 255 and z.min(initial=0) >= 0 else z.astype(np.float32)
-    else:
-        z = _pool_axis(_pool_axis(x, fr, 0, how), fc, 1, how).astype(np.float32)
-    return Pooled(z=np.ascontiguousarray(z), fr=fr, fc=fc, row_starts=np.arange(0, r, fr),
-                  col_starts=np.arange(0, c, fc), rows=r, cols=c)
-
-
-def pool1d(x: Any, max_cells: int = MAX_CELLS, how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-    """Pool the last axis of a 1-D or 2-D array; returns (pooled, starts)."""
-    a = to_numpy(x)
-    n = a.shape[-1]
-    f = pool_factor(n, max_cells)
-    if how == "first":
-        return np.ascontiguousarray(a[..., ::f]), np.arange(0, n, f)
-    return _pool_axis(a, f, a.ndim - 1, how).astype(np.float32), np.arange(0, n, f)
-
-
-def labels(tokens: Sequence[str] | None, starts: np.ndarray, f: int, n: int, offset: int = 0) -> list[str]:
-    """Unique axis labels: "i token" for single positions, "i–j token…" for pooled blocks."""
-    out = []
-    for s in starts:
-        s = int(s)
-        e = min(n, s + f) - 1
-        tok = ""
-        if tokens is not None and offset + s < len(tokens):
-            tok = " " + str(tokens[offset + s])[:16]
-        if e > s:
-            out.append(f"{offset + s}–{offset + e}{tok}…")
-        else:
-            out.append(f"{offset + s}{tok}")
-    return out
-
-
-def _window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int]:
-    if window is None:
-        return a, 0, 0
-    r0, r1, c0, c1 = (int(w) for w in window)
-    r0, c0 = max(0, r0), max(0, c0)
-    r1, c1 = min(a.shape[0], max(r1, r0 + 1)), min(a.shape[1], max(c1, c0 + 1))
-    return a[r0:r1, c0:c1], r0, c0
-
-
-def _2d(a: Any) -> np.ndarray:
-    x = to_numpy(a)
-    while x.ndim > 2:
-        x = x[0]
-    if x.ndim == 1:
-        x = x[None]
-    return x
-
-
-# ----------------------------------------------------------------------------------------- styling
-def style(fig: go.Figure, *, font_size: int = 13, title: str | None = None, height: int | None = None) -> go.Figure:
-    fig.update_layout(font=dict(size=font_size), legend=dict(font=dict(size=font_size)),
-                      margin=dict(l=10, r=10, t=50 + 2 * (font_size - 13) if title else 30, b=10))
-    fig.update_xaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size))
-    fig.update_yaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size))
-    fig.update_annotations(font_size=font_size)
-    if title is not None:
-        fig.update_layout(title=dict(text=title, font=dict(size=font_size + 3)))
-    if height is not None:
-        fig.update_layout(height=height)
-    return fig
-
-
-def chart_config(image_format: str = "png", filename: str = "xviz", scale: int = 3) -> dict:
-    """Plotly config: the toolbar's camera saves ``image_format`` (png / svg) at ``scale``×."""
-    fmt = image_format if image_format in ("png", "svg", "jpeg", "webp") else "png"
-    return {"displaylogo": False,
-            "toImageButtonOptions": {"format": fmt, "scale": int(scale), "filename": filename}}
-
-
-def to_html(fig: go.Figure) -> bytes:
-    """A standalone HTML file (plotly.js inlined: opens offline)."""
-    return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
-
-
-def payload_bytes(fig: go.Figure) -> int:
-    """Size of the JSON spec the browser receives for ``fig``."""
-    return len(fig.to_json())
-
-
-# ----------------------------------------------------------------------------------------- heatmaps
 def _heat_trace(p: Pooled, tokens, r0: int, c0: int, *, hover_value: str = "%{z:.4g}", **kw) -> go.Heatmap:
     y = labels(tokens, p.row_starts, p.fr, p.rows, r0)
     x = labels(tokens, p.col_starts, p.fc, p.cols, c0)
@@ -350,52 +175,71 @@ def _slice(a: np.ndarray, head: int) -> np.ndarray:
     return a
 
 
-def artifact_figures(name: str, value: Any, tokens: Sequence[str] | None = None, *, head: int = 0,
+def artifact_figures(art: Artifact | str, value: Any, tokens: Sequence[str] | None = None, *, head: int = 0,
                      max_cells: int = MAX_CELLS, font_size: int = 13) -> list[go.Figure]:
-    """Figures for one artifact, chosen by its name and shape (never by variant):
+    """Figures for one artifact, chosen by its declared kind (``xviz.core.registry.ARTIFACT_KINDS``),
+    never by the variant's or the artifact's name, so a plugin's artifacts are drawn too:
 
-    * ``*mask*`` (…, N, N) booleans: a max-pooled pattern, per head when heads differ;
-    * ``*bucket*``, ``*cluster*``, ``*index*``, ``*order*``, ``grid`` integer ids per position: a strip;
-    * a 1-D tensor (counts per row, singular values): a line;
-    * any other 2-D+ tensor (projections, landmarks, features, centroids): the (batch 0, ``head``)
-      slice as a heatmap, mean-pooled.
+    * ``mask``: a max-pooled pattern, per head when heads differ;
+    * ``ids``: a strip coloured by id (batch 0, ``head``);
+    * ``curve``: a line; ``points`` / ``matrix``: the (batch 0, ``head``) slice as a heatmap,
+      mean-pooled, on a diverging scale when it has both signs;
+    * ``tensor`` (undeclared): by rank — 1-D a line, 2-D and more a heatmap.
     """
+    art = art if isinstance(art, Artifact) else Artifact(str(art))
     figs = []
-    for label, v in _flatten_artifact(name, value):
+    for label, v in _flatten_artifact(art.name, value):
         if not isinstance(v, (torch.Tensor, np.ndarray)):
             continue
         a = to_numpy(v)
         if a.size == 0:
             continue
-        lname = label.lower()
-        if "mask" in lname and a.ndim >= 2:
-            figs.append(mask_figure(a, tokens, title=label, max_cells=max_cells, font_size=font_size))
-            continue
-        integer = a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer)
-        if integer and any(s in lname for s in ("bucket", "cluster", "index", "order", "grid", "group")) and a.ndim >= 1:
-            sl = _slice(a, head)
-            figs.append(strip_figure(sl, title=label, tokens=tokens if sl.shape[-1] == len(tokens or []) else None,
-                                     max_cells=max_cells, font_size=font_size))
+        title = f"{label} {tuple(a.shape)}" + (f" — {art.help}" if art.help else "")
+        if art.kind == "mask" and a.ndim >= 2:
+            figs.append(mask_figure(a != 0, tokens, title=title, max_cells=max_cells, font_size=font_size))
             continue
         sl = _slice(a, head)
-        if sl.ndim == 1 or (sl.ndim == 2 and 1 in sl.shape):
-            y, starts = pool1d(sl.reshape(-1).astype(np.float64), max_cells)
-            fig = go.Figure(go.Scatter(x=starts, y=y, mode="lines+markers" if len(y) <= 128 else "lines",
-                                       hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
-            if "singular" in lname and np.all(y > 0):
-                fig.update_yaxes(type="log")
-            figs.append(style(fig, font_size=font_size, title=f"{label} {tuple(a.shape)}", height=320))
+        if art.kind == "ids" and sl.ndim >= 1:
+            figs.append(strip_figure(sl, title=title, tokens=tokens if sl.shape[-1] == len(tokens or []) else None,
+                                     max_cells=max_cells, font_size=font_size))
             continue
-        if sl.dtype == np.bool_:
-            sl = sl.astype(np.float32)
-        p = pool2d(sl.astype(np.float64), max_cells, "mean")
-        fig = go.Figure(go.Heatmap(z=p.z, x=p.col_starts, y=p.row_starts, colorscale=DIVERGING,
-                                   zmid=0.0 if (p.z.min(initial=0) < 0 < p.z.max(initial=0)) else None,
-                                   hovertemplate="row %{y}<br>col %{x}<br>%{z:.4g}<extra></extra>"))
-        fig.update_yaxes(autorange="reversed")
-        note = "" if p.fr == p.fc == 1 else f" (mean-pooled {p.fr}×{p.fc})"
-        figs.append(style(fig, font_size=font_size, title=f"{label} {tuple(a.shape)}{note}", height=380))
+        if art.kind == "curve" or sl.ndim == 1 or (sl.ndim == 2 and 1 in sl.shape and art.kind == "tensor"):
+            figs.append(curve_figure(sl, title=title, max_cells=max_cells, font_size=font_size))
+            continue
+        figs.append(matrix_figure(sl, title=title, max_cells=max_cells, font_size=font_size))
     return figs
+
+
+def curve_figure(values: Any, *, title: str = "", max_cells: int = MAX_CELLS, font_size: int = 13,
+                 log_y: bool | None = None) -> go.Figure:
+    """Rows of values as lines (one per row of a 2-D array), pooled to ``max_cells`` points."""
+    a = np.atleast_2d(to_numpy(values).astype(np.float64))
+    if a.ndim > 2:
+        a = a.reshape(-1, a.shape[-1])
+    fig = go.Figure()
+    for i, row in enumerate(a[:16]):
+        y, starts = pool1d(row, max_cells)
+        fig.add_scatter(x=starts, y=y, mode="lines+markers" if len(y) <= 128 else "lines",
+                        name=str(i) if len(a) > 1 else title, showlegend=len(a) > 1,
+                        hovertemplate="%{x}: %{y:.4g}<extra></extra>")
+    if log_y or (log_y is None and np.all(a > 0) and a.max() / max(a.min(), 1e-300) > 1e3):
+        fig.update_yaxes(type="log")
+    return style(fig, font_size=font_size, title=title, height=320)
+
+
+def matrix_figure(values: Any, *, title: str = "", max_cells: int = MAX_CELLS, font_size: int = 13) -> go.Figure:
+    """A 2-D array as a mean-pooled heatmap; diverging and centred at 0 when it has both signs."""
+    sl = _2d(values)
+    if sl.dtype == np.bool_:
+        sl = sl.astype(np.float32)
+    p = pool2d(sl.astype(np.float64), max_cells, "mean")
+    both = p.z.min(initial=0) < 0 < p.z.max(initial=0)
+    fig = go.Figure(go.Heatmap(z=p.z, x=p.col_starts, y=p.row_starts, colorscale=DIVERGING if both else SEQUENTIAL,
+                               zmid=0.0 if both else None,
+                               hovertemplate="row %{y}<br>col %{x}<br>%{z:.4g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    note = "" if p.fr == p.fc == 1 else f" (mean-pooled {p.fr}×{p.fc})"
+    return style(fig, font_size=font_size, title=f"{title}{note}", height=380)
 
 
 # ----------------------------------------------------------------------------------------- patterns

@@ -14,9 +14,10 @@ from typing import Callable
 
 import torch
 
-from .engine import run
-from .errors import XvizError
-from .registry import VariantSpec, get_variant, list_variants
+from ..core.engine import run
+from ..core.errors import XvizError
+from ..core.registry import VariantSpec, get_variant, list_variants, load_plugins
+from .bench import measure
 
 PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
 
@@ -146,16 +147,52 @@ def check_matrix(spec: VariantSpec, causal: bool = False) -> CheckResult:
 
 
 def check_rows(spec: VariantSpec) -> CheckResult:
-    if not (spec.row_stochastic and spec.has_matrix):
-        return CheckResult("rows are distributions", SKIP, message="variant does not declare row-stochastic weights")
+    """Declared row-stochastic: every row of the matrix is a distribution, at ordinary logits and at
+    logits 900× larger (inputs ×30), where an unstabilised exp underflows to all-zero rows."""
+    label = "rows are distributions"
+    if not (spec.is_row_stochastic() and spec.has_matrix):
+        return CheckResult(label, SKIP, message="variant does not declare row-stochastic weights")
     q, k, v = qkv()
-    a = run(spec.name, q, k, v).matrix()
-    dev = (a.sum(-1) - 1).abs().max().item()
-    neg = max(0.0, -a.min().item())
-    worst = max(dev, neg)
+    worst, msg = 0.0, ""
+    for gain in (1.0, 30.0):
+        a = run(spec.name, q * gain, k * gain, v).matrix()
+        dev = (a.sum(-1) - 1).abs().max().item()
+        neg = max(0.0, -a.min().item())
+        if max(dev, neg) > worst:
+            worst = max(dev, neg)
+            where = "" if gain == 1 else f" with inputs ×{gain:g}"
+            msg = (f"rows sum to {1 + dev if a.sum(-1).max() > 1 else 1 - dev:.4g} at worst{where}" if dev >= neg
+                   else f"negative weights{where}")
     tol = 1e-9  # float64 sums of N terms
-    msg = "" if worst < tol else (f"rows sum to {1 + dev:.4g} at worst" if dev >= neg else "negative weights")
-    return CheckResult("rows are distributions", PASS if worst < tol else FAIL, worst, tol, msg)
+    return CheckResult(label, PASS if worst < tol else FAIL, worst, tol, msg if worst >= tol else "")
+
+
+def check_sign(spec: VariantSpec) -> CheckResult:
+    """Not declared signed: no negative weight (figures then use a sequential scale)."""
+    if not spec.has_matrix or spec.is_signed():
+        return CheckResult("weights non-negative", SKIP, message="variant declares signed weights or no matrix")
+    q, k, v = qkv()
+    neg = max(0.0, -run(spec.name, q, k, v).matrix().min().item())
+    tol = 1e-12  # float64: a non-negative construction has no negative entry at all
+    return CheckResult("weights non-negative", PASS if neg < tol else FAIL, neg, tol,
+                       "" if neg < tol else "negative weights: declare signed=True in the spec")
+
+
+def check_cross(spec: VariantSpec) -> CheckResult:
+    """Declared cross-attention: N_q ≠ N_k runs, the matrix is (B, H, N_q, N_k) and reproduces out."""
+    if not spec.cross:
+        return CheckResult("cross-attention (N_q ≠ N_k)", SKIP, message="variant does not declare cross")
+    q, _, _ = qkv(n=40)
+    _, k, v = qkv(n=56, seed=1)
+    r = run(spec.name, q, k, v)
+    if tuple(r.out.shape) != (2, 2, 40, v.shape[-1]):
+        return CheckResult("cross-attention (N_q ≠ N_k)", FAIL, str(tuple(r.out.shape)), None, "wrong output shape")
+    if not spec.has_matrix:
+        return CheckResult("cross-attention (N_q ≠ N_k)", PASS, message="no matrix declared")
+    err = rel_err(r.matrix() @ v, r.out)
+    tol = 1e-9  # float64: the same weights summed in another order
+    return CheckResult("cross-attention (N_q ≠ N_k)", PASS if err < tol else FAIL, err, tol,
+                       "" if err < tol else "the (N_q, N_k) matrix does not reproduce the output")
 
 
 def check_permutation(spec: VariantSpec) -> CheckResult:
@@ -251,8 +288,6 @@ def fit_exponent(ns, values) -> float:
 
 def check_complexity(spec: VariantSpec, ns=(2048, 4096, 8192)) -> CheckResult:
     """Peak memory (and time, reported) at growing N; fitted exponents against the claimed class."""
-    from .bench import measure
-
     times, mems = [], []
     for n in ns:
         q, k, v = qkv(b=1, h=1, n=n, d=32, dv=32, dtype=torch.float32)
@@ -286,6 +321,8 @@ def battery(spec: VariantSpec, quick: bool = False) -> list[tuple[str, Callable[
         ("matrix() @ v == out", lambda: check_matrix(spec)),
         ("matrix() @ v == out (causal)", lambda: check_matrix(spec, causal=True)),
         ("rows are distributions", lambda: check_rows(spec)),
+        ("weights non-negative", lambda: check_sign(spec)),
+        ("cross-attention (N_q ≠ N_k)", lambda: check_cross(spec)),
         ("permuting keys and values", lambda: check_permutation(spec)),
         ("declared limit equals exact", lambda: check_limit(spec)),
         ("declared limit equals exact (causal)", lambda: check_limit(spec, causal=True)),
@@ -319,8 +356,6 @@ def check_variant(name: str, quick: bool = False, progress: Callable[[CheckResul
 def load_target(target: str) -> str:
     """``MODULE:NAME`` imports MODULE (which registers its variants) and returns NAME;
     a plain ``NAME`` is a variant already in the catalog."""
-    from .registry import load_plugins
-
     if ":" in target:
         module, name = target.split(":", 1)
         load_plugins([module])
@@ -328,47 +363,3 @@ def load_target(target: str) -> str:
         name = target
     get_variant(name)  # raises UnknownVariantError naming the catalog
     return name
-
-
-def report_figures(name: str, results: list[CheckResult]) -> list:
-    """One plotly figure per check that measured a series (sweeps, complexity)."""
-    import plotly.graph_objects as go
-
-    figs = []
-    for r in results:
-        if "x" not in r.data:
-            continue
-        fig = go.Figure()
-        for label, ys in (r.data.get("series") or {name: r.data["y"]}).items():
-            fig.add_scatter(x=r.data["x"], y=ys, mode="lines+markers", name=label)
-        fig.update_layout(title=r.check, xaxis_title=r.data.get("xlabel"), yaxis_title=r.data.get("ylabel"),
-                          height=360, width=720)
-        if r.data.get("log"):
-            fig.update_xaxes(type="log")
-            fig.update_yaxes(type="log")
-        figs.append(fig)
-    return figs
-
-
-def report_html(name: str, results: list[CheckResult]) -> str:
-    """A self-contained HTML page: the verdict table and a figure per measured series."""
-    import html
-
-    spec = get_variant(name)
-    colors = {PASS: "#1a7f37", FAIL: "#cf222e", SKIP: "#6e7781", INFO: "#0969da"}
-    rows = "".join(
-        f"<tr><td style='color:{colors[r.status]};font-weight:bold'>{r.status}</td><td>{html.escape(r.check)}</td>"
-        f"<td>{'' if r.measured is None else html.escape(_num(r.measured))}</td>"
-        f"<td>{'' if r.tolerance is None else html.escape(_num(r.tolerance))}</td><td>{html.escape(r.message)}</td></tr>"
-        for r in results)
-    figs = [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
-            for i, fig in enumerate(report_figures(name, results))]
-    failed = sum(r.status == FAIL for r in results)
-    verdict = f"{failed} check(s) failed" if failed else "all checks passed"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>xviz check: {html.escape(name)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
-            "text-align:left;vertical-align:top}</style></head><body>"
-            f"<h1>{html.escape(spec.display_name)} ({html.escape(name)})</h1>"
-            f"<p>{html.escape(spec.family)} · {html.escape(spec.complexity)} · {html.escape(spec.paper)}</p>"
-            f"<h2>{verdict}</h2><table><tr><th>status</th><th>check</th><th>measured</th><th>tolerance</th>"
-            f"<th>note</th></tr>{rows}</table>{''.join(figs)}</body></html>")

@@ -32,7 +32,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import ParameterError, XvizError
+from .. import inputs
+from ..core.engine import as_4d, run
+from ..core.errors import ParameterError, XvizError
+from ..core.registry import get_variant, list_variants
+from ..kernels.dense import dense_weights
+from .metrics import compare
 
 ENERGY_LEVELS = (0.90, 0.95, 0.99)
 
@@ -130,26 +135,20 @@ def spectrum(a: torch.Tensor, levels: Sequence[float] = ENERGY_LEVELS) -> Spectr
 
 
 # ---------------------------------------------------------------------------------------- rank-k variants
-def _performer_at(k: int, fixed: Mapping[str, Any]) -> dict:
-    trig = fixed.get("kernel", "positive") == "trig"
-    return {"features": max(1, k // 2) if trig else k}
-
-
-# variant -> parameters at which its effective matrix has rank ≤ k
-RANK_PARAMS: dict[str, Callable[[int, Mapping[str, Any]], dict]] = {
-    "linformer": lambda k, fixed: {"rank": k},
-    "nystrom": lambda k, fixed: {"landmarks": k},
-    "performer": _performer_at,
-    "svd": lambda k, fixed: {"rank": k},
-}
 LOWRANK_DEFAULT = ("linformer", "nystrom", "performer")
 
 
+def rank_variants() -> list[str]:
+    """The variants whose spec declares a rank parameter (``low_rank``), in catalog order."""
+    return [s.name for s in list_variants() if s.low_rank is not None]
+
+
 def rank_k_params(name: str, k: int, fixed: Mapping[str, Any] | None = None) -> dict:
-    """Parameters of variant ``name`` at which its effective matrix has rank at most k."""
-    if name not in RANK_PARAMS:
-        raise ParameterError(f"{name!r} has no rank parameter here; rank-k variants: {', '.join(RANK_PARAMS)}.")
-    return {**(fixed or {}), **RANK_PARAMS[name](int(k), fixed or {})}
+    """Parameters of variant ``name`` at which its effective matrix has rank at most k (its spec's ``low_rank``)."""
+    spec = get_variant(name)
+    if spec.low_rank is None:
+        raise ParameterError(f"{name!r} declares no rank parameter; rank-k variants: {', '.join(rank_variants())}.")
+    return {**(fixed or {}), **spec.low_rank(int(k), fixed or {})}
 
 
 def rank_grid(n: int, count: int = 10) -> list[int]:
@@ -192,13 +191,11 @@ def lowrank_errors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ks: Sequen
                    scale: float | None = None, fixed: Mapping[str, Mapping[str, Any]] | None = None) -> LowRankComparison:
     """Each rank-k variant's relative error at every k of ``ks`` beside the Eckart–Young bound (bidirectional,
     float64, batch 0). q, k, v: (B, H, N, d) or (N, d)."""
-    from .engine import as_4d, run
-
     q4, k4, v4, _ = as_4d(q, k, v)
     q4, k4, v4 = (t[:1].detach().cpu().double() for t in (q4, k4, v4))
     n, d = q4.shape[-2], q4.shape[-1]
     sc = scale if scale is not None else 1.0 / math.sqrt(d)
-    a = torch.softmax(q4 @ k4.transpose(-1, -2) * sc, dim=-1)[0]  # (H, N, N)
+    a = dense_weights(q4, k4, sc, causal=False)[0]  # (H, N, N)
     s = singular_values(a)
     ks = [int(x) for x in ks if 1 <= int(x) <= n]
     ey = eckart_young(s, norm)
@@ -222,8 +219,6 @@ def lowrank_errors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ks: Sequen
 # ---------------------------------------------------------------------------------------- real model
 def model_layers(text: str, model: str | None = None, max_tokens: int | None = None) -> list:
     """Every layer's SequenceInput for ``text`` (one forward pass per layer; the model is cached)."""
-    from . import inputs
-
     info = inputs.model_info(model)
     return [inputs.from_text(text, model=model, layer=layer, max_tokens=max_tokens) for layer in range(info["layers"])]
 
@@ -235,11 +230,7 @@ def attention_of(inp: Any, causal: bool | None = None) -> torch.Tensor:
     if inp.reference_attention is not None and c == inp.causal:
         return inp.reference_attention[0].detach().cpu().double()
     q, k = inp.q[0].detach().cpu().double(), inp.k[0].detach().cpu().double()
-    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if c:
-        n = q.shape[-2]
-        logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    return dense_weights(q, k, 1.0 / math.sqrt(q.shape[-1]), c)
 
 
 def layer_head_energy(mats: Sequence[torch.Tensor], k: int, squared: bool = True) -> np.ndarray:
@@ -255,9 +246,6 @@ def layer_head_errors(layers: Sequence[Any], name: str, params: Mapping[str, Any
                       metric: str = "rel_out", causal: bool = False, seed: int = 0, topk: int = 8) -> tuple[np.ndarray, list]:
     """(L, H) error of variant ``name`` against exact attention on each layer's heads (``xviz.metrics``
     ``metric``; NaN where it does not apply), and messages for the layers that failed."""
-    from .engine import run
-    from .metrics import compare
-
     out, messages = [], []
     for li, inp in enumerate(layers):
         h = inp.q.shape[1]

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .errors import BudgetError
+from .errors import BudgetError, VariantError
 from .registry import Cost
 
 # Bytes an N×N-sized request (matrix(), a dense mask) may allocate. 2 GiB by default:
@@ -62,6 +62,15 @@ class Artifacts(Mapping):
     def __len__(self) -> int:
         return len(self._items)
 
+    def nbytes(self) -> int:
+        """Bytes of the artifacts evaluated so far (lazy ones count once built)."""
+        total = 0
+        for v in self._items.values():
+            for t in (v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else (v,)):
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
+
     def is_lazy(self, key: str) -> bool:
         v = self._items[key]
         return callable(v) and not isinstance(v, torch.Tensor)
@@ -98,6 +107,7 @@ class AttentionResult:
     _matrix_fn: Callable[[], torch.Tensor] | None
     _shape: tuple[int, int, int, int]
     _squeeze: bool = False
+    _who: str = ""
     _matrix: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -105,14 +115,29 @@ class AttentionResult:
         return self._matrix_fn is not None
 
     def matrix(self) -> torch.Tensor:
-        """Effective attention weights A with A @ v == out: (B, H, N, N), or (N, N) for 2-D inputs.
+        """Effective attention weights A with A @ v == out: (B, H, N_q, N_k), or (N_q, N_k) for 2-D inputs.
 
-        Raises BudgetError (before allocating) when B·H·N² exceeds the matrix budget."""
+        Raises BudgetError (before allocating) when B·H·N_q·N_k exceeds the matrix budget."""
         if self._matrix is None:
             if self._matrix_fn is None:
                 raise BudgetError(f"{self.name} has no effective attention matrix.")
-            b, h, n, _ = self._shape
-            check_budget((b, h, n, n), self.out.element_size(), f"the {self.name} attention matrix")
+            check_budget(self._shape, self.out.element_size(), f"the {self.name} attention matrix")
             m = self._matrix_fn()
+            if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self._shape):
+                got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise VariantError(f"{self._who or self.name} returned a matrix of shape {got}; "
+                                   f"expected {tuple(self._shape)}.")
             self._matrix = m[0, 0] if self._squeeze else m
         return self._matrix
+
+    def drop_matrix(self) -> None:
+        """Forget the materialised matrix (caches keep results, not their N×N weights)."""
+        self._matrix = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this result holds now: out, the matrix if materialised, and evaluated tensor artifacts."""
+        total = self.out.numel() * self.out.element_size()
+        if self._matrix is not None:
+            total += self._matrix.numel() * self._matrix.element_size()
+        return total + self.artifacts.nbytes()

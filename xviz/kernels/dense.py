@@ -1,0 +1,66 @@
+"""Dense building blocks: the reference softmax attention every variant is held against, the one
+empty-row-safe masked softmax, and the merge of partial softmaxes computed over disjoint key sets.
+
+All logits are formed at float32 or wider (half-precision inputs are upcast): a softmax needs the
+max-subtraction and an accumulator wider than 8 bits of mantissa.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.result import check_budget
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16 inputs, else the input's (float32 or float64)."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def causal_mask(n: int, nk: int | None = None, device=None) -> torch.Tensor:
+    """(n, nk) bool, True where key j is in query i's future (j > i): what a causal softmax drops."""
+    return torch.ones(n, n if nk is None else nk, dtype=torch.bool, device=device).triu(1)
+
+
+def dense_weights(q, k, scale: float, causal: bool, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(QKᵀ·scale + bias), the future masked when ``causal``: (B, H, N_q, N_k) at q's dtype,
+    computed at ≥ float32. The reference every variant is held against (O(N²) memory: display only)."""
+    nq, nk = q.shape[-2], k.shape[-2]
+    check_budget((*q.shape[:-2], nq, nk), 4, "the dense attention matrix")
+    cdt = work_dtype(q.dtype)
+    logits = torch.matmul(q.to(cdt), k.to(cdt).transpose(-1, -2)) * scale
+    if bias is not None:
+        logits = logits + bias.to(cdt)
+    if causal:
+        logits = logits.masked_fill(causal_mask(nq, nk, q.device), float("-inf"))
+    return torch.softmax(logits, dim=-1).to(q.dtype)
+
+
+def masked_softmax(logits: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the last dim restricted to ``valid`` (None: all), and its log-normaliser
+    (log Σ exp over valid). A row with no valid entry gets zero weights and lse = −inf. No NaN
+    appears anywhere, in the values or the gradients (the gradient tests of causal variants
+    differentiate through empty rows)."""
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float("-inf"))
+    mx = logits.amax(dim=-1, keepdim=True)
+    mx = torch.where(torch.isinf(mx), torch.zeros_like(mx), mx).detach()
+    e = torch.exp(logits - mx)
+    s = e.sum(dim=-1, keepdim=True)
+    nonempty = s > 0
+    probs = e / torch.where(nonempty, s, torch.ones_like(s))
+    lse = torch.where(nonempty, torch.log(torch.where(nonempty, s, torch.ones_like(s))) + mx,
+                      torch.full_like(s, float("-inf")))
+    return probs, lse.squeeze(-1)
+
+
+def merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Combine partial softmaxes over disjoint key sets: out = Σ_p exp(lse_p − lse)·out_p with
+    lse = logsumexp_p lse_p (each part's out normalised over its own keys; lse = −inf: no keys)."""
+    if len(parts) == 1:
+        return parts[0][0]
+    lse = torch.logsumexp(torch.stack([p[1] for p in parts]), dim=0)
+    out = None
+    for o, l in parts:
+        w = torch.nan_to_num(torch.exp(l - lse), nan=0.0).unsqueeze(-1)
+        out = o * w if out is None else out + o * w
+    return out
