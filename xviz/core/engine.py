@@ -134,11 +134,13 @@ def run(name: str, q, k, v, *, causal: bool = False, seed: int = 0, scale: float
     """Run catalog variant ``name`` on q, k, v ((B, H, N, d) or (N, d) tensors, any device/dtype).
 
     q may be shorter or longer than k and v (cross-attention) for variants that declare ``cross``.
-    ``params`` are the variant's parameters (see ``xviz.get_variant(name).params``); missing
+    A ``causal_only`` variant (a recurrence) runs causally whatever ``causal`` says; the result's
+    ``causal`` tells what was computed. ``params`` are the variant's parameters (see ``xviz.get_variant(name).params``); missing
     ones take their defaults. Raises an ``XvizError`` subclass for any bad input."""
     spec = get_variant(name)
     q4, k4, v4, squeeze = as_4d(q, k, v, cross=True)
     b, h, n, d = q4.shape
+    causal = bool(causal) or spec.causal_only  # a recurrence reads only the past, whatever was asked
     nk, dv = k4.shape[-2], v4.shape[-1]
     if n != nk:
         if not spec.cross:

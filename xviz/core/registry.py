@@ -194,6 +194,7 @@ class VariantSpec:
     cost: Callable[..., Cost]  # cost(shape: Shape, **resolved_params) -> Cost
     params: tuple[Param, ...] = ()
     causal: bool = False  # supports causal=True
+    causal_only: bool = False  # a recurrence over positions: always runs causally (result.causal says so)
     cross: bool = False  # accepts queries and keys of different lengths (N_q ≠ N_k, non-causal)
     stochastic: bool = False  # depends on the seed
     # Effective weights non-negative with rows summing to 1 (a bool, or a function of the resolved params).
