@@ -7,42 +7,14 @@ import pandas as pd
 import streamlit as st
 
 import xviz
-from pages import common
-from xviz import appstate
+from pages.ui import display, widgets
+from pages.ui.sidebar import context
 from xviz.analysis import check
 from xviz.figures import report
 
-ctx = common.context()
-common.page_header("Check a variant", ctx)
-st.caption("The battery runs on its own seeded random inputs (float64 where it checks identities), not on the "
-           "sidebar's input, so its verdicts do not depend on what you are looking at.")
-specs = xviz.list_variants()
-names = [s.name for s in specs]
-builtin = {s.name for s in specs if s.fn.__module__.startswith("xviz.variants.")}
-raw = st.query_params.to_dict()
-default = "sink_window" if "sink_window" in names else "performer"
-_, messages = appstate.check_variant(raw.get("chk_variant"), names, default)
-common.link_messages(messages)
 
-with common.controls("Variant", ctx):
-    c = st.columns([3, 1])
-    name = c[0].selectbox("variant", names, index=names.index(default), key="chk_variant", bind=common.BIND,
-                          help="every registered variant: the built-in catalog and any loaded plugin")
-    quick = c[1].toggle("quick", value=False, key="chk_quick", bind=common.BIND,
-                        help="skip the logit-scale and length sweeps and the complexity fit (seconds instead of "
-                             "tens of seconds)")
-    st.caption("Your own variant: register it with `xviz.register_variant` in a module and start the app with "
-               "`XVIZ_PLUGINS=your_module` (see the README's tutorial). "
-               + (f"Plugins loaded now: {', '.join(sorted(set(names) - builtin))}." if set(names) - builtin
-                  else "No plugin is loaded now."))
-    go = st.button("Run the checks", type="primary", key="chk_run")
-
-spec = xviz.get_variant(name)
-st.markdown(f"**{spec.display_name}** ({'built-in' if name in builtin else 'plugin: ' + spec.fn.__module__}) · "
-            f"{spec.family} · {spec.complexity}  \n<small>{spec.paper}</small>",
-            unsafe_allow_html=True)
-store = st.session_state.setdefault("_check_results", {})
-if go:
+def run_battery(name: str, quick: bool, store: dict) -> None:
+    spec = xviz.get_variant(name)
     labels = [label for label, _ in check.battery(spec, quick)]
     bar = st.progress(0.0, text="starting")
     done = []
@@ -51,26 +23,58 @@ if go:
         done.append(r)
         bar.progress(len(done) / len(labels), text=f"{r.status} {r.check}")
 
-    with common.guard("The checks"):
+    with display.guard("The checks"):
         store[(name, quick)] = check.check_variant(name, quick=quick, progress=step)
     bar.empty()
 
+
+def verdicts(name: str, results, ctx) -> None:
+    failed = [r for r in results if r.status == check.FAIL]
+    if failed:
+        display.say("error", f"{len(failed)} check(s) failed: {', '.join(r.check for r in failed)}")
+    else:
+        st.success("All checks passed.")
+    df = pd.DataFrame([{"status": r.status, "check": r.check,
+                        "measured": "" if r.measured is None else check._num(r.measured),
+                        "tolerance": "" if r.tolerance is None else check._num(r.tolerance), "note": r.message}
+                       for r in results])
+    colours = {"PASS": "color: #1a7f37", "FAIL": "color: #cf222e; font-weight: bold", "SKIP": "color: #6e7781",
+               "INFO": "color: #0969da"}
+    st.dataframe(df.style.map(lambda v: colours.get(v, ""), subset=["status"]), hide_index=True, width="stretch",
+                 height=35 * (len(df) + 1) + 3)
+    for i, fig in enumerate(report.report_figures(name, results)):
+        display.show_figure(fig, f"check-{name}-{i}", ctx, key=f"chk_fig_{i}")
+    st.download_button("⬇ HTML report", data=lambda: report.report_html(name, results),
+                       file_name=f"xviz-check-{name}.html", mime="text/html", key="chk_report", on_click="ignore")
+
+
+ctx = context()
+display.page_header("Check a variant", ctx)
+st.caption("The battery runs on its own seeded random inputs (float64 where it checks identities), not on the "
+           "sidebar's input, so its verdicts do not depend on what you are looking at.")
+specs = xviz.list_variants()
+names = [s.name for s in specs]
+plugins = sorted(s.name for s in specs if not s.builtin)
+with display.controls("Variant", ctx):
+    c = st.columns([3, 1])
+    name = widgets.choice("variant", names, "chk_variant", "sink_window" if "sink_window" in names else "performer",
+                          container=c[0], help="every registered variant: the built-in catalog and any loaded plugin")
+    quick = widgets.toggle("quick", "chk_quick", False, container=c[1],
+                           help="skip the logit-scale and length sweeps and the complexity fit (seconds instead of "
+                                "tens of seconds)")
+    st.caption("Your own variant: register it with `xviz.register_variant` in a module and start the app with "
+               "`XVIZ_PLUGINS=your_module` (see the README's tutorial). "
+               + (f"Plugins loaded now: {display.escape(', '.join(plugins))}." if plugins else "No plugin is loaded now."))
+    go = st.button("Run the checks", type="primary", key="chk_run")
+spec = xviz.get_variant(name)
+origin = "built-in" if spec.builtin else "plugin: " + spec.module
+st.markdown(f"**{display.escape(spec.display_name)}** ({display.escape(origin)}) · {display.escape(spec.family)} · "
+            f"{display.escape(spec.complexity)}  \n{display.escape(spec.paper)}")
+store = st.session_state.setdefault("_check_results", {})
+if go:
+    run_battery(name, quick, store)
 results = store.get((name, quick))
 if results is None:
     st.info("Press **Run the checks**: the quick battery takes a few seconds, the full one up to a minute.")
     st.stop()
-
-failed = [r for r in results if r.status == check.FAIL]
-(st.error if failed else st.success)(
-    f"{len(failed)} check(s) failed: {', '.join(r.check for r in failed)}" if failed else "All checks passed.")
-df = pd.DataFrame([{"status": r.status, "check": r.check,
-                    "measured": "" if r.measured is None else check._num(r.measured),
-                    "tolerance": "" if r.tolerance is None else check._num(r.tolerance), "note": r.message}
-                   for r in results])
-st.dataframe(df.style.map(lambda v: {"PASS": "color: #1a7f37", "FAIL": "color: #cf222e; font-weight: bold",
-                                     "SKIP": "color: #6e7781", "INFO": "color: #0969da"}.get(v, ""),
-                          subset=["status"]), hide_index=True, width="stretch", height=35 * (len(df) + 1) + 3)
-for i, fig in enumerate(report.report_figures(name, results)):
-    common.show_figure(fig, f"check-{name}-{i}", ctx, key=f"chk_fig_{i}")
-st.download_button("⬇ HTML report", data=lambda: report.report_html(name, results), file_name=f"xviz-check-{name}.html",
-                   mime="text/html", key="chk_report", on_click="ignore")
+verdicts(name, results, ctx)

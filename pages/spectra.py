@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 import xviz
-from pages import common
+from pages.ui import compute, display, widgets
+from pages.ui.sidebar import context, model_info
 from xviz import appstate
 from xviz.analysis import spectra
 from xviz.figures import explain as fx
@@ -18,37 +19,33 @@ NORMS = ("fro", "spectral")
 
 def model_text(ctx) -> tuple[str, str, bool]:
     """(text, model folder, whether it is the sidebar's own text input)."""
-    if ctx.input_key and ctx.input_key[0] == "text":
-        return st.session_state.get("text", appstate.DEFAULT_TEXT), st.session_state.get("model", "") or "", True
+    if ctx.spec is not None and ctx.spec.source == "text":
+        return ctx.spec.text, ctx.spec.model, True
     return appstate.DEFAULT_TEXT, "", False
 
 
-ctx = common.context()
-common.page_header("Spectra", ctx)
-if not common.require_input(ctx):
+def settings(ctx, available):
+    c = st.columns(5)
+    chosen = widgets.choices("rank-k variants", available, "ey_variants", list(spectra.LOWRANK_DEFAULT),
+                             container=c[0], help="run at a comparable k: Linformer rank k, Nyström k landmarks, "
+                                                  "Performer k features, the SVD oracle at rank k")
+    norm = widgets.choice("norm", NORMS, "ey_norm", "fro", container=c[1],
+                          help="fro: ‖·‖_F, bound √Σ_{i>k} σᵢ²; spectral: ‖·‖₂, bound σ_{k+1} (both relative to ‖A‖)")
+    ey_head = widgets.number("head (−1 = mean)", "ey_head", -1, ctx.shape[1] - 1, 0, container=c[2])
+    seeds = widgets.number("seeds", "ey_seeds", 1, 8, 2, container=c[3],
+                           help="random projections and features are redrawn per seed: mean ± std")
+    proj = widgets.choice("Linformer projection", ["gaussian", "pool"], "ey_proj", "gaussian", container=c[4],
+                          help="gaussian: the paper's random projection (Theorem 1); pool: segment means")
+    return chosen, norm, ey_head, seeds, proj
+
+
+ctx = context()
+display.page_header("Spectra", ctx)
+if not display.require_input(ctx):
     st.stop()
 b, h, n, d = ctx.shape
-raw = st.query_params.to_dict()
-messages = appstate.check_choice(raw, "ey_norm", NORMS)
-available = spectra.rank_variants()
-
-with common.controls("Settings", ctx):
-    c = st.columns(5)
-    chosen = c[0].multiselect("rank-k variants", available, default=[x for x in spectra.LOWRANK_DEFAULT
-                                                                      if x in available],
-                              key="ey_variants", bind=common.BIND,
-                              help="run at a comparable k: Linformer rank k, Nyström k landmarks, Performer k "
-                                   "features, the SVD oracle at rank k")
-    norm = c[1].selectbox("norm", list(NORMS), index=0, key="ey_norm", bind=common.BIND,
-                          help="fro: ‖·‖_F, bound √Σ_{i>k} σᵢ²; spectral: ‖·‖₂, bound σ_{k+1} (both relative to ‖A‖)")
-    ey_head = int(c[2].number_input("head (−1 = mean)", min_value=-1, max_value=h - 1, value=0, step=1,
-                                    key="ey_head", bind=common.BIND))
-    seeds = int(c[3].number_input("seeds", min_value=1, max_value=8, value=2, step=1, key="ey_seeds",
-                                  bind=common.BIND, help="random projections and features are redrawn per seed: "
-                                                         "mean ± std"))
-    proj = c[4].selectbox("Linformer projection", ["gaussian", "pool"], index=0, key="ey_proj", bind=common.BIND,
-                          help="gaussian: the paper's random projection (Theorem 1); pool: segment means")
-common.link_messages(messages)
+with display.controls("Settings", ctx):
+    chosen, norm, ey_head, seeds, proj = settings(ctx, spectra.rank_variants())
 
 # ------------------------------------------------------------------------------------------------ spectrum
 st.subheader("The spectrum of exact attention on this input")
@@ -57,16 +54,15 @@ sp = None
 if not spec_ok:
     st.info(f"At N = {n} the SVD of every head is not computed (up to N = {SPECTRUM_MAX_N}); use a shorter input.")
 else:
-    with common.guard("Spectrum"), st.spinner("Singular values of every head…"):
-        exact, _ = common.run_variant(ctx, "exact", {})
-        a = exact.matrix()[0]
-        sp = common.cached(ctx.key("spectrum"), lambda: spectra.spectrum(a))
+    with display.guard("Spectrum"), st.spinner("Singular values of every head…"):
+        exact, _ = compute.run(ctx, "exact", {})
+        sp = compute.derived(ctx.key("spectrum"), lambda: spectra.spectrum(exact.matrix(keep=False)[0]))
         cc = st.columns(2)
         with cc[0]:
-            common.show_figure(fx.singular_values_figure(sp.s, font_size=ctx.font_size), "singular_values", ctx,
+            display.show_figure(fx.singular_values_figure(sp.s, font_size=ctx.font_size), "singular_values", ctx,
                                key="fig_sv")
         with cc[1]:
-            common.show_figure(fx.energy_figure(sp.energy, ranks=sp.ranks, font_size=ctx.font_size),
+            display.show_figure(fx.energy_figure(sp.energy, ranks=sp.ranks, font_size=ctx.font_size),
                                "cumulative_energy", ctx, key="fig_energy")
         table = pd.DataFrame(sp.table())
         m = st.columns(4)
@@ -76,7 +72,7 @@ else:
             col.metric(f"rank for {lv:.0%} of the energy", f"{np.median(sp.ranks[lv]):.0f}",
                        help="median over heads; per head in the table below")
         st.dataframe(table, hide_index=True, width="stretch")
-        common.download_csv("⬇ CSV", table, "spectrum_ranks", "dl_spectrum", ctx)
+        display.download_csv("⬇ CSV", table, "spectrum_ranks", "dl_spectrum", ctx)
         if ctx.causal:
             st.caption("Causal: the spectrum is that of the lower-triangular exact matrix.")
 
@@ -87,17 +83,17 @@ if not chosen:
 elif n > LOWRANK_MAX_N:
     st.info(f"At N = {n} the rank-k comparison is not computed (up to N = {LOWRANK_MAX_N}).")
 else:
-    with common.guard("Rank-k comparison"):
+    with display.guard("Rank-k comparison"):
         ks = spectra.rank_grid(n, 9)
         fixed = {"linformer": {"projection": proj}}
         key = ctx.key("lowrank", tuple(chosen), norm, seeds, proj)
         with st.spinner(f"Running {', '.join(chosen)} at {len(ks)} ranks × {seeds} seeds…"):
-            cmp = common.cached(key, lambda: spectra.lowrank_errors(
+            cmp = compute.derived(key, lambda: spectra.lowrank_errors(
                 ctx.inp.q, ctx.inp.k, ctx.inp.v, ks, chosen, norm=norm,
                 seeds=tuple(ctx.seed + i for i in range(seeds)), fixed=fixed))
         names = {s: xviz.get_variant(s).display_name for s in chosen}
         fig = fx.eckart_young_figure(cmp, head=None if ey_head < 0 else ey_head, names=names, font_size=ctx.font_size)
-        common.show_figure(fig, f"eckart_young_{norm}", ctx, key="fig_ey")
+        display.show_figure(fig, f"eckart_young_{norm}", ctx, key="fig_ey")
         beaten = {nm: float(np.nanmin(e - cmp.bound[None])) for nm, e in cmp.errors.items()}
         worst = min(beaten.values()) if beaten else 0.0
         st.caption(
@@ -113,8 +109,8 @@ else:
                 rows.append({"variant": nm, "k": kk, "error (mean over heads)": float(np.nanmean(mean[:, j])),
                              "bound (mean over heads)": float(cmp.bound[:, j].mean())})
         for msg in cmp.messages[:3]:
-            st.warning(msg)
-        common.download_csv("⬇ CSV", pd.DataFrame(rows), f"eckart_young_{norm}", "dl_ey", ctx)
+            display.say("warning", msg)
+        display.download_csv("⬇ CSV", pd.DataFrame(rows), f"eckart_young_{norm}", "dl_ey", ctx)
 
 # ------------------------------------------------------------------------------------------------ real model
 st.subheader("The real model: energy in the top k singular values, layer by layer and head by head")
@@ -123,31 +119,30 @@ if not own:
     st.caption("The sidebar's input is not a text, so the model reads the default text here "
                "(pick 'text' in the sidebar to choose it).")
 try:
-    info = common.model_info(model)
+    info = model_info(model)
 except xviz.XvizError as exc:
     info = None
-    st.error(f"Model: {exc}")
+    display.say("error", f"Model: {exc}")
 if info is not None:
-    with common.guard("Model"):
+    with display.guard("Model"):
         with st.spinner(f"Running {info['name']} on the text, every layer…"):
-            layers = common.model_layers(text, model)
+            layers = compute.model_layers(text, model)
         nt = layers[0].n
         c = st.columns(3)
-        k_in = int(c[0].number_input("k (top singular values)", min_value=1, max_value=4096,
-                                     value=max(1, min(128, (nt + 3) // 4)), step=1, key="energy_k", bind=common.BIND,
-                                     help="the Linformer paper reads the curve at k = 128 of n = 512"))
-        kind = c[1].selectbox("measure", ["energy", "singular"], index=0, key="energy_measure", bind=common.BIND,
+        k_in = widgets.number("k (top singular values)", "energy_k", 1, 4096, max(1, min(128, (nt + 3) // 4)),
+                              container=c[0], help="the Linformer paper reads the curve at k = 128 of n = 512")
+        kind = widgets.choice("measure", ["energy", "singular"], "energy_measure", "energy", container=c[1],
                               help="energy: Σ_{i≤k} σᵢ² / Σ σᵢ²; singular: Σ_{i≤k} σᵢ / Σ σᵢ, the Linformer "
                                    "paper's normalised cumulative singular value")
         kk = min(k_in, nt)
         mats = [spectra.attention_of(x) for x in layers]
-        z = common.cached(("energy_map", text, model, kk, kind),
+        z = compute.derived(("energy_map", text, model, kk, kind),
                     lambda: spectra.layer_head_energy(mats, kk, squared=kind == "energy"))
         c[2].metric("mean over layers and heads", f"{np.nanmean(z):.1%}")
         fig = fx.layer_head_figure(z, title=f"{info['name']}: {'energy' if kind == 'energy' else 'Σσ'} in the top "
                                             f"{kk} of {nt} singular values", colorbar="share", zmin=0, zmax=1,
                                    fmt=".2f", font_size=ctx.font_size)
-        common.show_figure(fig, f"layer_head_energy_k{kk}", ctx, key="fig_layer_energy")
+        display.show_figure(fig, f"layer_head_energy_k{kk}", ctx, key="fig_layer_energy")
         if k_in > nt:
             st.caption(f"k = {k_in} is more than the {nt} tokens of the text: k = {nt} is used (every share is 1).")
         st.caption(f"{nt} tokens; each cell is one head's attention matrix (the model's own probabilities). "

@@ -24,3 +24,11 @@ def make_qkv(b=2, h=2, n=24, d=8, dv=None, seed=0, dtype=torch.float64, unit=Fal
 @pytest.fixture
 def qkv():
     return make_qkv()
+
+
+def plain(text: str) -> str:
+    """A page's markdown with its escapes removed (the app escapes every message that may echo a user's
+    value), for assertions on what the reader sees."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", text)

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 from .core.errors import ParameterError, XvizError
 from .core.registry import Param
+from .inputs import LIMITS
 
 DEFAULT_TEXT = ("The animal didn't cross the street because it was too tired, "
                 "so it lay down in the shade and slept until the evening.")
@@ -28,7 +29,6 @@ SOURCES = ("text", "synthetic", "sample", "upload")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("float32", "bfloat16", "float16")
 IMAGE_FORMATS = ("png", "svg")
-FALLBACK_LIMITS = dict(max_n=65_536, max_d=512, max_heads=64, max_upload_bytes=200 * 2**20)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,13 @@ class Field:
         return parse_value(self.key, self.kind, raw, self.low, self.high, self.choices)
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A user's value as a message echoes it: quoted, and cut to ``limit`` characters (a link may carry
+    100 KB in one parameter)."""
+    text = str(value)
+    return repr(text[:limit] + "…") if len(text) > limit else repr(text)
+
+
 def parse_value(key: str, kind: str, raw: Any, low=None, high=None, choices: Sequence[str] = ()) -> Any:
     text = str(raw).strip()
     if kind == "str":
@@ -60,38 +67,41 @@ def parse_value(key: str, kind: str, raw: Any, low=None, high=None, choices: Seq
             return True
         if text.lower() in ("false", "0", "no", "off"):
             return False
-        raise ParameterError(f"{key} = {text!r} is not true or false.")
+        raise ParameterError(f"{key} = {shown(text)} is not true or false.")
     if kind == "choice":
         if text not in choices:
-            raise ParameterError(f"{key} = {text!r} is not one of: {', '.join(choices)}.")
+            raise ParameterError(f"{key} = {shown(text)} is not one of: {', '.join(choices)}.")
         return text
     try:
         value: Any = float(text)
     except ValueError:
-        raise ParameterError(f"{key} = {text!r} is not a number.") from None
+        raise ParameterError(f"{key} = {shown(text)} is not a number.") from None
     if not math.isfinite(value):
-        raise ParameterError(f"{key} = {text!r} is not a finite number.")
+        raise ParameterError(f"{key} = {shown(text)} is not a finite number.")
     if kind == "int":
         if not float(value).is_integer():
-            raise ParameterError(f"{key} = {text!r} is not a whole number.")
+            raise ParameterError(f"{key} = {shown(text)} is not a whole number.")
         value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise ParameterError(f"{key} = {text} is outside its valid range [{lo}, {hi}].")
+        raise ParameterError(f"{key} = {text[:40]}{'…' if len(text) > 40 else ''} is outside its valid range [{lo}, {hi}].")
     return value
 
 
 def sidebar_fields(limits: Mapping[str, int] | None = None, *, synthetic_kinds: Sequence[str] = (),
                    samples: Sequence[str] = ()) -> dict[str, Field]:
     """The shared sidebar's settings (the inputs' limits bound N, d and heads)."""
-    lim = dict(FALLBACK_LIMITS)
+    lim = dict(LIMITS)
     lim.update(limits or {})
     kinds = tuple(synthetic_kinds) or ("gaussian",)
     return {f.key: f for f in (
         Field("source", "choice", "text", "Input", "where Q, K, V come from", choices=SOURCES),
         Field("text", "str", DEFAULT_TEXT, "Text", "goes through the model; one layer's Q, K, V per head"),
-        Field("model", "str", "", "Model folder", "a local Hugging Face model folder; empty = the bundled MiniLM"),
+        Field("model", "str", "", "Model folder", "a local Hugging Face model folder the server allows; empty = "
+              "the bundled MiniLM"),
+        Field("kv", "str", "", "Keys and values from a second text", "cross-attention: the first text's queries "
+              "attend this text's keys and values (same model and layer); empty = self-attention"),
         Field("layer", "int", 0, "Layer", "which layer's Q, K, V", low=0, high=128),
         Field("kind", "choice", "clustered" if "clustered" in kinds else kinds[0], "Generator",
               "synthetic generator", choices=kinds),
@@ -161,7 +171,7 @@ def check_variant(name: Any, known: Iterable[str], default: str = "exact") -> tu
         return default, []
     if str(name) in names:
         return str(name), []
-    return default, [f"Link setting ignored: unknown variant {str(name)!r}; known variants: "
+    return default, [f"Link setting ignored: unknown variant {shown(name)}; known variants: "
                      f"{', '.join(names)}. Showing {default!r}."]
 
 
@@ -174,7 +184,7 @@ def check_choice(raw: Mapping[str, Any], key: str, options: Sequence[str]) -> li
         value = value[-1] if value else ""
     if str(value) in options:
         return []
-    return [f"Link setting ignored: {key} = {str(value)!r} is not one of: {', '.join(options)}."]
+    return [f"Link setting ignored: {key} = {shown(value)} is not one of: {', '.join(options)}."]
 
 
 def query_string(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> str:

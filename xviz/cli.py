@@ -36,26 +36,12 @@ def _cmd_show(args) -> int:
     return 0
 
 
-def load_input(spec: str, *, n: int, d: int, heads: int, seed: int, layer: int):
-    """``synthetic:KIND`` | ``sample:NAME`` | ``text:SOME TEXT`` | ``file:PATH`` -> SequenceInput."""
-    from pathlib import Path
+def load_input(spec: str, *, n: int, d: int, heads: int, seed: int, layer: int, kv: str = ""):
+    """``synthetic:KIND`` | ``sample:NAME`` | ``text:SOME TEXT`` | ``file:PATH`` -> SequenceInput
+    (``kv``: a second text whose keys and values the first text's queries attend)."""
+    from .inputs.spec import InputSpec
 
-    from . import inputs
-    from .core.errors import InputError
-
-    kind, _, value = spec.partition(":")
-    if kind == "synthetic":
-        return inputs.synthetic(value or "clustered", n=n, d=d, heads=heads, seed=seed)
-    if kind == "sample":
-        return inputs.load_sample(value, seed=seed, layer=layer)
-    if kind == "text":
-        return inputs.from_text(value, layer=layer)
-    if kind == "file":
-        path = Path(value)
-        if not path.is_file():
-            raise InputError(f"no file at {value!r}.")
-        return inputs.load_upload(path.name, path.read_bytes(), seed=seed, layer=layer)
-    raise InputError(f"input {spec!r} is not one of synthetic:KIND, sample:NAME, text:TEXT, file:PATH.")
+    return InputSpec.parse(spec, n=n, d=d, heads=heads, layer=layer, kv_text=kv).load(seed)
 
 
 def _cmd_run(args) -> int:
@@ -72,7 +58,7 @@ def _cmd_run(args) -> int:
         if not sep:
             raise ParameterError(f"--param {item!r} must look like name=value.")
         params[key] = value
-    seq = load_input(args.input, n=args.n, d=args.d, heads=args.heads, seed=args.seed, layer=args.layer)
+    seq = load_input(args.input, n=args.n, d=args.d, heads=args.heads, seed=args.seed, layer=args.layer, kv=args.kv)
     for note in seq.notices:
         print(f"notice: {note}")
     causal = args.causal or seq.causal
@@ -155,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--d", type=int, default=64)
     runp.add_argument("--heads", type=int, default=4)
     runp.add_argument("--layer", type=int, default=0, help="model layer (text inputs)")
+    runp.add_argument("--kv", default="", help="cross-attention: a second text (text inputs) whose keys and values "
+                                               "the queries attend")
     runp.add_argument("--seed", type=int, default=0)
     runp.add_argument("--causal", action="store_true")
     runp.add_argument("--param", action="append", default=[], help="name=value (repeatable)")

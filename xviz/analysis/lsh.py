@@ -287,12 +287,6 @@ def recall_grid(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                       errors=errors, k=int(topk))
 
 
-def lsh_recall_theory(ref_angles: np.ndarray, buckets: int, rounds: int) -> float:
-    """Expected share of keys at the given angles that share a bucket with their query in at least one
-    round (the chunking ignored): mean of 1 − (1 − p(θ))^rounds."""
-    return float(np.mean(1.0 - miss_probability(np.asarray(ref_angles), buckets, rounds)))
-
-
 # ---------------------------------------------------------------------------------------- grouping
 def group_order(ids: torch.Tensor) -> torch.Tensor:
     """Positions sorted by (group id, position): (N,) ids -> (N,) order (a stable sort, as Reformer)."""

@@ -105,14 +105,15 @@ def topk_recall_rows(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def compare(exact: Any, approx: Any, *, v: torch.Tensor | None = None, k: int = 8,
-            with_matrix: bool = True) -> Metrics:
+            with_matrix: bool = True, outputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> Metrics:
     """Metrics of ``approx`` against ``exact``.
 
     exact, approx: AttentionResults (from ``xviz.run``) or weights tensors ((N, N) or (B, H, N, N)).
     When a weights tensor is given, its output is taken as A @ v (``v`` needed for ``rel_out``).
     An approximation without a matrix gets only ``rel_out``; the rest stay NaN. With
     ``with_matrix=False`` (two AttentionResults at an N too large for N×N matrices) only the
-    output error is computed.
+    output error is computed. ``outputs``: the two outputs, when exact and approx are given as
+    matrices already built (the output error then compares the runs' own outputs).
     """
     if with_matrix:
         a = _matrix_of(exact, "exact")
@@ -130,8 +131,7 @@ def compare(exact: Any, approx: Any, *, v: torch.Tensor | None = None, k: int = 
         n, h = _as4(oa).shape[-2], _as4(oa).shape[1]
     metrics = Metrics(k=max(1, min(int(k), n)))
 
-    out_a = _out_of(exact)
-    out_b = _out_of(approx)
+    out_a, out_b = outputs if outputs is not None else (_out_of(exact), _out_of(approx))
     if out_a is None and v is not None and a is not None:
         out_a = torch.matmul(a.to(v.dtype), v)
     if out_b is None and v is not None and b is not None:

@@ -95,6 +95,12 @@ def param_values(spec: Any, param: str, n: int, d: int, count: int = 7) -> list:
     return raw
 
 
+def n_values(nmax: int, count: int) -> list[int]:
+    """About ``count`` sequence lengths, geometric, from min(64, nmax/8) (at least 8) up to ``nmax``."""
+    nmin = min(nmax, max(8, min(64, nmax // 8)))
+    return sorted({int(round(nmin * (nmax / nmin) ** (i / max(1, count - 1)))) for i in range(count)})
+
+
 def default_param(spec: Any) -> str | None:
     """The parameter a sweep picks first: a numeric one flagged log (features, rank, buckets), else the first numeric."""
     nums = [p for p in spec.params if p.kind in ("int", "float")]

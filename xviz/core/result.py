@@ -114,21 +114,28 @@ class AttentionResult:
     def has_matrix(self) -> bool:
         return self._matrix_fn is not None
 
-    def matrix(self) -> torch.Tensor:
+    def matrix(self, keep: bool = True) -> torch.Tensor:
         """Effective attention weights A with A @ v == out: (B, H, N_q, N_k), or (N_q, N_k) for 2-D inputs.
 
-        Raises BudgetError (before allocating) when B·H·N_q·N_k exceeds the matrix budget."""
-        if self._matrix is None:
-            if self._matrix_fn is None:
-                raise BudgetError(f"{self.name} has no effective attention matrix.")
-            check_budget(self._shape, self.out.element_size(), f"the {self.name} attention matrix")
-            m = self._matrix_fn()
-            if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self._shape):
-                got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-                raise VariantError(f"{self._who or self.name} returned a matrix of shape {got}; "
-                                   f"expected {tuple(self._shape)}.")
-            self._matrix = m[0, 0] if self._squeeze else m
+        Raises BudgetError (before allocating) when B·H·N_q·N_k exceeds the matrix budget. ``keep=False``
+        builds it without keeping it on the result (a result shared by a cache must not hold N×N)."""
+        if self._matrix is not None:
+            return self._matrix
+        if not keep:
+            return self._build_matrix()
+        self._matrix = self._build_matrix()
         return self._matrix
+
+    def _build_matrix(self) -> torch.Tensor:
+        if self._matrix_fn is None:
+            raise BudgetError(f"{self.name} has no effective attention matrix.")
+        check_budget(self._shape, self.out.element_size(), f"the {self.name} attention matrix")
+        m = self._matrix_fn()
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self._shape):
+            got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            raise VariantError(f"{self._who or self.name} returned a matrix of shape {got}; "
+                               f"expected {tuple(self._shape)}.")
+        return m[0, 0] if self._squeeze else m
 
     def drop_matrix(self) -> None:
         """Forget the materialised matrix (caches keep results, not their N×N weights)."""

@@ -16,9 +16,18 @@ from .base import (DIVERGING, FAMILY_COLOURS, MASK_CELLS, MASK_SCALE, MAX_CELLS,
                    SIDE_BY_SIDE_CELLS, Pooled, _2d, _window, labels, pool1d, pool2d, pool_factor, style, to_numpy)
 
 
+def axis_tokens(tokens) -> tuple:
+    """(row labels, column labels): ``tokens`` is one list for both, or a pair (queries, keys) for
+    cross-attention."""
+    if isinstance(tokens, tuple) and len(tokens) == 2 and not isinstance(tokens[0], str):
+        return tokens
+    return tokens, tokens
+
+
 def _heat_trace(p: Pooled, tokens, r0: int, c0: int, *, hover_value: str = "%{z:.4g}", **kw) -> go.Heatmap:
-    y = labels(tokens, p.row_starts, p.fr, p.rows, r0)
-    x = labels(tokens, p.col_starts, p.fc, p.cols, c0)
+    rows, cols = axis_tokens(tokens)
+    y = labels(rows, p.row_starts, p.fr, p.rows, r0)
+    x = labels(cols, p.col_starts, p.fc, p.cols, c0)
     return go.Heatmap(z=p.z, x=x, y=y, hovertemplate="query %{y}<br>key %{x}<br>" + hover_value + "<extra></extra>",
                       **kw)
 
@@ -138,6 +147,7 @@ def query_lines(exact_row: Any, approx_row: Any, tokens: Sequence[str] | None = 
     a = to_numpy(approx_row).astype(np.float64).reshape(-1)
     (pe, starts), (pa, _) = pool1d(e, max_cells), pool1d(a, max_cells)
     f = pool_factor(e.shape[-1], max_cells)
+    q_tokens, tokens = axis_tokens(tokens)
     x = labels(tokens, starts, f, e.shape[-1])
     fig = go.Figure()
     for y, name, colour in ((pe, names[0], "#222222"), (pa, names[1], "#d62728")):
@@ -146,7 +156,7 @@ def query_lines(exact_row: Any, approx_row: Any, tokens: Sequence[str] | None = 
                                  hovertemplate="key %{x}<br>%{y:.4g}<extra>" + name + "</extra>"))
     fig.update_xaxes(type="category", tickangle=-60, title="key")
     fig.update_yaxes(title="weight")
-    qlab = labels(tokens, np.array([query]), 1, max(query + 1, e.shape[-1]))[0]
+    qlab = labels(q_tokens, np.array([query]), 1, query + 1)[0]
     note = "" if f == 1 else f" (mean-pooled by {f})"
     return style(fig, font_size=font_size, title=f"query {qlab}: weights over keys{note}", height=380)
 

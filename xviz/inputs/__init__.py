@@ -18,8 +18,9 @@ from .files import load_upload
 from .model import default_model_path, from_text, model_info
 from .samples import Sample, list_samples, load_sample
 from .synthetic import SYNTHETIC_KINDS, synthetic, synthetic_params
+from .spec import InputSpec  # noqa: E402  (builds on every source above)
 
 __all__ = [
     "SequenceInput", "LIMITS", "SYNTHETIC_KINDS", "synthetic", "synthetic_params", "Sample", "list_samples",
-    "load_sample", "load_upload", "from_text", "default_model_path", "model_info",
+    "load_sample", "load_upload", "from_text", "default_model_path", "model_info", "InputSpec",
 ]

@@ -13,6 +13,7 @@ class SequenceInput:
     positions: (N,) or (N, 2) for image patches. provenance: one line naming source, parameters
     and seed, printed under every figure. causal: the source is causal (a decoder model).
     reference_attention: the source's own attention probabilities (B, H, N, N), when a model gave them.
+    key_tokens: the keys' labels when keys and values come from a second sequence (N_k of them).
     notices: things the user must be told (text cut to the model's maximum length, …)."""
 
     q: torch.Tensor
@@ -25,6 +26,15 @@ class SequenceInput:
     reference_attention: torch.Tensor | None = None
     notices: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    key_tokens: list[str] | None = None  # labels of the keys when they are another sequence (cross-attention)
+
+    @property
+    def cross(self) -> bool:
+        return self.k.shape[-2] != self.q.shape[-2] or self.key_tokens is not None
+
+    @property
+    def key_labels(self) -> list[str]:
+        return list(self.key_tokens) if self.key_tokens is not None else list(self.tokens)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

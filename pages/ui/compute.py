@@ -1,0 +1,167 @@
+"""Computation the pages share, cached on explicit keys and bounded by bytes.
+
+Three layers, each on its own key, so a change recomputes only what depends on it: the input (its
+provenance, device, dtype), the runs (input + variant + parameters), and the views built from them
+(pooled figures, metrics). The process-wide caches hold inputs and results without their N×N
+matrices; a session keeps the matrices of the view it is looking at, within a per-session budget,
+and drops them when it looks elsewhere or ends. Work over the guard waits for a click and counts
+against the session's allowance of heavy work.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import streamlit as st
+import torch
+
+import xviz
+from xviz.analysis import metrics as metrics_lib
+from xviz.analysis.budget import Allowance, budget_params
+from xviz.core.cache import BoundedCache
+from xviz.core.errors import BudgetError, XvizError
+from xviz.core.registry import Shape
+from xviz.inputs import InputSpec, SequenceInput
+
+GiB = 2**30
+INPUTS = BoundedCache(int(float(os.environ.get("XVIZ_APP_INPUT_CACHE_GB", 1)) * GiB))
+RESULTS = BoundedCache(int(float(os.environ.get("XVIZ_APP_RESULT_CACHE_GB", 1.5)) * GiB))
+SMALL = BoundedCache(256 * 2**20)  # metrics, pooled views, anything derived and small
+SESSION_MATRIX_BYTES = int(float(os.environ.get("XVIZ_APP_SESSION_MATRIX_GB", 0.75)) * GiB)
+GUARD_FLOPS = 4e11  # work above this waits for a click (tens of seconds on a CPU)
+HEAVY_ALLOWANCE = float(os.environ.get("XVIZ_APP_HEAVY_FLOPS", 2e13))  # per session per 10 minutes
+MATRIX_MAX_N = 4096  # matrix-based metrics and heatmaps up to this N (memory: B·H·N² floats)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@st.cache_resource(show_spinner=False)
+def device_dtypes(device: str) -> tuple[str, ...]:
+    """The dtypes this device can run attention in (a tiny softmax and matmul probe each)."""
+    ok = []
+    for name in DTYPES:
+        try:
+            x = torch.ones(2, 4, 4, dtype=getattr(torch, name), device=device)
+            torch.softmax(torch.matmul(x, x.transpose(-1, -2)), -1).sum().item()
+            ok.append(name)
+        except Exception:  # noqa: BLE001  an unsupported dtype on this device
+            pass
+    return tuple(ok) or ("float32",)
+
+
+def load_input(spec: InputSpec, seed: int, device: str, dtype: str) -> SequenceInput:
+    return INPUTS.get((spec.key(seed), device, dtype),
+                      lambda: spec.load(seed).to(device=device, dtype=getattr(torch, dtype)))
+
+
+def run(ctx, name: str, params: Mapping[str, Any]):
+    """(AttentionResult, seconds of its first run) on the context's input; cached across sessions."""
+    items = tuple(sorted(params.items()))
+
+    def make():
+        t0 = time.perf_counter()
+        r = xviz.run(name, ctx.inp.q, ctx.inp.k, ctx.inp.v, causal=ctx.causal, seed=ctx.seed, **dict(items))
+        if r.out.device.type == "cuda":
+            torch.cuda.synchronize()
+        return r, time.perf_counter() - t0
+
+    return RESULTS.get(ctx.key(name, items), make)
+
+
+def shape(ctx) -> Shape:
+    b, h, n, d = ctx.shape
+    return Shape(b, h, n, d, ctx.inp.v.shape[-1], ctx.causal, ctx.inp.k.shape[-2])
+
+
+def cost(ctx, spec, params: Mapping[str, Any]) -> float:
+    """FLOPs of ``spec`` at ``params`` on this input (0 when the parameters are invalid: the run says why)."""
+    try:
+        return float(spec.cost_at(shape(ctx), params).flops)
+    except XvizError:
+        return 0.0
+
+
+def exact_cost(ctx) -> float:
+    return cost(ctx, xviz.get_variant("exact"), {})
+
+
+def allowance() -> Allowance:
+    if "_heavy" not in st.session_state:
+        st.session_state["_heavy"] = Allowance(HEAVY_ALLOWANCE)
+    return st.session_state["_heavy"]
+
+
+def allowed(label: str, flops: float, key: str) -> bool:
+    """Work over the guard waits for a click, and counts against the session's heavy allowance."""
+    if flops <= GUARD_FLOPS:
+        return True
+    from xviz.appstate import format_flops, seconds_estimate
+
+    if not st.checkbox(f"Run {label} ({format_flops(flops)}FLOPs, about {seconds_estimate(flops):.0f} s here)",
+                       value=False, key=key):
+        return False
+    why = allowance().take(flops, time.time())
+    if why:
+        from .display import say
+
+        say("warning", f"{label} not started: {why}")
+        return False
+    return True
+
+
+def budget_defaults(ctx, spec, budget: int) -> dict:
+    b, h, n, d = ctx.shape
+    try:
+        return budget_params(spec, ctx.inp.k.shape[-2], d, h, keys_per_row=budget, causal=ctx.causal,
+                             dv=ctx.inp.v.shape[-1]).params
+    except XvizError:
+        return {p.name: p.fit_default(n, d) for p in spec.params}
+
+
+def default_budget(n: int) -> int:
+    """Keys per query the pages give every variant by default: a quarter of N, at most 64."""
+    return max(2, min(64, (n + 3) // 4))
+
+
+# --------------------------------------------------------------------------------------------- matrices
+def matrices(ctx, key: tuple, results: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The effective matrices of ``results`` (label -> AttentionResult), kept for this session while it
+    looks at the same view ``key`` (one view at a time, within SESSION_MATRIX_BYTES; None entries for
+    results without a matrix). Raises BudgetError when they would not fit."""
+    slot = st.session_state.get("_matrices")
+    if slot is not None and slot[0] == key:
+        return slot[1]
+    st.session_state.pop("_matrices", None)  # free the last view's matrices first
+    b, h, n, _ = ctx.shape
+    nk = ctx.inp.k.shape[-2]
+    need = sum(b * h * n * nk * 4 for r in results.values() if r.has_matrix)
+    if need > SESSION_MATRIX_BYTES:
+        raise BudgetError(f"the matrices of this view take {need / GiB:.2f} GiB, over this session's "
+                          f"{SESSION_MATRIX_BYTES / GiB:.2f} GiB; use a shorter input or fewer heads.")
+    out = {label: (r.matrix(keep=False) if r.has_matrix else None) for label, r in results.items()}
+    st.session_state["_matrices"] = (key, out)
+    return out
+
+
+def metrics(ctx, key: tuple, exact, approx, mats: Mapping[str, torch.Tensor] | None, topk: int):
+    """The error panel (cached on the view's key): matrix metrics when the matrices are here, else the
+    output error only."""
+    def make():
+        if mats is not None and mats.get("approx") is not None:
+            return metrics_lib.compare(mats["exact"], mats["approx"], v=ctx.inp.v, k=topk,
+                                       outputs=(exact.out, approx.out))
+        return metrics_lib.compare(exact, approx, with_matrix=False)
+    return SMALL.get(key + ("metrics", topk, mats is not None), make)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def model_layers(text: str, model: str):
+    """Every layer's Q/K/V of the model on ``text`` (Spectra and Real model share it)."""
+    from xviz.analysis import spectra
+
+    return spectra.model_layers(text, model or None)
+
+
+def derived(key: tuple, make: Callable[[], Any]) -> Any:
+    """Anything small derived from a run (a pooled figure, a table), cached on ``key``."""
+    return SMALL.get(key, make)

@@ -1,0 +1,131 @@
+"""Widgets bound to the URL (``bind="query-params"``): the address bar is a link to what is on screen.
+A variant's parameters get widgets from their typed ``Param`` (range, help, log scale)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import streamlit as st
+
+from xviz import appstate
+from xviz.core.errors import XvizError
+from xviz.core.registry import Param
+
+from .display import notice
+
+BIND = "query-params"
+
+
+def param_widget(p: Param, key: str, n: int, d: int, *, default: Any = None, container=None) -> Any:
+    """A widget for a typed Param (range and help from the spec), bound to the URL under ``key``."""
+    c = container or st
+    spec = appstate.widget_spec(p, n, d)
+    value = spec["default"] if default is None else default
+    label, help_ = p.name.replace("_", " "), p.help
+    if p.kind == "bool":
+        return c.checkbox(label, value=bool(value), key=key, help=help_, bind=BIND)
+    if p.kind == "choice":
+        options = spec["options"]
+        return c.selectbox(label, options, index=options.index(value) if value in options else 0, key=key,
+                           help=help_, bind=BIND)
+    lo, hi = spec["min"], spec["max"]
+    if p.kind == "int":
+        value = int(value)
+        value = max(value, lo) if lo is not None else value
+        value = min(value, hi) if hi is not None else value
+        if lo is not None and hi is not None and 0 < hi - lo <= 256:
+            return c.slider(label, min_value=lo, max_value=hi, value=value, step=1, key=key, help=help_, bind=BIND)
+        return c.number_input(label, min_value=lo, max_value=hi, value=value, step=1, key=key, help=help_, bind=BIND)
+    value = float(value)
+    if lo is not None and hi is not None and hi > lo and not p.log:
+        return c.slider(label, min_value=lo, max_value=hi, value=value, key=key, help=help_, bind=BIND)
+    return c.number_input(label, min_value=lo, max_value=hi, value=value, key=key, help=help_, format="%g", bind=BIND)
+
+
+def param_widgets(spec, n: int, d: int, defaults: Mapping[str, Any] | None = None) -> dict:
+    """One widget per parameter of ``spec``, four to a row, each bound to ``<variant>.<param>``."""
+    params: dict = {}
+    if spec.params:
+        cols = st.columns(min(4, len(spec.params)))
+        for i, p in enumerate(spec.params):
+            params[p.name] = param_widget(p, appstate.param_key(spec.name, p.name), n, d,
+                                          default=(defaults or {}).get(p.name), container=cols[i % len(cols)])
+    return params
+
+
+def field_widget(f: appstate.Field, *, container=None, options: Sequence[str] | None = None,
+                 high: int | None = None, default: Any = None) -> Any:
+    """A widget for an app setting (``appstate.Field``), bound to the URL under its key."""
+    c = container or st
+    value = f.default if default is None else default
+    if f.kind == "choice":
+        opts = list(options if options is not None else f.choices)
+        return c.selectbox(f.label, opts, index=opts.index(value) if value in opts else 0, key=f.key, help=f.help,
+                           bind=BIND)
+    if f.kind == "bool":
+        return c.toggle(f.label, value=bool(value), key=f.key, help=f.help, bind=BIND)
+    if f.kind == "str":
+        return c.text_input(f.label, value=str(value), key=f.key, help=f.help, bind=BIND)
+    hi = int(f.high if high is None else high)
+    return c.number_input(f.label, min_value=int(f.low), max_value=hi, value=min(int(value), hi), step=1, key=f.key,
+                          help=f.help, bind=BIND)
+
+
+def _url_value(key: str) -> list[str] | None:
+    return st.query_params.get_all(key) if key in st.query_params else None
+
+
+def _ignored(key: str, raw: Any, why: str, using: Any) -> None:
+    notice(f"Link setting ignored: {key} = {appstate.shown(raw)} {why}; using {appstate.shown(using)}.")
+
+
+def number(label: str, key: str, low: int, high: int, value: int, *, container=None, help: str | None = None) -> int:
+    """A bound integer input clamped to [low, high] (a page's own setting: head, query, budget, …). A link
+    value that is not a whole number in range is named in a message (the widget would drop it silently)."""
+    c = container or st
+    high = max(low, high)
+    value = min(max(value, low), high)
+    raw = _url_value(key)
+    if raw is not None and key not in st.session_state:
+        try:
+            appstate.parse_value(key, "int", raw[-1], low, high)
+        except XvizError as exc:
+            notice(f"Link setting ignored: {exc} Using {value}.")
+    return int(c.number_input(label, min_value=low, max_value=high, value=value, step=1, key=key, bind=BIND,
+                              help=help))
+
+
+def choice(label: str, options: Sequence[str], key: str, default: str | None = None, *, container=None,
+           help: str | None = None, format_func=str) -> str:
+    c = container or st
+    opts = list(options)
+    idx = opts.index(default) if default in opts else 0
+    raw = _url_value(key)
+    if raw is not None and key not in st.session_state and raw[-1] not in opts:
+        _ignored(key, raw[-1], f"is not one of: {', '.join(map(str, opts[:20]))}", opts[idx])
+    return c.selectbox(label, opts, index=idx, key=key, bind=BIND, help=help, format_func=format_func)
+
+
+def choices(label: str, options: Sequence[str], key: str, default: Sequence[str], *, container=None,
+            help: str | None = None, format_func=str) -> list[str]:
+    """A bound multiselect; link values that are not options are named in a message."""
+    c = container or st
+    opts = list(options)
+    raw = _url_value(key)
+    if raw is not None and key not in st.session_state:
+        bad = [x for x in raw if x not in opts]
+        if bad:
+            _ignored(key, ", ".join(bad), "is not among the options", ", ".join(x for x in raw if x in opts) or
+                     "the defaults")
+    return c.multiselect(label, opts, default=[x for x in default if x in opts], key=key, bind=BIND, help=help,
+                         format_func=format_func)
+
+
+def toggle(label: str, key: str, value: bool = False, *, container=None, help: str | None = None) -> bool:
+    c = container or st
+    raw = _url_value(key)
+    if raw is not None and key not in st.session_state:
+        try:
+            appstate.parse_value(key, "bool", raw[-1])
+        except XvizError as exc:
+            notice(f"Link setting ignored: {exc} Using {value}.")
+    return c.toggle(label, value=value, key=key, bind=BIND, help=help)

@@ -1,0 +1,48 @@
+"""Running the app under Streamlit's AppTest: a page opened by its route name, as a link to it would."""
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from pages.ui.routes import ROUTES, route
+
+from .conftest import plain
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 60  # importing torch, loading the model, running variants on a busy 2-core machine
+
+
+def run_page(name: str, params: dict | None = None, *, timeout: int = TIMEOUT) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    for k, v in (params or {}).items():
+        at.query_params[k] = v
+    if not route(name).default:
+        at.switch_page(route(name).file)  # the first run opens this page, as a link to it would
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def texts(at: AppTest, kind: str) -> str:
+    """Every message of one kind (warning, error, info, caption), as the reader sees it."""
+    return " ".join(plain(e.value) for e in getattr(at, kind))
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def heatmap_traces(at: AppTest):
+    """(chart index, trace) for every heatmap trace in every plotly chart on the page."""
+    return [(i, tr) for i, spec in enumerate(chart_specs(at)) for tr in spec["data"] if tr.get("type") == "heatmap"]
+
+
+def z_shape(tr) -> tuple:
+    z = tr["z"]
+    if isinstance(z, dict):  # plotly's typed-array encoding: dtype, bdata, shape
+        assert z["dtype"] in ("f4", "u1", "i1", "u2", "i2"), f"sent as {z['dtype']}, want float32 or smaller"
+        return tuple(int(s) for s in str(z["shape"]).split(","))
+    return (len(z), len(z[0]) if z and isinstance(z[0], list) else 1)
+
+
+__all__ = ["ROUTES", "run_page", "texts", "chart_specs", "heatmap_traces", "z_shape", "plain"]
