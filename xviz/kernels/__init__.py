@@ -17,5 +17,9 @@ variant. Each module is one mechanism:
 - ``hashing``    ``unit`` rows and angular LSH ``lsh_buckets``.
 - ``clustering`` k-means, grouping tables, attention of query groups against key tables.
 - ``segments``   contiguous segments and their means (landmarks, pooling).
+- ``recurrent``  linear recurrences drawn as attention: chunked decayed linear attention (per-head or
+                 per-step decays) and the chunked (gated) delta rule (UT transform) through one ``scan``,
+                 their implicit matrices, state norms, and the STATE / STATE_NORM / DECAY artifacts.
+- ``recurrent_naive`` their plain references: token-by-token loops and dense forms.
 - ``costs``      cost models at a ``Shape``: quadratic, sparse (keys per row), linear (features).
 """
