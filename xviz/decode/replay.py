@@ -10,9 +10,12 @@ bytes of K and V kept.
 
 How it runs: steps are walked in chunks of consecutive positions, batched over B and H. For each
 chunk the full logits (B, H, c, t1) are computed once and shared by every policy replayed together
-(``simulate_many``, ``budget_sweep``): the policy's output is the softmax restricted to its kept
-keys. Memory is O(B·H·c·N) per chunk, never N×N. Policies that must decide step by step (H2O, TOVA)
-loop over the chunk's steps on (B, H, N) state; the others select a whole chunk at once.
+(``simulate_many``, ``budget_sweep``). The policy's output is the softmax restricted to its kept
+keys, taken as the full weights masked and renormalised by the kept mass (rows whose kept mass is
+under ``LOW_MASS``, where float32 weights may have underflowed, are recomputed from the logits);
+when the keys kept by any step and head of a chunk are few (a window), only those columns are used.
+Memory is O(B·H·c·N) per chunk, never N×N. Policies that must decide step by step (H2O, TOVA) loop
+over the chunk's steps on (B, H, N) state; the others select a whole chunk at once.
 ``reference.py`` holds the plain per-step, per-head form the tests compare with.
 """
 from __future__ import annotations
