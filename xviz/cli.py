@@ -1,4 +1,4 @@
-"""``python -m xviz``: the catalog (list, show), runs against exact attention (run), checks and benchmarks.
+"""``python -m xviz``: the catalog (list, show), runs against exact attention (run), checks, benchmarks, decode.
 
 Every failure the user can cause ends in one line on stderr and exit code 2, never a traceback.
 """
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-quadratic-n", type=int, default=16384, help="largest N for quadratic variants")
     bench.add_argument("--out", default="bench-output", help="folder for engine.md and engine.csv")
     bench.set_defaults(func=_cmd_bench)
+    from .decode.cli import add_parser as add_decode_parser
+
+    add_decode_parser(sub)
     return parser
 
 

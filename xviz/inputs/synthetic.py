@@ -27,6 +27,12 @@ Kinds (all seeded, any N ≥ 1 and d ≥ 1, batch 1, float32, O(N·d) to generat
   raster order on a grid (``positions`` (N, 2) = row, column); q = k = projected patch content plus
   a 2-D positional code, so attention is local in 2-D (including the token one row up, ``cols`` tokens
   away in raster order) and follows colour.
+* ``needle``: needle in a haystack for decoding (KV-cache policies): haystack tokens attend locally
+  (a sharp positional code of share ``locality``, plus random content); the key at ``needle`` (a
+  fraction of N) and the query at ``query`` (a fraction of N) share one random content direction
+  and no position, so their logit is ``logit_scale`` and full causal attention's strongest key for
+  that query is the needle (``meta["needle"]``, ``meta["query"]``): a cache that evicted it cannot
+  answer. Nothing else attends the needle, so accumulated attention does not protect it.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from ..core.registry import Param
 from .sequence import SequenceInput
 from ._common import check_size, logit_gain, unit_rows
 
-SYNTHETIC_KINDS = ("gaussian", "clustered", "positional", "periodic", "duplication", "image")
+SYNTHETIC_KINDS = ("gaussian", "clustered", "positional", "periodic", "duplication", "image", "needle")
 
 
 def _scale_param(default: float) -> Param:
@@ -94,6 +100,15 @@ _PARAMS: dict[str, tuple[Param, ...]] = {
         Param("position_weight", "float", 0.4, "share of q and k given to the 2-D position (the rest: content)",
               low=0.0, high=1.0),
         _scale_param(6.0),
+    ),
+    "needle": (
+        Param("needle", "float", 0.1, "position of the needle key, as a fraction of the sequence (0 = first token)",
+              low=0.0, high=1.0),
+        Param("query", "float", 1.0, "position of the query that seeks the needle, as a fraction (1 = last token)",
+              low=0.0, high=1.0),
+        Param("locality", "float", 0.8, "share of q and k given to position: how strongly other tokens attend nearby",
+              low=0.0, high=0.95),
+        _scale_param(10.0),
     ),
 }
 
@@ -352,8 +367,25 @@ def _image(n, d, heads, g, patch, cols, position_weight, logit_scale):
     return q, k, v, tokens, pos, {"grid": (rows, cols), "image": img.float()}
 
 
+def _needle(n, d, heads, g, needle, query, locality, logit_scale):
+    at, ask = round(needle * (n - 1)), round(query * (n - 1))
+    dc, dp = _split_dims(d, locality)
+    content_k, content_q = unit_rows(_randn(g, heads, n, dc)), unit_rows(_randn(g, heads, n, dc))
+    code = fourier_positions(torch.arange(n), dp, 1.0, g, heads) if dp else None
+    uk, uq = _two_part(content_k, code, locality), _two_part(content_q, code, locality)
+    # Needle key and query: one random content direction, no position, so their logit is logit_scale
+    # against ≈ ±logit_scale·√(1 − locality)/√d_content for every other key the query sees.
+    target = torch.cat([unit_rows(_randn(g, heads, dc)), torch.zeros(heads, d - dc)], dim=-1)
+    uk[:, at], uq[:, ask] = target, target
+    gain = logit_gain(logit_scale, d)
+    v = _randn(g, heads, n, d)
+    tokens = [f"t{i}" for i in range(n)]
+    tokens[ask], tokens[at] = "query", "needle"
+    return (gain * uq)[None], (gain * uk)[None], v[None], tokens, torch.arange(n), {"needle": at, "query": ask}
+
+
 _GENERATORS = {"gaussian": _gaussian, "clustered": _clustered, "positional": _positional,
-               "periodic": _periodic, "duplication": _duplication, "image": _image}
+               "periodic": _periodic, "duplication": _duplication, "image": _image, "needle": _needle}
 
 
 def synthetic(kind: str, n: int = 256, d: int = 64, heads: int = 4, seed: int = 0, **knobs) -> SequenceInput:

@@ -1,0 +1,133 @@
+"""The KV-cache policy catalog: ``PolicySpec``, ``register_policy`` / ``get_policy`` / ``list_policies``.
+
+A policy decides, at every decoding step, which cached key positions the step's query reads. It is a
+function ``fn(replay, **params) -> select`` (see ``xviz.decode.replay``): it may look at the prompt
+through ``replay`` (its shape, budget, prefill, full prompt attention) and returns ``select(chunk)``,
+called once per chunk of consecutive steps, in order, returning which keys each step keeps,
+(B, H, c, t1) bool (or broadcastable to it). Parameters are typed ``xviz.Param``s, like variants'.
+
+Plugins use the variants' mechanism: a module named in ``XVIZ_PLUGINS`` or an entry point in the
+``xviz.variants`` group may call ``register_policy`` too; the catalog is complete (plugins loaded)
+before anyone reads it, and a name already taken raises unless ``replace=True``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..core import registry as variant_registry
+from ..core.errors import ParameterError, XvizError
+from ..core.registry import Param
+
+# simulate()'s own keywords: a policy parameter may not take one of these names.
+RESERVED = ("budget", "prefill", "scale", "causal", "policy", "q", "k", "v")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One KV-cache policy.
+
+    evicts_once: a key that leaves the cache never returns (window, H2O, TOVA, SnapKV); the replay
+        stores one eviction step per key and checks the promise. Otherwise (Quest) every step's kept
+        set is stored as a bit mask.
+    reads_only: the whole cache stays in memory and the policy only chooses what each query reads
+        (Quest); the kept bytes are then bytes read, not bytes held.
+    uses_budget: False for the reference (the full cache ignores the budget).
+    sinks: how many leading positions the policy pins (drawn as sinks), a function of the params.
+    check(params, budget, n, prefill) raises ParameterError for combinations the ranges cannot express."""
+
+    name: str
+    display_name: str
+    paper: str
+    fn: Callable[..., Callable]
+    params: tuple[Param, ...] = ()
+    evicts_once: bool = True
+    reads_only: bool = False
+    uses_budget: bool = True
+    sinks: Callable[[Mapping[str, Any]], int] | None = None
+    check: Callable[..., None] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        taken = [p.name for p in self.params if p.name in RESERVED]
+        if taken:
+            raise XvizError(f"policy {self.name!r}: parameter name {taken[0]!r} is reserved by simulate().")
+
+    @property
+    def module(self) -> str:
+        return getattr(self.fn, "__module__", None) or "?"
+
+    @property
+    def builtin(self) -> bool:
+        return self.module.startswith("xviz.decode.")
+
+    def param_names(self) -> str:
+        return ", ".join(p.name for p in self.params) or "none"
+
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def resolve(self, params: Mapping[str, Any], *, n: int, d: int, budget: int, prefill: int) -> dict:
+        """Defaults filled in, every value coerced and range-checked, the cross-check run."""
+        unknown = set(params) - {p.name for p in self.params}
+        if unknown:
+            names = ", ".join(sorted(repr(str(u)[:40]) for u in unknown)[:5])
+            raise ParameterError(f"the {self.display_name} policy has no parameter {names}; "
+                                 f"it takes: {self.param_names()}.")
+        out = {p.name: p.coerce(params[p.name], n, d) if p.name in params else p.fit_default(n, d)
+               for p in self.params}
+        if self.check is not None:
+            self.check(out, budget=budget, n=n, prefill=prefill)
+        return out
+
+    def sink_count(self, params: Mapping[str, Any]) -> int:
+        return int(self.sinks(params)) if self.sinks is not None else 0
+
+
+_POLICIES: dict[str, PolicySpec] = {}
+_LOCK = threading.Lock()  # held only around dict access, never while importing (no lock-order cycle)
+
+
+def register_policy(spec: PolicySpec, /, *, replace: bool = False) -> PolicySpec:
+    """Add a policy to the catalog; a name already taken raises XvizError unless ``replace=True``."""
+    if not isinstance(spec, PolicySpec):
+        raise XvizError(f"register_policy needs a PolicySpec, got {type(spec).__name__}.")
+    with _LOCK:
+        old = _POLICIES.get(spec.name)
+        if old is not None and not replace:
+            raise XvizError(f"policy name {spec.name!r} (from {spec.module}) is already registered by "
+                            f"{old.module}; choose another name, or pass replace=True to replace it on purpose.")
+        _POLICIES[spec.name] = spec
+    return spec
+
+
+def unregister_policy(name: str) -> None:
+    with _LOCK:
+        _POLICIES.pop(name, None)
+
+
+def _ensure_loaded() -> None:
+    # The built-ins registered when this package was imported; plugins load with the variant catalog
+    # (XVIZ_PLUGINS, entry points), whose loader is thread-safe and runs once.
+    from . import policies  # noqa: F401
+
+    variant_registry._ensure_loaded()
+
+
+def list_policies() -> list[PolicySpec]:
+    """Every registered policy: the reference (full) first, then by name."""
+    _ensure_loaded()
+    with _LOCK:
+        specs = list(_POLICIES.values())
+    return sorted(specs, key=lambda s: (s.uses_budget, s.name))
+
+
+def get_policy(name: str) -> PolicySpec:
+    _ensure_loaded()
+    with _LOCK:
+        spec = _POLICIES.get(name) if isinstance(name, str) else None
+        known = sorted(_POLICIES)
+    if spec is None:
+        raise ParameterError(f"unknown KV-cache policy {str(name)[:80]!r}; known policies: {', '.join(known)}.")
+    return spec
