@@ -19,6 +19,8 @@ OTHER = {
     "spectra": {**SMALL, "ey_norm": "spectral", "ey_head": "-1", "ey_seeds": "1", "ey_proj": "pool",
                 "energy_k": "3", "energy_measure": "singular", "dtype": "bfloat16"},
     "sweeps": {**SMALL, "sw_axis": "n", "sw_metric": "kl", "sw_seeds": "2", "sw_points": "3", "sw_nmax": "128"},
+    "decoding": {**SMALL, "dec_policies": "window", "dec_budget": "16", "dec_prefill": "40", "dec_head": "1",
+                 "dec_step": "70"},
     "real_model": {**SMALL, "rm_variant": "sliding_window", "rm_metric": "topk_recall", "rm_budget": "5",
                    "rm_layer": "2", "rm_head": "3", "rm_text": "Short text for the model."},
     "cost": {**SMALL, "cost_variants": "sliding_window", "cost_nmax": "512", "cost_heads": "1", "cost_d": "16",

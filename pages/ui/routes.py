@@ -26,6 +26,8 @@ ROUTES = (
     Route("lsh", "LSH & clustering", ":material/tag:", "buckets, sorted matrix, missed keys, collision probability"),
     Route("spectra", "Spectra", ":material/equalizer:", "singular values, Eckart–Young bound, low-rank variants"),
     Route("sweeps", "Sweeps", ":material/show_chart:", "error against a parameter, N or the logit scale"),
+    Route("decoding", "Decoding", ":material/fast_forward:", "KV-cache policies step by step: what is kept, what "
+          "it costs"),
     Route("real_model", "Real model", ":material/neurology:", "the model's layers and heads, any variant's error map"),
     Route("cost", "Cost & scaling", ":material/speed:", "measured time and memory against N, the roofline"),
     Route("check", "Check a variant", ":material/task_alt:", "the sanity-check battery on any registered variant"),
