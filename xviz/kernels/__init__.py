@@ -17,5 +17,11 @@ variant. Each module is one mechanism:
 - ``hashing``    ``unit`` rows and angular LSH ``lsh_buckets``.
 - ``clustering`` k-means, grouping tables, attention of query groups against key tables.
 - ``segments``   contiguous segments and their means (landmarks, pooling).
+- ``segments_memory`` segment-level recurrence with a cache (Transformer-XL) and its compressed
+                 memory (Compressive Transformer): strided per-segment views, slots per segment.
+- ``global_tokens`` segment-mean global tokens attended by every query (ETC), their spread weights.
+- ``grid``       2-D local attention on a raster grid (Image Transformer) from 2-D unfold windows.
+- ``routed``     query-routed key blocks (MoBA, NSA): top-k choice, block-dispatched attention,
+                 NSA's overlapping compressed blocks.
 - ``costs``      cost models at a ``Shape``: quadratic, sparse (keys per row), linear (features).
 """
