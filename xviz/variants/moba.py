@@ -18,11 +18,11 @@ Lu et al. 2025, MoBA: Mixture of Block Attention for Long-Context LLMs (arXiv:25
 """
 import torch
 
-from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..kernels.blocks import lazy_views
 from ..kernels.costs import sparse_cost
 from ..kernels.dense import work_dtype
-from ..kernels.routed import block_means, choose_blocks, selected_blocks_part, selected_keys
+from ..kernels.routed import PASS_ELEMENTS, block_means, choose_blocks, selected_blocks_part, selected_keys
 from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
 
 
@@ -58,10 +58,13 @@ def moba(q, k, v, ctx, block: int, top_k: int):
 def cost(s, block, top_k):
     b = min(block, s.n)
     nb = -(-s.n // b)
-    keys = min(top_k, nb) * b / (2 if s.causal and top_k >= nb else 1)
-    c = sparse_cost(s, keys)
+    t = min(top_k, nb)
+    flops = sparse_cost(s, t * b / (2 if s.causal and top_k >= nb else 1)).flops
     gate = s.b * s.h * (2 * s.n * nb * s.d + s.n * s.d)
-    return type(c)(c.flops + gate, c.bytes + 4 * s.b * s.h * (nb * s.d + s.n * min(top_k, nb)))
+    # held: q, k, v, out, the block means, the choices and their partial outputs; gate scores and
+    # logits live in passes of PASS_ELEMENTS
+    held = s.n * (2 * s.d + 2 * s.dv) + nb * s.d + s.n * t * (s.dv + 3)
+    return Cost(float(flops + gate), float(4 * s.b * s.h * held + 4 * 3 * PASS_ELEMENTS))
 
 
 register_variant(VariantSpec(

@@ -38,7 +38,7 @@ Attention (ACL; arXiv:2502.11089), §3.3.
 import torch
 
 from ..core.errors import ParameterError
-from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import check_budget
 from ..kernels.band import band_attention
 from ..kernels.blocks import lazy_views
@@ -161,9 +161,13 @@ def cost(s, compress_block, compress_stride, select_block, top_n, window, gate_c
     l, stride, ls = geometry(s.n, compress_block, compress_stride, select_block)
     nc = compressed_count(s.n, l, stride)
     half = 2 if s.causal else 1
-    keys = nc / half + min(top_n, -(-s.n // ls)) * ls + (window + 1 if s.causal else 2 * window + 1)
-    c = sparse_cost(s, min(keys, 3 * s.n))
-    return type(c)(c.flops + s.b * s.h * 2 * s.n * nc, c.bytes + 4 * s.b * s.h * nc * (s.d + s.dv))
+    t = min(top_n, -(-s.n // ls))
+    keys = nc / half + t * ls + (window + 1 if s.causal else 2 * window + 1)
+    flops = sparse_cost(s, min(keys, 3 * s.n)).flops + s.b * s.h * 2 * s.n * nc  # + the importance map
+    # what is held: q, k, v, out, three branch outputs, the compressed K/V, the choices and their
+    # partial outputs; the logits live in passes of PASS_ELEMENTS (a few of them at once)
+    held = s.n * (2 * s.d + 5 * s.dv) + nc * (s.d + s.dv) + s.n * t * (s.dv + 3)
+    return Cost(float(flops), float(4 * s.b * s.h * held + 4 * 3 * PASS_ELEMENTS))
 
 
 def _check(params, n, d, heads):
