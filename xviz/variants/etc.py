@@ -26,7 +26,7 @@ Compute: the band as query blocks against neighbouring key blocks (``blocks.bloc
 no gather) merged by log-sum-exp with the l2g part (``global_tokens.shared_keys_part``):
 O(N·(2r + 1 + g)·d); no N×N tensor.
 Ainslie et al. 2020, ETC: Encoding Long and Structured Inputs in Transformers (EMNLP;
-arXiv:2004.08483), §3.1–3.2.
+arXiv:2004.08483), §3 (global-local attention).
 """
 import torch
 

@@ -29,7 +29,7 @@ Not causal: the inducing points read the whole set (the Set Transformer is permu
 equivariant, so there is no order to respect).
 Compute: O((N_q + N_k)·m·d) time and O((N_q + N_k)·m) memory; no N×N tensor.
 Lee et al. 2019, Set Transformer: A Framework for Attention-based Permutation-Invariant Neural
-Networks (ICML; arXiv:1810.00825), §3.2 (ISAB).
+Networks (ICML; arXiv:1810.00825), §3 (MAB, SAB, ISAB).
 """
 import torch
 

@@ -5,16 +5,17 @@ with the block's mean key, s_ij = q_i · mean(K_j) (the paper's parameter-free r
 pooling is MoBA's own choice, nothing is learned). The query attends, with exact softmax over
 their union, every key of its top-k blocks. Causal (MoBA is for causal LMs): blocks after the
 query's own block are never chosen, and its own block is always chosen (it is masked j ≤ i, and
-its mean would read the future), taking one of the k places, as in the paper's implementation,
-which gives the current block the top gate; the other k − 1 are the best-scoring earlier blocks.
+its mean would read the future); we count it as one of the k places (top_k = 1 is the own block
+alone), the other k − 1 being the best-scoring earlier blocks.
 Not causal: the plain top-k of all blocks (our choice; the paper defines only the causal form).
 top_k ≥ ⌈N/b⌉ selects every block: exact attention, causal too.
 Compute: the gate scores against the ⌈N/b⌉ block means in query chunks (O(N·(N/b)·d), no N×N
-tensor), then each query gathers its k key *blocks* (``routed.selected_blocks_part``) and meets
-them in one matmul: O(N·k·b·d). O(N√N·d) overall at b ≈ √N with fixed k.
+tensor), then the (query, block) choices are grouped by block and each key block meets the
+pieces of up to 64 queries that chose it in one matmul (``routed.selected_blocks_part``), the
+pieces merged per query by log-sum-exp: O(N·k·b·d). O(N√N·d) overall at b ≈ √N with fixed k.
 Artifacts: the mask (the keys of the chosen blocks), keys per row, and ``selected_blocks``
 (B, H, N, k): each query's blocks (−1 where fewer than k were allowed).
-Lu et al. 2025, MoBA: Mixture of Block Attention for Long-Context LLMs (arXiv:2502.13189), §2.2.
+Lu et al. 2025, MoBA: Mixture of Block Attention for Long-Context LLMs (arXiv:2502.13189), §2.
 """
 import torch
 

@@ -7,7 +7,8 @@ Every query t combines three attentions, each an exact softmax over its own key 
 - **selected**: the keys are also cut into selection blocks of l′ (``select_block``); a block's
   importance for query t is the compressed attention it received, p_cmp, summed over the
   compressed blocks that overlap it, each weighted by the number of positions they share (the
-  paper's Eq. 9 for l′ a multiple of δ; the overlap count is its general form). The query attends
+  paper maps compression scores onto selection blocks by their spatial overlap; counting shared
+  positions is that mapping for any l, δ, l′). The query attends
   every key of its ``top_n`` most important blocks; as in the paper, the initial block and the two
   local blocks (its own and the previous one) are always among them (they take three of the n
   places, own block first). Causal: blocks after the query's own are never chosen; j ≤ t inside.
@@ -25,15 +26,16 @@ Defaults: the paper's l = 32, δ = 16, l′ = 64, n = 16, w = 512 target 64K-tok
 (l = 32, δ = 16, l′ = 32, n = 4, w = 64) keep the pattern sparse at the app's N of a few hundred
 to a few thousand. Selected gate only with top_n ≥ ⌈N/l′⌉ is exact attention (causal too).
 Compute: per query chunk, the compressed logits against the ⌈(N − l)/δ⌉ + 1 block means give the
-compressed branch and (by the overlap map) the block importances, in one pass; the chosen key
-blocks are gathered whole (``routed.selected_blocks_part``) and the window is a gather-free band
+compressed branch and (by the overlap map) the block importances, in one pass; each chosen key
+block meets the queries that chose it in one matmul (``routed.selected_blocks_part``, dispatched
+by block) and the window is a gather-free band
 (``band.band_attention``). O(N·(N/δ + n·l′ + w)·d): O(N√N·d) at δ ≈ √N; no N×N tensor. The
 dense reference (``matrix``) builds the three weights separately.
 Artifacts: the mask (the raw keys read: selected ∪ window; the compressed branch reads every
 earlier block in pooled form), ``branch_masks`` (the three branches' masks), ``selected_blocks``
 and ``gates`` (the normalised gates each query used).
 Yuan et al. 2025, Native Sparse Attention: Hardware-Aligned and Natively Trainable Sparse
-Attention (ACL; arXiv:2502.11089), §3.3.
+Attention (ACL; arXiv:2502.11089), §3 (token compression, selection, sliding window).
 """
 import torch
 
