@@ -21,5 +21,11 @@ variant. Each module is one mechanism:
                  per-step decays) and the chunked (gated) delta rule (UT transform) through one ``scan``,
                  their implicit matrices, state norms, and the STATE / STATE_NORM / DECAY artifacts.
 - ``recurrent_naive`` their plain references: token-by-token loops and dense forms.
+- ``segments_memory`` segment-level recurrence with a cache (Transformer-XL) and its compressed
+                 memory (Compressive Transformer): strided per-segment views, slots per segment.
+- ``global_tokens`` segment-mean global tokens attended by every query (ETC), their spread weights.
+- ``grid``       2-D local attention on a raster grid (Image Transformer) from 2-D unfold windows.
+- ``routed``     query-routed key blocks (MoBA, NSA): top-k choice, block-dispatched attention,
+                 NSA's overlapping compressed blocks.
 - ``costs``      cost models at a ``Shape``: quadratic, sparse (keys per row), linear (features).
 """

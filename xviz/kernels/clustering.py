@@ -121,6 +121,7 @@ def grouped_attention(q, k, v, scale: float, causal: bool, q_group: torch.Tensor
     groups, w = key_table.shape[-2:]
     dev = q.device
     base = row_base(b, h, n, dev)
+    kbase = row_base(b, h, k.shape[-2], dev)  # keys may be another length (cross-attention)
     qf, kf, vf = flat_rows(q), flat_rows(k), flat_rows(v)
     qorder = q_group.argsort(dim=-1, stable=True)
     qcount = torch.zeros(b, h, groups, dtype=torch.long, device=dev).scatter_add_(-1, q_group, torch.ones_like(q_group))
@@ -145,7 +146,7 @@ def grouped_attention(q, k, v, scale: float, causal: bool, q_group: torch.Tensor
         s1 = min(p_max, s0 + step)
         qp, kp = qpos[:, :, s0:s1], kpos[:, :, s0:s1]
         qb = qf.index_select(0, (qp + base[..., None, None]).reshape(-1)).view(b, h, s1 - s0, piece, d)
-        kflat = (kp + base[..., None, None]).reshape(-1)
+        kflat = (kp + kbase[..., None, None]).reshape(-1)
         kb = kf.index_select(0, kflat).view(b, h, s1 - s0, w, d)
         vb = vf.index_select(0, kflat).view(b, h, s1 - s0, w, dv)
         valid = kval[:, :, s0:s1].unsqueeze(-2) & rvalid[:, :, s0:s1].unsqueeze(-1)  # (B, H, pc, S, W)

@@ -15,8 +15,10 @@ What the paper does, and what we do:
   A_i[j] = m̂_c · softmax_{j'∈T_c}(q_i·k_{j'}·scale)[j] for j ∈ T_c, A_c[j] otherwise. Rows still sum
   to 1. Extra cost O(N·k·d): members sorted by cluster, in pieces of 64 against their centroid's
   top-k keys in one matmul (``clustering.grouped_attention``); the matrix rebuilds the same weights
-  through ``xviz.sparse`` on request.
+  on request as a dense softmax masked to each query's top-k keys (display only).
 - Not causal: a centroid averages queries from all positions, and the paper defines no causal form.
+- Cross-attention (N_q ≠ N_k): the queries are clustered (C clamped to N_q; the range, like every
+  parameter's, is checked against N_k), the centroids attend the N_k keys; the matrix is (N_q × N_k).
 
 Identities: C = N is exact when the queries are distinct (each query is its own centroid); improved
 with topk = N is exact for any clustering.
@@ -28,9 +30,9 @@ Artifacts: ``clusters`` (B, H, N) query cluster ids in [0, C); ``centroids`` (B,
 import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
-from ..kernels.clustering import cluster_sums, grouped_attention, kmeans, random_rows, take_rows, work_dtype
+from ..kernels.clustering import (cluster_sums, grouped_attention, kmeans, masked_softmax, random_rows, take_rows,
+                                  work_dtype)
 from ..core.result import Output
-from ..kernels.sparse import sparse_attention
 
 _SALT = 303
 
@@ -39,7 +41,7 @@ def clustered(q, k, v, ctx, clusters: int, iterations: int, topk: int):
     """Queries grouped by k-means; each group shares its centroid's attention (improved: exact on top-k)."""
     b, h, n, d = q.shape
     dv = v.shape[-1]
-    c = clusters
+    c = min(clusters, n)  # cross-attention: the range is checked against N_k, the clusters are queries
     x = q.detach().to(work_dtype(q.dtype))
     init_rows = random_rows(b, h, n, c, ctx.generator(_SALT), q.device)  # C distinct queries
     init = x.gather(2, init_rows.unsqueeze(-1).expand(b, h, c, d))
@@ -72,28 +74,26 @@ def clustered(q, k, v, ctx, clusters: int, iterations: int, topk: int):
     out = m_row * sp_out + rest.gather(2, member.expand(b, h, n, dv))
     artifacts["topk_keys"] = top
 
-    def keys_for(rows):  # the same top-k lists per query, for the matrix
-        g = ids[:, :, rows].unsqueeze(-1).expand(b, h, rows.numel(), topk)
-        return top.gather(2, g), None
-
-    def matrix():
+    def matrix():  # display only: the N_q × N_k weights, the members' top-k softmax as a dense masked one
         dense = take_rows(a, ids)
-        dense.scatter_(-1, top.gather(2, member.expand(b, h, n, topk)), 0.0)
-        sp = sparse_attention(q, k, v, ctx, keys_for, topk, compute_out=False)
-        return dense + m_row * sp.matrix()
+        own_top = top.gather(2, member.expand(b, h, n, topk))  # (B, H, N_q, k) each query's centroid's top-k
+        dense.scatter_(-1, own_top, 0.0)
+        on_top = torch.zeros_like(dense, dtype=torch.bool).scatter_(-1, own_top, True)
+        exact_on_top, _ = masked_softmax(torch.matmul(q, k.transpose(-1, -2)) * ctx.scale, on_top)
+        return dense + m_row * exact_on_top
 
     return Output(out=out, matrix=matrix, artifacts=artifacts)
 
 
 def clustered_cost(s, clusters, iterations, topk):
-    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
+    b, h, n, nk, d, dv = s.b, s.h, s.n, s.nk, s.d, s.dv
     c = min(clusters, n)
-    kk = min(topk, n)
+    kk = min(topk, nk)
     kmeans_flops = (iterations + 1) * 2 * n * c * d + iterations * 2 * n * d
-    attn = 2 * c * n * (d + dv) + 2 * n * c  # centroid logits, weights·V, the softmax
+    attn = 2 * c * nk * (d + dv) + 2 * nk * c  # centroid logits, weights·V, the softmax
     improved = (2 * n * kk * (d + dv) + 2 * c * kk * dv + n * dv) if kk else 0
     flops = b * h * (kmeans_flops + attn + improved + n * dv)
-    nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + c * n + c * (d + dv) + n * c // 8 + n * kk * 2)
+    nbytes = 4 * b * h * ((n + nk) * (d + dv) + c * nk + c * (d + dv) + n * c // 8 + n * kk * 2)
     return Cost(float(flops), float(nbytes))
 
 
@@ -115,6 +115,7 @@ register_variant(VariantSpec(
               "keys (0 = plain clustered)", low=0, high="N", log=True),
     ),
     causal=False,
+    cross=True,
     stochastic=True,
     row_stochastic=True,
     has_matrix=True,

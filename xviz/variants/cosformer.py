@@ -9,6 +9,10 @@ whose ReLU features share no positive coordinate with any key gets all-zero weig
 output, so rows are not guaranteed to sum to one (row_stochastic = False). ReLU features are
 positively homogeneous, so the logit scale cancels in the normalisation and is not used.
 The paper learns nothing in φ; its M is the sequence length (M ≥ N), as here.
+No cross-attention: the re-weighting is a locality prior on one shared position axis, i − j.
+With queries and keys from two sequences (N_q ≠ N_k) there is no such axis — aligning them at
+their starts, or stretching both onto [0, 1], would each invent a correspondence the inputs do
+not have — so cosFormer stays self-attention only.
 Compute: O(N·d·d_v) time, O(N·d) memory.
 Qin et al. 2022, cosFormer: Rethinking Softmax in Attention (ICLR; arXiv:2202.08791), §3.
 """

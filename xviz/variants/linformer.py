@@ -15,6 +15,8 @@ error ≈ 3 at N = 128, ≈ 50 at N = 1024, k = 64, d = 16); "pool" stays bounde
 The effective weights are P·F with P the N × k softmax: rank ≤ k, and not row-stochastic in
 general (Gaussian F has negative entries; a row of P·F sums to a P-weighted mean of F's row sums).
 Not causal: every projected key mixes all N positions.
+Cross-attention (N_q ≠ N_k): E and F project the N_k keys and values (k × N_k); the queries are
+untouched, so any N_q works and the matrix is P·F, (N_q × N_k).
 Compute: O(N·k·d) time and memory; no N×N tensor.
 Wang et al. 2020, Linformer: Self-Attention with Linear Complexity (arXiv:2006.04768), §4.
 """
@@ -41,7 +43,7 @@ def projection_matrix(ctx, kind: str, rank: int, n: int, salt: int) -> torch.Ten
 
 
 def linformer(q, k, v, ctx, rank: int, projection: str, shared: bool):
-    b, h, n, d = q.shape
+    n = k.shape[-2]  # the projections act on the keys' length (cross-attention: N_k)
     cdt = torch.promote_types(q.dtype, torch.float32)
     e = projection_matrix(ctx, projection, rank, n, salt=1)
     f = e if (shared or projection != "gaussian") else projection_matrix(ctx, projection, rank, n, salt=2)
@@ -65,12 +67,12 @@ def linformer(q, k, v, ctx, rank: int, projection: str, shared: bool):
 
 
 def linformer_cost(s, rank, projection, shared):
-    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
-    k = min(rank, n)
-    project = 0 if projection == "identity" else 2 * k * n * (d + dv)
+    b, h, n, nk, d, dv = s.b, s.h, s.n, s.nk, s.d, s.dv
+    k = min(rank, nk)
+    project = 0 if projection == "identity" else 2 * k * nk * (d + dv)
     flops = b * h * (project + 2 * n * k * (d + dv) + 3 * n * k)
-    nbytes = 4 * (b * h * (n * (2 * d + 2 * dv) + n * k + k * (d + dv))
-                  + (0 if projection == "identity" else (1 if shared else 2) * k * n))
+    nbytes = 4 * (b * h * ((n + nk) * (d + dv) + n * k + k * (d + dv))
+                  + (0 if projection == "identity" else (1 if shared else 2) * k * nk))
     return Cost(float(flops), float(nbytes))
 
 
@@ -92,12 +94,13 @@ register_variant(VariantSpec(
     fn=linformer,
     cost=linformer_cost,
     params=(
-        Param("rank", "int", 64, "projected length k (E, F: k × N; k ≤ N)", low=1, high="N", log=True),
+        Param("rank", "int", 64, "projected length k (E, F: k × N_k; k ≤ N_k)", low=1, high="N", log=True),
         Param("projection", "choice", "gaussian", "E, F: seeded N(0, 1/k) (the paper learns them), segment "
               "means, or the identity (k = N only)", choices=("gaussian", "pool", "identity")),
         Param("shared", "bool", False, "share one projection for keys and values (E = F)"),
     ),
     causal=False,
+    cross=True,
     stochastic=True,
     row_stochastic=lambda p: p["projection"] != "gaussian",  # pooling and the identity keep rows stochastic
     signed=lambda p: p["projection"] == "gaussian",

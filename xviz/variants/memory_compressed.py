@@ -8,6 +8,8 @@ they are row-stochastic, and s = 1 is exact attention.
 Causal: a pooled block mixes all of its positions, so query i sees the pooled blocks that end
 before its own block, plus the raw keys of its own block up to itself (so nothing from the
 future leaks; s = 1 is then exact causal attention). Not causal: pooled blocks only.
+Cross-attention (N_q ≠ N_k, not causal): the N_k keys and values are pooled, the queries are
+any length; the matrix is (N_q × N_k).
 Compute: O(N·(N/s)·d) (causal: plus O(N·s·d)), in query chunks of O(c·(N/s + s)) memory.
 Liu et al. 2018, Generating Wikipedia by Summarizing Long Sequences (ICLR; arXiv:1801.10198), §4.2.3.
 """
@@ -23,8 +25,9 @@ CHUNK_ELEMENTS = 1 << 24
 def _chunks(q, k, ctx, stride: int):
     """Yield (start, stop, pooled probs (B, H, c, nb), local probs (B, H, c, s) or None, local idx (c, s))."""
     b, h, n, d = q.shape
-    nb = -(-n // stride)
-    block = torch.arange(n, device=q.device) // stride
+    nk = k.shape[-2]
+    nb = -(-nk // stride)
+    block = torch.arange(nk, device=q.device) // stride
     k_bar = segment_means(k, block, nb)
     per_row = b * h * (nb + (stride * (d + 2) if ctx.causal else 0))
     step = max(1, min(n, CHUNK_ELEMENTS // per_row))
@@ -41,7 +44,7 @@ def _chunks(q, k, ctx, stride: int):
         pooled = pooled.masked_fill(torch.arange(nb, device=q.device) >= own[:, None], float("-inf"))
         idx = own[:, None] * stride + offsets  # (c, s) the own block's positions
         valid = idx <= rows[:, None]
-        idx = idx.clamp(max=n - 1)
+        idx = idx.clamp(max=nk - 1)
         local = (k[:, :, idx] @ qc.unsqueeze(-1)).squeeze(-1) * ctx.scale  # (B, H, c, s)
         local = local.masked_fill(~valid, float("-inf"))
         p = torch.softmax(torch.cat([pooled, local], dim=-1), dim=-1)
@@ -50,10 +53,11 @@ def _chunks(q, k, ctx, stride: int):
 
 def memory_compressed(q, k, v, ctx, stride: int):
     b, h, n, _ = q.shape
+    nk = k.shape[-2]  # pooled along the keys (cross-attention: N_k ≠ N_q)
     cdt = torch.promote_types(q.dtype, torch.float32)
     q, k, v_ = q.to(cdt), k.to(cdt), v.to(cdt)
-    nb = -(-n // stride)
-    block = torch.arange(n, device=q.device) // stride
+    nb = -(-nk // stride)
+    block = torch.arange(nk, device=q.device) // stride
     v_bar = segment_means(v_, block, nb)
     out = q.new_empty(b, h, n, v.shape[-1])
     for start, stop, p_pool, p_local, idx in _chunks(q, k, ctx, stride):
@@ -64,7 +68,7 @@ def memory_compressed(q, k, v, ctx, stride: int):
 
     def matrix():
         size = torch.bincount(block, minlength=nb).to(cdt)
-        dense = q.new_zeros(b, h, n, n)
+        dense = q.new_zeros(b, h, n, nk)
         for start, stop, p_pool, p_local, idx in _chunks(q, k, ctx, stride):
             dense[:, :, start:stop] = (p_pool / size)[..., block]
             if p_local is not None:
@@ -75,13 +79,13 @@ def memory_compressed(q, k, v, ctx, stride: int):
 
 
 def memory_compressed_cost(shape, stride):
-    b, h, n, d, dv, causal = shape.b, shape.h, shape.n, shape.d, shape.dv, shape.causal
-    s = min(stride, n)
-    nb = -(-n // s)
+    b, h, n, nk, d, dv, causal = shape.b, shape.h, shape.n, shape.nk, shape.d, shape.dv, shape.causal
+    s = min(stride, nk)
+    nb = -(-nk // s)
     pooled = 2 * n * nb * (d + dv) * (0.5 if causal else 1.0)
     local = 2 * n * s * (d + dv) if causal else 0
-    flops = b * h * (pooled + local + n * (d + dv))
-    nbytes = 4 * b * h * (n * (2 * d + 2 * dv) + nb * (d + dv))
+    flops = b * h * (pooled + local + nk * (d + dv))
+    nbytes = 4 * b * h * ((n + nk) * (d + dv) + nb * (d + dv))
     return Cost(float(flops), float(nbytes))
 
 
@@ -97,6 +101,7 @@ register_variant(VariantSpec(
     params=(Param("stride", "int", 4, "keys and values mean-pooled in blocks of s (s = 1 is exact)",
                   low=1, high="N", log=True),),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(Artifact("pooled_positions", "ids", ("N",), "the pooled block each key falls in"),),
     exact_when=lambda n, d, h: {"stride": 1},

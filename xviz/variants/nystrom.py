@@ -14,6 +14,10 @@ computed in float64 whatever the input dtype (it costs O(m³) and is the ill-con
 With m = N and the exact pseudo-inverse the landmarks are the tokens themselves and
 F A⁺ B = A A⁺ A = A, exact attention. Nothing here is learned in the paper either.
 
+Cross-attention (N_q ≠ N_k): the key landmarks are m segment means of K over N_k and the query
+landmarks min(m, N_q) segment means of Q over N_q; A is then rectangular and A⁺ its
+pseudo-inverse (the same iteration converges to it). m_q = N_q, m = N_k and the exact
+pseudo-inverse is again exact: F = A = B = softmax(QKᵀ·scale) and A A⁺ A = A.
 Not causal: every landmark averages a segment, so early queries see later tokens.
 The effective weights F A⁺ B are not row-stochastic (A⁺ has negative entries).
 Compute: O(N·m·d + m³) time, O(N·m) memory; no N×N tensor.
@@ -28,8 +32,8 @@ from ..kernels.segments import segment_ids, segment_means
 
 
 def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
-    """The Nyströmformer pseudo-inverse of a batch of square matrices a (..., m, m)."""
-    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    """The Nyströmformer pseudo-inverse of a batch of matrices a (..., m_q, m) (square unless cross)."""
+    eye = torch.eye(a.shape[-2], dtype=a.dtype, device=a.device)  # A Z is m_q × m_q
     norm_1 = a.abs().sum(-2).amax(-1)[..., None, None]  # largest column sum
     norm_inf = a.abs().sum(-1).amax(-1)[..., None, None]  # largest row sum (1 for softmax rows)
     z = a.transpose(-1, -2) / (norm_1 * norm_inf)
@@ -40,23 +44,24 @@ def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
 
 
 def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
-    b, h, n, d = q.shape
+    n, nk = q.shape[-2], k.shape[-2]
     cdt = torch.promote_types(q.dtype, torch.float32)
     q, k, v_ = q.to(cdt), k.to(cdt), v.to(cdt)
-    m = landmarks
-    seg = segment_ids(n, m, q.device)
-    q_l, k_l = segment_means(q, seg, m), segment_means(k, seg, m)
-    f = torch.softmax(q @ k_l.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, N, m)
-    a = torch.softmax(q_l @ k_l.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, m, m)
-    bm = torch.softmax(q_l @ k.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, m, N)
+    m, mq = landmarks, min(landmarks, n)  # cross: at most N_q query landmarks
+    seg, seg_q = segment_ids(nk, m, q.device), segment_ids(n, mq, q.device)
+    q_l, k_l = segment_means(q, seg_q, mq), segment_means(k, seg, m)
+    f = torch.softmax(q @ k_l.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, N_q, m)
+    a = torch.softmax(q_l @ k_l.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, m_q, m)
+    bm = torch.softmax(q_l @ k.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, m_q, N_k)
     a64 = a.double()
     a_pinv = (torch.linalg.pinv(a64) if pinv == "exact" else iterative_pinv(a64, pinv_iterations)).to(cdt)
-    fw = f @ a_pinv  # (B, H, N, m)
+    fw = f @ a_pinv  # (B, H, N_q, m_q)
     out = (fw @ (bm @ v_)).to(v.dtype)
     dt = v.dtype
     return Output(out=out, matrix=lambda: (fw @ bm).to(dt), artifacts={
-        "landmarks": torch.stack([q_l, k_l]).to(dt),  # (2, B, H, m, d): query, then key landmarks
-        "landmark_index": seg,  # (N,) segment of each token
+        # (2, B, H, m, d): query, then key landmarks; cross with m_q < m: (1, B, H, m_q + m, d), queries first
+        "landmarks": torch.stack([q_l, k_l]).to(dt) if mq == m else torch.cat([q_l, k_l], -2).to(dt)[None],
+        "landmark_index": seg,  # (N_k,) segment of each key
         "F": lambda: f.to(dt),  # (B, H, N, m) softmax(Q K̃ᵀ)
         "A": lambda: a.to(dt),  # (B, H, m, m) softmax(Q̃ K̃ᵀ)
         "A_pinv": lambda: a_pinv.to(dt),  # (B, H, m, m) its (iterative) pseudo-inverse
@@ -65,8 +70,8 @@ def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
 
 
 def nystrom_cost(s, landmarks, pinv_iterations, pinv):
-    b, h, n, d, dv = s.b, s.h, s.n, s.d, s.dv
-    m = min(landmarks, n)
+    b, h, n, d, dv = s.b, s.h, max(s.n, s.nk), s.d, s.dv
+    m = min(landmarks, s.nk)
     pinv_flops = 2 * m**3 * (1 + 4 * pinv_iterations) if pinv == "iterative" else 25 * m**3  # SVD ≈ 21 m³
     flops = b * h * (2 * n * d * 2  # landmark means
                      + 2 * n * m * d * 2 + 2 * m * m * d  # F, B, A logits
@@ -94,6 +99,7 @@ register_variant(VariantSpec(
               "or exact (torch.linalg.pinv)", choices=("iterative", "exact")),
     ),
     causal=False,
+    cross=True,
     row_stochastic=False,
     signed=True,  # the pseudo-inverse has negative entries
     low_rank=lambda k, fixed: {"landmarks": k},
