@@ -6,11 +6,14 @@ import math
 
 import pandas as pd
 import streamlit as st
+import torch
 
 import xviz
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz import appstate, figures
+from xviz.figures import state as state_figures
+from xviz.analysis import state
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.errors import BudgetError
 
@@ -125,6 +128,29 @@ def artifacts(ctx, spec, approx, name: str, head: int) -> None:
                                      ctx)
 
 
+def state_section(ctx, key, spec, approx, mats, head: int) -> None:
+    """A causal run's state and reach: for a recurrence its fast-weight state at a step, its norm over t
+    and its decays; for every causal variant how far back each query still reads."""
+    st.subheader("State and reach" if state.is_recurrent(spec) else "How far back each query reads")
+    n = ctx.n
+    step = n - 1
+    if state.is_recurrent(spec):
+        step = widgets.number("state after token", "state_step", 0, n - 1, n - 1,
+                              help="the fast-weight matrix S_t written by the keys and values up to this token")
+    matrix = mats["approx"] if mats is not None else None
+    s = compute.derived(key + ("state", step), lambda: state.summary(approx, ctx.inp.q, ctx.inp.k, ctx.inp.v, step=step,
+                                                                      matrix=matrix))
+    for i, fig in enumerate(state_figures.summary_figures(s, ctx.tokens, head=head, font_size=ctx.font_size)):
+        display.show_figure(fig, f"state_{spec.name}_{i}", ctx, key=f"fig_state_{i}")
+    if s.note:
+        display.say("caption", s.note)
+    if s.read_back is not None and mats is not None:
+        exact_back = state.read_back(mats["exact"])[0].double().median().item()
+        st.caption(f"Exact softmax on the same Q, K reads back a median of {exact_back:.0f} tokens (weights ≥ "
+                   f"{s.threshold:.0%} of the row's largest); {spec.display_name}: "
+                   f"{float(torch.as_tensor(s.read_back).double().median()):.0f}.")
+
+
 ctx = context()
 display.page_header("Explorer", ctx)
 if not display.require_input(ctx):
@@ -179,6 +205,9 @@ elif approx is not None and not approx.has_matrix:
 elif approx is not None and ctx.n > compute.MATRIX_MAX_N:
     st.info(f"At N = {ctx.n} the N×N matrices are not drawn (up to N = {compute.MATRIX_MAX_N}).")
 
+if approx is not None and approx.causal:
+    with display.guard("State"):
+        state_section(ctx, view_key, spec, approx, mats, view["head"])
 if approx is not None and len(approx.artifacts):
     artifacts(ctx, spec, approx, name, view["head"])
 

@@ -125,14 +125,16 @@ def _np(x: torch.Tensor, batch: int) -> np.ndarray:
 
 
 def summary(result_or_name: AttentionResult | str, q, k, v, *, step: int | None = None, batch: int = 0,
-            seed: int = 0, scale: float | None = None, threshold: float = THRESHOLD, **params) -> StateSummary:
+            seed: int = 0, scale: float | None = None, threshold: float = THRESHOLD,
+            matrix: torch.Tensor | None = None, **params) -> StateSummary:
     """Everything the state section shows for one run: a recurrence's state at ``step`` (default the
     last token), its norm over t, its decays, and for any causal variant the read-back distances.
 
     ``result_or_name``: a variant name (run here on q, k, v causally with ``seed``, ``scale`` and
     ``params``) or an ``AttentionResult`` of a causal run on these q, k, v (its params and seed are
     reused; pass ``scale`` if it was not the default). The read-back needs the N×N matrix: when it
-    is over the matrix budget it is left out and ``note`` says why."""
+    is over the matrix budget it is left out and ``note`` says why. ``matrix``: the run's effective matrix
+    when the caller has it already (it is then not built again)."""
     threshold = _check_threshold(threshold)
     q4, k4, v4, _ = as_4d(q, k, v)
     n = q4.shape[-2]
@@ -163,7 +165,7 @@ def summary(result_or_name: AttentionResult | str, q, k, v, *, step: int | None 
         out.decay, out.decay_reach = gamma.numpy(), decay_reach(gamma, threshold).numpy()
     if result.has_matrix:
         try:
-            a = result.matrix()
+            a = matrix if matrix is not None else result.matrix(keep=False)
             out.read_back = read_back(a if a.dim() == 4 else a[None, None], threshold)[batch].cpu().numpy()
         except BudgetError as exc:
             out.note = f"read-back left out: {exc}"
