@@ -62,7 +62,8 @@ def test_page_runs(route, settings):
         # exact | approx | difference on one colour scale, full resolution at small N
         first = json.loads(at.get("plotly_chart")[0].proto.spec)
         heat = [t for t in first["data"] if t["type"] == "heatmap"]
-        assert len(heat) == 3 and all(t.get("coloraxis") == "coloraxis" for t in heat)
+        # the weights share one scale, the difference has its own (diverging)
+        assert len(heat) == 3 and [t.get("coloraxis") for t in heat] == ["coloraxis", "coloraxis", "coloraxis2"]
         n = {"other": 96, "present": 64}.get(settings)
         if n is not None:
             assert all(z_shape(t) == (n, n) for t in heat)

@@ -2,6 +2,7 @@
 system Chromium. Every page must render its charts without an exception; a deep link must
 reproduce its settings; bad link settings must show a message. Screenshots go to
 test-output/browser/ (gitignored)."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,15 +29,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def streamlit_server(env: dict | None = None):
+    """``streamlit run app.py`` on a free port, until /_stcore/health answers; stopped afterwards."""
     port = free_port()
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SHOTS / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--server.port", str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         t0 = time.time()
@@ -61,6 +63,12 @@ def server():
 
 
 @pytest.fixture(scope="module")
+def server():
+    with streamlit_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -78,13 +86,15 @@ def page(browser):
 
 
 def wait_idle(pg, timeout: float = IDLE_TIMEOUT) -> None:
-    """Until the app is idle: stApp and a page title present, no running indicator, for 2 s."""
+    """Until the app is connected and its script not running (Streamlit's own marks on stApp, as its e2e
+    suite waits), a page title present, for 1.5 s."""
+    idle = ('[data-testid="stApp"][data-test-connection-state="CONNECTED"]'
+            '[data-test-script-state="notRunning"]')
     t0, stable = time.time(), 0
     while time.time() - t0 < timeout:
-        busy = pg.locator('[data-testid="stStatusWidget"]').count() > 0
-        ready = pg.locator('[data-testid="stApp"]').count() > 0 and pg.locator("h1").count() > 0
-        stable = stable + 1 if ready and not busy else 0
-        if stable >= 4:
+        ready = pg.locator(idle).count() > 0 and pg.locator("h1").count() > 0
+        stable = stable + 1 if ready else 0
+        if stable >= 3:
             return
         time.sleep(0.5)
     raise AssertionError(f"the app did not become idle within {timeout} s")
@@ -178,3 +188,173 @@ def test_real_model_cell_opens_in_the_explorer(server, page):
     caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
     assert "layer 3" in caption, caption
     assert page.locator('input[aria-label="head"]').input_value() == "4"
+
+
+# ------------------------------------------------------------------------------------------------ links
+from pages.ui.routes import ROUTES  # noqa: E402
+
+SMALL = "source=synthetic&n=64&d=8&heads=2"
+# One page-level number per page, changed after N in the URL round trip (label, new value).
+PAGE_SETTING = {
+    "explorer": ("head", "1"), "patterns": ("layers (reachability)", "4"), "compare": ("budget: keys per query", "10"),
+    "lsh": ("k (true top-k keys)", "4"), "spectra": ("seeds", "1"), "sweeps": ("points", "3"),
+    "decoding": ("budget: cached keys", "12"), "real_model": ("budget: keys per query (0 = a quarter of N)", "6"),
+    "cost": ("repeats", "1"), "check": None,
+}
+
+
+def path_of(route) -> str:
+    return "" if route.default else route.name
+
+
+def numbers(pg) -> dict:
+    """What a reader compares between two openings of one link: the input caption, every metric, the
+    title, and the values of the number inputs."""
+    main = pg.locator('[data-testid="stMain"]')
+    return {"title": pg.locator("h1").first.inner_text().strip(),
+            "input": main.locator('[data-testid="stCaptionContainer"]').first.inner_text(),
+            "metrics": main.locator('[data-testid="stMetricValue"]').all_inner_texts(),
+            "inputs": [i.input_value() for i in pg.locator('input[type="number"]').all()]}
+
+
+def set_number(pg, label: str, value: str) -> None:
+    box = pg.locator(f'input[aria-label="{label}"]').first
+    box.fill(value)
+    box.press("Enter")
+    time.sleep(0.6)  # the rerun starts
+    wait_idle(pg)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_deep_link_on_a_fresh_server(browser, route):
+    """The very first request a server gets is a deep link to this page (the case Streamlit's handling of a
+    folder named pages/ gets wrong without the router): the page itself comes up, inside the app."""
+    with streamlit_server() as url:
+        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            pg.goto(f"{url}/{path_of(route)}?{SMALL}")
+            wait_idle(pg)
+            assert_healthy(pg, charts=False)
+            assert pg.locator("h1").first.inner_text().strip() == route.title
+            nav = pg.locator('[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]').all_inner_texts()
+            assert any(r.title in " ".join(nav) for r in ROUTES if r is not route), nav  # the app's own navigation
+        finally:
+            pg.close()
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_url_round_trip(server, browser, route):
+    """Change N, then a page setting; the address bar, opened in a fresh browser context, shows the same numbers."""
+    ctx1 = browser.new_context(viewport={"width": 1400, "height": 2000})
+    pg = ctx1.new_page()
+    try:
+        pg.goto(f"{server}/{path_of(route)}?{SMALL}")
+        wait_idle(pg)
+        set_number(pg, "N (tokens)", "80")
+        if PAGE_SETTING[route.name]:
+            set_number(pg, *PAGE_SETTING[route.name])
+        assert_healthy(pg, charts=False)
+        link, before = pg.url, numbers(pg)
+        assert "n=80" in link, link
+    finally:
+        ctx1.close()
+    ctx2 = browser.new_context(viewport={"width": 1400, "height": 2000})
+    pg2 = ctx2.new_page()
+    try:
+        pg2.goto(link)
+        wait_idle(pg2)
+        assert_healthy(pg2, charts=False)
+        assert numbers(pg2) == before
+    finally:
+        ctx2.close()
+
+
+INJECTIONS = {
+    "variant": "[CLICK ME TO LOG IN](https://evil.example/login)",
+    "kind": "![t](http://127.0.0.1:9/track.png)",
+    "head": "**bold** :red[INJECTED] <b>b</b>",
+}
+
+
+def test_link_values_cannot_inject_markup(server, page):
+    from urllib.parse import urlencode
+
+    page.goto(f"{server}/?source=synthetic&n=48&d=8&heads=1&{urlencode(INJECTIONS)}")
+    wait_idle(page)
+    shot(page, "injection")
+    assert_healthy(page)
+    main = page.locator("section, [data-testid='stMain'], [data-testid='stSidebar']")
+    assert page.locator('a[href*="evil.example"]').count() == 0
+    assert page.locator('img[src*="track.png"]').count() == 0
+    alerts = " ".join(page.locator('[data-testid="stAlert"]').all_inner_texts()).replace("\u2060", "")
+    assert "[CLICK ME TO LOG IN](https://evil.example/login)" in alerts  # shown as the literal text
+    assert page.locator('[data-testid="stAlert"] strong, [data-testid="stAlert"] b').count() == 0
+    assert main.count() > 0
+
+
+def npz_bytes(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, make", [
+    ("zero_length.npz", lambda np: npz_bytes(q=np.zeros((0, 8), np.float32), k=np.zeros((0, 8), np.float32),
+                                             v=np.zeros((0, 8), np.float32))),
+    ("zero_dim.npz", lambda np: npz_bytes(q=np.zeros((16, 0), np.float32), k=np.zeros((16, 0), np.float32),
+                                          v=np.zeros((16, 0), np.float32))),
+    ("bad :red[**INJECTED**] [click](http://evil.example).npz", lambda np: b"not a zip"),
+    ("negative.safetensors", lambda np: (lambda h: len(h).to_bytes(8, "little") + h)(
+        b'{"q":{"dtype":"F32","shape":[-1,8],"data_offsets":[0,0]}}')),
+])
+def test_bad_uploads_get_a_sentence(server, page, name, make):
+    import numpy as np
+
+    page.goto(f"{server}/?source=upload")
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        files=[{"name": name, "mimeType": "application/octet-stream", "buffer": make(np)}])
+    time.sleep(1.0)
+    wait_idle(page)
+    assert_healthy(page, charts=False)
+    errors = " ".join(page.locator('[data-testid="stAlert"]').all_inner_texts())
+    assert "Input:" in errors, errors
+    assert page.locator('a[href*="evil.example"]').count() == 0
+    assert page.locator('[data-testid="stAlert"] strong').count() == 0
+
+
+def test_eight_sessions_on_a_cold_server(browser):
+    """Eight visitors open the app at the same moment on a server that has loaded nothing yet: all get
+    their page (the catalog loads once, completely, before anyone reads it)."""
+    with streamlit_server() as url:
+        ctxs = [browser.new_context(viewport={"width": 1200, "height": 1200}) for _ in range(8)]
+        try:
+            pages = [c.new_page() for c in ctxs]
+            for i, pg in enumerate(pages):
+                pg.goto(f"{url}/?source=synthetic&n=64&d=8&heads=2&seed={i}", wait_until="commit")
+            for i, pg in enumerate(pages):
+                pg.locator(".js-plotly-plot").first.wait_for(timeout=240_000)  # eight runs share two cores
+                wait_idle(pg, timeout=240)
+                shot(pg, f"cold_session_{i}")
+                assert_healthy(pg)
+                assert pg.locator("h1").first.inner_text().strip() == "Explorer"
+        finally:
+            for c in ctxs:
+                c.close()
+
+
+def test_every_page_is_in_the_top_bar_at_1400px(server, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        pg.goto(f"{server}/?{SMALL}")
+        wait_idle(pg)
+        nav = pg.locator('[data-testid="stTopNavLink"]')
+        labels = [t.strip().split("\n")[-1].strip() for t in nav.all_inner_texts()]  # after the icon's name
+        assert labels == [r.label for r in ROUTES], labels  # none hidden behind a "more" menu
+        assert all(nav.nth(i).is_visible() for i in range(nav.count()))
+    finally:
+        pg.close()

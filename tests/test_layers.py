@@ -96,3 +96,13 @@ def test_a_plugins_typed_artifacts_get_figures():
         assert mask_fig.data[0].zmax == 1 and mask_fig.data[0].showscale is False  # drawn as a pattern, not values
     finally:
         xviz.unregister_variant("test_typed_artifacts")
+
+
+def test_upload_limit_is_one_number():
+    """The server refuses uploads at the size the loaders refuse them (no silent 200 MB default)."""
+    import tomllib
+
+    from xviz.inputs import LIMITS
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 2**20 == LIMITS["max_upload_bytes"]

@@ -18,6 +18,9 @@ from xviz.core.errors import XvizError
 
 MAX_MESSAGE = 600  # characters of one message; echoed values are cut shorter by the library
 _MARKUP = re.compile(r"([\\`*_{}\[\]<>#!|:~$])")
+# GitHub-flavoured markdown turns bare URLs, www. names and e-mail addresses into links whatever the
+# escapes: a word joiner (U+2060, invisible) after the scheme, "www" or "@" breaks the pattern.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|file|mailto|www|@)(?=[:.\w])")
 
 
 def escape(text: Any, limit: int = MAX_MESSAGE) -> str:
@@ -27,7 +30,7 @@ def escape(text: Any, limit: int = MAX_MESSAGE) -> str:
     s = " ".join(str(text).split("\n"))
     if len(s) > limit:
         s = s[:limit] + "…"
-    return _MARKUP.sub(r"\\\1", s)
+    return _MARKUP.sub(r"\\\1", _AUTOLINK.sub("\\1\u2060", s))
 
 
 def say(kind: str, text: Any, icon: str | None = None) -> None:

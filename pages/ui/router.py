@@ -42,7 +42,7 @@ def ensure_router() -> None:
 
 
 def pages() -> list:
-    return [st.Page(r.file, title=r.title, icon=r.icon, url_path=r.name, default=r.default) for r in ROUTES]
+    return [st.Page(r.file, title=r.label, icon=r.icon, url_path=r.name, default=r.default) for r in ROUTES]
 
 
 def go(name: str, **settings: Any) -> None:

@@ -15,27 +15,38 @@ from .display import notice
 BIND = "query-params"
 
 
+def follow_default(key: str, default: Any) -> None:
+    """What a page shows must be a function of its URL. A widget whose default depends on other settings
+    (a budget on N, a window on the budget) and whose value is not in the URL holds its default; when
+    that default moves, the widget moves with it, as a fresh opening of the same link would show."""
+    seen = st.session_state.setdefault("_widget_defaults", {})
+    if key not in st.query_params and key in st.session_state and key in seen and seen[key] != default:
+        st.session_state[key] = default
+    seen[key] = default
+
+
 def param_widget(p: Param, key: str, n: int, d: int, *, default: Any = None, container=None) -> Any:
     """A widget for a typed Param (range and help from the spec), bound to the URL under ``key``."""
     c = container or st
     spec = appstate.widget_spec(p, n, d)
     value = spec["default"] if default is None else default
     label, help_ = p.name.replace("_", " "), p.help
+    lo, hi = spec.get("min"), spec.get("max")
+    if p.kind in ("int", "float"):
+        value = int(value) if p.kind == "int" else float(value)
+        value = max(value, lo) if lo is not None else value
+        value = min(value, hi) if hi is not None else value
+    follow_default(key, value)
     if p.kind == "bool":
         return c.checkbox(label, value=bool(value), key=key, help=help_, bind=BIND)
     if p.kind == "choice":
         options = spec["options"]
         return c.selectbox(label, options, index=options.index(value) if value in options else 0, key=key,
                            help=help_, bind=BIND)
-    lo, hi = spec["min"], spec["max"]
     if p.kind == "int":
-        value = int(value)
-        value = max(value, lo) if lo is not None else value
-        value = min(value, hi) if hi is not None else value
         if lo is not None and hi is not None and 0 < hi - lo <= 256:
             return c.slider(label, min_value=lo, max_value=hi, value=value, step=1, key=key, help=help_, bind=BIND)
         return c.number_input(label, min_value=lo, max_value=hi, value=value, step=1, key=key, help=help_, bind=BIND)
-    value = float(value)
     if lo is not None and hi is not None and hi > lo and not p.log:
         return c.slider(label, min_value=lo, max_value=hi, value=value, key=key, help=help_, bind=BIND)
     return c.number_input(label, min_value=lo, max_value=hi, value=value, key=key, help=help_, format="%g", bind=BIND)
@@ -57,6 +68,9 @@ def field_widget(f: appstate.Field, *, container=None, options: Sequence[str] | 
     """A widget for an app setting (``appstate.Field``), bound to the URL under its key."""
     c = container or st
     value = f.default if default is None else default
+    if f.kind == "int":
+        value = min(int(value), int(f.high if high is None else high))
+    follow_default(f.key, value)
     if f.kind == "choice":
         opts = list(options if options is not None else f.choices)
         return c.selectbox(f.label, opts, index=opts.index(value) if value in opts else 0, key=f.key, help=f.help,
@@ -84,6 +98,7 @@ def number(label: str, key: str, low: int, high: int, value: int, *, container=N
     c = container or st
     high = max(low, high)
     value = min(max(value, low), high)
+    follow_default(key, value)
     raw = _url_value(key)
     if raw is not None and key not in st.session_state:
         try:
@@ -99,6 +114,7 @@ def choice(label: str, options: Sequence[str], key: str, default: str | None = N
     c = container or st
     opts = list(options)
     idx = opts.index(default) if default in opts else 0
+    follow_default(key, opts[idx] if opts else None)
     raw = _url_value(key)
     if raw is not None and key not in st.session_state and raw[-1] not in opts:
         _ignored(key, raw[-1], f"is not one of: {', '.join(map(str, opts[:20]))}", opts[idx])

@@ -54,36 +54,63 @@ def heatmap(a: Any, tokens: Sequence[str] | None = None, *, title: str = "", how
     return style(fig, font_size=font_size, title=title + note, height=height)
 
 
+def _scale_top(values: np.ndarray, cap: float | None) -> tuple[float, str]:
+    """The largest |value| drawn, or its ``cap`` quantile (larger values saturate; hover shows them)."""
+    top = float(max(np.abs(values).max(initial=0), 1e-12))
+    if cap is not None and 0 < cap < 1 and values.size:
+        q = float(np.quantile(np.abs(values), cap))
+        if 0 < q < top:
+            return q, f"{q:.3g} ({cap:.1%} quantile)"
+    return top, ""
+
+
 def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = None, *, names=("exact", "approx"),
                      max_cells: int = SIDE_BY_SIDE_CELLS, window: tuple[int, int, int, int] | None = None,
-                     font_size: int = 13, height: int = 520, cap: float | None = None) -> go.Figure:
-    """Exact, approximate and their difference (approx − exact) side by side on ONE colour scale.
+                     font_size: int = 13, height: int = 520, cap: float | None = None,
+                     selected: tuple[int, int] | None = None) -> go.Figure:
+    """Exact, approximate and their difference (approx − exact) side by side.
 
-    The scale is symmetric, [−m, m], diverging around 0, so a weight and an error of the same size
-    get the same colour intensity. m is the largest |value| drawn, or with ``cap`` = q (say 0.99)
-    the q-quantile of the |values| drawn (larger ones saturate; hover shows the true value): long
-    sequences spread attention thin, and a few large weights would otherwise wash the map out."""
+    The two weight panels share one scale: sequential from 0 for weights that are never negative,
+    diverging around 0 when the approximation's implicit weights have a sign (Nyström, RetNet, DeltaNet).
+    The difference has its own diverging scale centred at 0. With ``cap`` = q (say 0.99) a scale stops
+    at the q-quantile of its |values| (long sequences spread attention thin; a few large weights would
+    otherwise wash the map out). ``selected`` = (query, key) marks one cell in all three panels (the
+    query inspector shows its row)."""
     ex, r0, c0 = _window(_2d(exact), window)
     ap, _, _ = _window(_2d(approx), window)
-    ex = ex.astype(np.float64)
-    ap = ap.astype(np.float64)
+    ex, ap = ex.astype(np.float64), ap.astype(np.float64)
     pe, pa, pd = (pool2d(m, max_cells, "mean") for m in (ex, ap, ap - ex))
-    m = float(max(np.abs(pe.z).max(initial=0), np.abs(pa.z).max(initial=0), np.abs(pd.z).max(initial=0), 1e-12))
+    signed = bool(min(pe.z.min(initial=0), pa.z.min(initial=0)) < 0)
+    mw, wnote = _scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
+    md, dnote = _scale_top(pd.z, cap)
     note = "" if pe.fr == pe.fc == 1 else f" — mean-pooled {pe.fr}×{pe.fc}"
-    if cap is not None and 0 < cap < 1:
-        allv = np.abs(np.concatenate([pe.z.ravel(), pa.z.ravel(), pd.z.ravel()]))
-        q = float(np.quantile(allv, cap))
-        if 0 < q < m:
-            m = q
-            note += f" — colours saturate at {q:.3g} ({cap:.1%} quantile)"
-    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.02,
+    note += f" — weights saturate at {wnote}" if wnote else ""
+    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=(names[0], names[1], f"difference ({names[1]} − {names[0]})"))
-    for i, p in enumerate((pe, pa, pd)):
-        fig.add_trace(_heat_trace(p, tokens, r0, c0, coloraxis="coloraxis"), row=1, col=i + 1)
-    fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmin=-m, cmax=m, cmid=0.0,
-                                     colorbar=dict(title="weight / diff")))
+    for i, (p, axis) in enumerate(((pe, "coloraxis"), (pa, "coloraxis"), (pd, "coloraxis2"))):
+        fig.add_trace(_heat_trace(p, tokens, r0, c0, coloraxis=axis), row=1, col=i + 1)
+    weights = dict(colorscale=DIVERGING, cmin=-mw, cmax=mw, cmid=0.0) if signed else \
+        dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=mw)
+    fig.update_layout(coloraxis=dict(**weights, colorbar=dict(title="weight", x=1.0, len=0.9)),
+                      coloraxis2=dict(colorscale=DIVERGING, cmin=-md, cmax=md, cmid=0.0,
+                                      colorbar=dict(title="difference", x=1.08, len=0.9)))
     _square_axes(fig, 3)
+    fig.update_yaxes(title_text="queries ↓", row=1, col=1)
+    fig.update_xaxes(title_text="keys →")
+    if selected is not None:
+        _mark_cell(fig, pe, selected, r0, c0)
     return style(fig, font_size=font_size, title="Attention weights" + note, height=height)
+
+
+def _mark_cell(fig: go.Figure, p, cell: tuple[int, int], r0: int, c0: int) -> None:
+    """A box around (query, key) in every panel, at the pooled cell that holds it."""
+    row, col = (cell[0] - r0) // p.fr, (cell[1] - c0) // p.fc
+    if not (0 <= row < p.z.shape[0] and 0 <= col < p.z.shape[1]):
+        return
+    for i in range(1, 4):
+        sfx = "" if i == 1 else str(i)
+        fig.add_shape(type="rect", xref=f"x{sfx}", yref=f"y{sfx}", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5,
+                      y1=row + 0.5, line=dict(color="#ff00ff", width=2))
 
 
 def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = "mask", max_cells: int = MASK_CELLS,
@@ -204,7 +231,7 @@ def artifact_figures(art: Artifact | str, value: Any, tokens: Sequence[str] | No
         a = to_numpy(v)
         if a.size == 0:
             continue
-        title = f"{label} {tuple(a.shape)}" + (f" — {art.help}" if art.help else "")
+        title = f"{label} — {art.help}" if art.help else label
         if art.kind == "mask" and a.ndim >= 2:
             figs.append(mask_figure(a != 0, tokens, title=title, max_cells=max_cells, font_size=font_size))
             continue

@@ -32,8 +32,10 @@ FAMILY_COLOURS = {
     "low rank": "#d62728", "kernel": "#ff7f0e", "memory/downsampling": "#9467bd", "recurrence": "#8c564b",
     "prior": "#e377c2",
 }
-QUALITATIVE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
+# 24 distinct colours (plotly's Dark24): heads, clusters and buckets up to 24 never share one.
+QUALITATIVE = ["#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86", "#EB663B",
+               "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE", "#862A16", "#A777F1",
+               "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038"]
 
 
 # ----------------------------------------------------------------------------------------- pooling
@@ -163,8 +165,10 @@ def _2d(a: Any) -> np.ndarray:
 def style(fig: go.Figure, *, font_size: int = 13, title: str | None = None, height: int | None = None) -> go.Figure:
     fig.update_layout(font=dict(size=font_size), legend=dict(font=dict(size=font_size)),
                       margin=dict(l=10, r=10, t=50 + 2 * (font_size - 13) if title else 30, b=10))
-    fig.update_xaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size))
-    fig.update_yaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size))
+    # automargin: long tick labels (tokens) push the plot area in instead of being clipped (in the
+    # app and in the standalone HTML alike)
+    fig.update_xaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size), automargin=True)
+    fig.update_yaxes(tickfont=dict(size=max(9, font_size - 2)), title_font=dict(size=font_size), automargin=True)
     fig.update_annotations(font_size=font_size)
     if title is not None:
         fig.update_layout(title=dict(text=title, font=dict(size=font_size + 3)))

@@ -198,8 +198,10 @@ def projection_figure(xy: Any, ids: Any, kinds: Sequence[str], *, hover: Sequenc
                 hovertemplate=f"{kind}, cluster {c}" + ("<br>%{text}" if hover is not None else "") + "<extra></extra>"))
     fig.update_xaxes(title=f"{method} 1")
     fig.update_yaxes(title=f"{method} 2")
+    # many clusters: the legend goes below the plot in rows, so it never covers the points
+    fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0, yanchor="top", font=dict(size=max(9, font_size - 2))))
     return style(fig, font_size=font_size, title=f"Queries (●), keys (◇) and centroids (★) in 2-D ({method})",
-                 height=560)
+                 height=620)
 
 
 def cluster_sizes_figure(sizes: Mapping[str, Any], *, font_size: int = 13) -> go.Figure:

@@ -13,7 +13,7 @@ LIMITS: dict[str, int] = dict(
     max_n=65_536,  # tokens per sequence (the subquadratic variants must run at this length)
     max_d=1_024,  # head dimension
     max_heads=64,  # heads per input
-    max_upload_bytes=200 * 2**20,  # an uploaded file, and the decompressed arrays inside an .npz
+    max_upload_bytes=64 * 2**20,  # an uploaded file, and the decompressed arrays inside an .npz (= server.maxUploadSize)
     max_elements=2**26,  # elements of one of q, k, v (B·H·N·d): 256 MiB in float32
     max_model_tokens=4_096,  # tokens fed to a real model on this CPU, whatever its own maximum
 )
