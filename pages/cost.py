@@ -7,7 +7,7 @@ import streamlit as st
 import torch
 
 import xviz
-from pages.ui import display, widgets
+from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz.analysis import bench
 from xviz.analysis.jobs import Job
@@ -32,7 +32,11 @@ def doubling(nmax: int) -> list[int]:
 
 def measure(job: Job, settings: dict, label: str) -> list:
     """Run the engine benchmark N by N (each N a job item kept in session state), with progress; a rerun or the
-    session ending interrupts between items and keeps what was measured."""
+    session ending interrupts between items and keeps what was measured. Finished measurements are kept for
+    every session (timings are of this machine, not of a visitor)."""
+    done = compute.MEASURED.peek(job.sig)
+    if done is not None and not job.results:
+        job.results.update(done)
     if job.running:
         bar = st.progress(0.0, text=f"{label}…")
 
@@ -43,6 +47,8 @@ def measure(job: Job, settings: dict, label: str) -> list:
         for _ in job.run(one, progress=lambda i, t, n: bar.progress(i / t, text=f"{label}: N = {n} ({i + 1}/{t})")):
             pass
         bar.empty()
+        if job.done:
+            compute.MEASURED.put(job.sig, dict(job.results))
     return [row for rows in job.ordered() for row in rows]
 
 
@@ -107,14 +113,24 @@ settings = {"variants": chosen, "kw": dict(d=dim, heads=heads, device=device, dt
 sig = (tuple(chosen), heads, dim, repeats, device, ctx.dtype, ctx.causal)
 
 st.subheader("Time, memory and FLOPs against N")
-scale_job = Job.current(st.session_state.get("_cost_job"), sig + (tuple(doubling(nmax)),), doubling(nmax))
+old = st.session_state.get("_cost_job")
+scale_job = Job.current(old, sig + (tuple(doubling(nmax)),), doubling(nmax))
+if scale_job is not old:
+    scale_job.stop()  # measuring takes seconds to minutes: it runs on request, not on opening
 st.session_state["_cost_job"] = scale_job
-if st.button("↻ Measure again", key="cost_again", help="timings vary from run to run: measure afresh"):
+c = st.columns([1, 1, 4])
+if c[0].button("Measure", type="primary", key="cost_run", help="time every chosen variant at each N"):
+    scale_job.resume()
+if c[1].button("↻ Measure again", key="cost_again", help="timings vary from run to run: measure afresh"):
+    compute.MEASURED.put(scale_job.sig, None)
     scale_job.restart()
 rows = []
 with display.guard("Benchmark"):
     rows = measure(scale_job, settings, "Measuring")
-if rows:
+if not rows:
+    st.info("Press Measure: every chosen variant and both exact baselines at N = "
+            f"{', '.join(map(str, doubling(nmax)))} (seconds per N on a CPU).")
+else:
     scaling(rows, ctx, where)
     st.caption("Naive exact builds the N×N matrix (softmax(QKᵀ)V); fused exact is PyTorch's "
                "scaled_dot_product_attention. Memory is what the call allocates beyond its inputs"
@@ -129,7 +145,7 @@ baseline = widgets.choice("relative to", [bench.NAIVE, bench.FUSED], "cost_basel
                           help="the Transformer of the LRA paper materialises the N×N matrix (naive); fused is "
                                "today's kernel")
 lra_job = st.session_state.get("_cost_lra_job")
-if start_lra or (lra_job is not None and lra_job.sig == sig):
+if start_lra or (lra_job is not None and lra_job.sig == sig) or compute.MEASURED.peek(sig) is not None:
     lra_job = Job.current(lra_job, sig, LRA_NS)
     st.session_state["_cost_lra_job"] = lra_job
     with display.guard("LRA benchmark"):

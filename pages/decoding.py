@@ -8,12 +8,10 @@ import xviz.decode as dec
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz.analysis.jobs import Job
-from xviz.core.cache import BoundedCache
 from xviz.core.errors import XvizError
 from xviz.figures import decode as fd
 
 DEFAULT_POLICIES = ["full", "window", "sinks", "h2o", "tova", "snapkv", "quest"]
-REPLAYS = BoundedCache(512 * 2**20)  # replays are small (per-step curves, one eviction step per key)
 SWEEP_BUDGETS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -42,7 +40,7 @@ def controls(ctx, names: list[str]):
 def replays(ctx, chosen, budget: int, prefill: int, params) -> list:
     key = ctx.key("decode", tuple(chosen), budget, prefill, tuple(sorted((k, tuple(sorted(v.items())))
                                                                           for k, v in params.items())))
-    return REPLAYS.get(key, lambda: dec.simulate_many([(p, params.get(p, {})) for p in chosen], ctx.inp.q,
+    return compute.REPLAYS.get(key, lambda: dec.simulate_many([(p, params.get(p, {})) for p in chosen], ctx.inp.q,
                                                        ctx.inp.k, ctx.inp.v, budget=budget, prefill=prefill))
 
 

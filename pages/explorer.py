@@ -13,27 +13,45 @@ from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz import appstate, figures
 from xviz.figures import state as state_figures
+from xviz.figures import tokens as tokens_figures
 from xviz.analysis import state
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.errors import BudgetError
+from xviz.core.registry import FAMILIES
 
 COLOUR_CAPS = {"full": None, "q99": 0.99, "q999": 0.999}
+INTRO = ("Efficient attention replaces softmax(QKᵀ/√d)V with something cheaper: a sparse pattern, a low-rank "
+         "product, random features, a recurrence. Pick a variant below and see, on this input, where its "
+         "effective attention differs from exact attention — the error panel, the two maps and their difference, "
+         "one query's weights, and what the variant builds (masks, buckets, landmarks, states). The sidebar "
+         "chooses the input: a sentence through a real model, synthetic Q/K/V, a sample file or your upload. "
+         "Every setting is in the address bar.")
+KL_HELP = ("KL(exact ‖ approx) per query, averaged; the approximation's weights are floored at 1e-12, so a "
+           "sparse pattern that drops a key exact attention uses gets a large value (KL is unbounded there). "
+           "Total variation is the bounded measure of the same thing.")
 
 
-def pick_variant(ctx, names: list[str]):
+def pick_variant(ctx, specs):
+    """The variant, picked within a family (the catalog's grouping); its display name, family, cost and
+    paper beside it. Options are the catalog names, the values the URL carries."""
     raw = st.query_params.to_dict()
-    default = "bigbird" if "bigbird" in names else next((x for x in names if x != "exact"), names[0])
+    top = st.columns([1, 2, 1, 3])
+    families = ["all"] + [f for f in FAMILIES if any(s.family == f for s in specs)]
+    family = widgets.choice("Family", families, "family", "all", container=top[0],
+                            help="the survey's families: fixed and combined patterns, learnable patterns, low "
+                                 "rank, kernels, memory, recurrence, prior")
+    names = [s.name for s in specs if family == "all" or s.family == family]
+    default = "sliding_window" if "sliding_window" in names else next((x for x in names if x != "exact"), names[0])
     _, messages = appstate.check_variant(raw.get("variant"), names, default)
     display.link_messages(messages)
-    top = st.columns([2, 1, 3])
-    name = top[0].selectbox("Variant", names, index=names.index(default), key="variant", bind=widgets.BIND,
-                            help="every variant in the catalog (xviz.list_variants())")
+    name = top[1].selectbox("Variant", names, index=names.index(default), key="variant", bind=widgets.BIND,
+                            help="the variants of this family (xviz.list_variants()); the display name is beside")
     spec = xviz.get_variant(name)
     n = ctx.inp.k.shape[-2]
-    budget = widgets.number("budget: keys per query", "budget", 1, n, compute.default_budget(n), container=top[1],
+    budget = widgets.number("budget: keys per query", "budget", 1, n, compute.default_budget(n), container=top[2],
                             help="parameters default to the values at which the variant's own cost model matches "
                                  "sparse attention with this many keys per query")
-    top[2].markdown(f"**{display.escape(spec.display_name)}** · {display.escape(spec.family)} · "
+    top[3].markdown(f"**{display.escape(spec.display_name)}** · {display.escape(spec.family)} · "
                     f"{display.escape(spec.complexity)}  \n{display.escape(spec.paper)}")
     return spec, budget, raw
 
@@ -42,7 +60,11 @@ def pick_params(ctx, spec, budget: int, raw) -> dict:
     """The variant's parameters; a new budget (or shape) moves them to the values matched to it, a
     link's own values win on the first run."""
     b, h, n, d = ctx.shape
+    match = compute.budget_match(ctx, spec, budget)
     defaults = compute.budget_defaults(ctx, spec, budget)
+    if match is not None and match.knob is not None and not match.matched:
+        st.caption(f"{spec.display_name} cannot be made as cheap as {budget} keys per query at this N: its "
+                   f"parameters are set to the nearest it can do ({appstate.format_flops(match.flops)}FLOPs).")
     sig = (spec.name, budget, n, d, h, ctx.causal)
     prev = st.session_state.get("_explorer_budget_sig")
     if prev is not None and prev[0] == spec.name and prev != sig:
@@ -57,13 +79,15 @@ def pick_params(ctx, spec, budget: int, raw) -> dict:
 def pick_view(ctx) -> dict:
     b, h, n, _ = ctx.shape
     nk = ctx.inp.k.shape[-2]
-    c = st.columns(5)
+    c = st.columns(6)
     view = dict(head=widgets.number("head", "head", 0, h - 1, 0, container=c[0]),
                 query=widgets.number("query (inspector)", "query", 0, n - 1, n // 2, container=c[1]),
+                key=widgets.number("key (marked)", "qkey", 0, nk - 1, 0, container=c[5],
+                                   help="the cell (query, key) boxed in the three panels; a click on a cell sets both"),
                 topk=widgets.number("k for top-k recall", "topk", 1, nk, 8, container=c[2]),
                 zoom=widgets.number("zoom: window size", "zs", 1, max(n, nk), max(n, nk), container=c[3],
-                                    help="a window of this many queries and keys; ≤ 512 is drawn at full "
-                                         "resolution, the whole matrix is pooled"),
+                                    help=f"a window of this many queries and keys; ≤ {figures.SIDE_BY_SIDE_CELLS} is "
+                                         "drawn at full resolution, a larger one is mean-pooled"),
                 colour=widgets.choice("colour scale", list(COLOUR_CAPS), "colour", "q99" if n > 64 else "full",
                                       container=c[4], help="full: up to the largest value; q99 / q999: saturate "
                                                            "at the 99th / 99.9th percentile"))
@@ -76,32 +100,69 @@ def pick_view(ctx) -> dict:
     return view
 
 
-def error_panel(m, spec, name: str, ctx) -> None:
+def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
+    """A second variant beside the first, at its own budget-matched parameters: its error panel and maps."""
+    names = ["none"] + [s.name for s in specs if s.name != "exact"]
+    other = widgets.choice("Side by side with", names, "variant2", "none",
+                           help="a second variant at the same budget (its parameters matched to it)")
+    if other == "none" or exact is None:
+        return
+    spec2 = xviz.get_variant(other)
+    if ctx.causal and not spec2.causal:
+        display.say("info", f"{spec2.display_name} has no causal form: untick causal to see it.")
+        return
+    params2 = compute.budget_defaults(ctx, spec2, budget)
+    if not compute.allowed(spec2.display_name, compute.cost(ctx, spec2, params2), "force_approx2"):
+        return
+    r2, _ = compute.run(ctx, other, params2)
+    st.subheader(f"{spec2.display_name}({appstate.describe_params(r2.params)}), at the same budget")
+    key2 = ctx.key(other, tuple(sorted(params2.items())), "second")
+    mats2 = None
+    if ctx.n <= compute.MATRIX_MAX_N and r2.has_matrix:
+        try:
+            mats2 = compute.matrices(ctx, ("pair",) + key2, {"exact": exact, "approx": r2})
+        except BudgetError as exc:
+            display.say("info", f"Matrix metrics skipped: {exc}")
+    error_panel(compute.metrics(ctx, key2, exact, r2, mats2, view["topk"]), spec2, other, ctx, suffix="2")
+    if mats2 is not None:
+        head = min(view["head"], mats2["approx"].shape[1] - 1)
+        fig = compute.derived(key2 + ("heat", head, view["window"], view["colour"]), lambda: figures.compare_heatmaps(
+            mats2["exact"][0, head], mats2["approx"][0, head], tokens, names=("exact", spec2.display_name),
+            window=view["window"], font_size=ctx.font_size, cap=COLOUR_CAPS[view["colour"]]))
+        display.show_figure(fig, f"attention_{other}_head{head}", ctx, key="fig_heat2")
+
+
+def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
     cols = st.columns(len(METRIC_NAMES))
     fmt = {"topk_recall": "{:.1%}", "kl": "{:.3g}", "max_abs": "{:.3g}"}
     for col, key in zip(cols, METRIC_NAMES):
         val = getattr(m, key)
         label = METRIC_LABELS[key] + (f" (k={m.k})" if key == "topk_recall" else "")
-        col.metric(label, "—" if math.isnan(val) else fmt.get(key, "{:.3g}").format(val))
+        col.metric(label, "—" if math.isnan(val) else fmt.get(key, "{:.3g}").format(val),
+                   help=KL_HELP if key == "kl" else None)
     if not spec.has_matrix:
         st.caption(f"{spec.display_name} has no effective attention matrix: only the output error applies.")
     per_head = pd.DataFrame({"head": list(range(len(m.per_head["rel_out"])))}
                             | {METRIC_LABELS[k]: v for k, v in m.per_head.items()})
     with st.expander("Per head", expanded=False):
         st.dataframe(per_head, hide_index=True, width="stretch")
-        display.download_csv("⬇ CSV", per_head, f"metrics_{name}", "dl_metrics", ctx)
+        display.download_csv("⬇ CSV", per_head, f"metrics_{name}", "dl_metrics" + suffix, ctx)
 
 
 def heatmaps(ctx, key, mats, spec, name: str, view: dict, tokens) -> None:
     head = min(view["head"], mats["approx"].shape[1] - 1)
+    cell = (view["query"], view["key"])
+
     def make():
         fig = figures.compare_heatmaps(mats["exact"][0, head], mats["approx"][0, head], tokens,
                                        names=("exact", spec.display_name), window=view["window"],
-                                       font_size=ctx.font_size, cap=COLOUR_CAPS[view["colour"]])
+                                       font_size=ctx.font_size, cap=COLOUR_CAPS[view["colour"]], selected=cell,
+                                       clickable=True)
         return fig.update_layout(title_text=f"{fig.layout.title.text} — head {head}")
 
-    fig = compute.derived(key + ("heat", head, view["window"], view["colour"], ctx.font_size), make)
-    display.show_figure(fig, f"attention_{name}_head{head}", ctx, key="fig_heat")
+    fig = compute.derived(key + ("heat", head, view["window"], view["colour"], ctx.font_size, cell), make)
+    display.show_figure(fig, f"attention_{name}_head{head}", ctx, key="fig_heat", on_select=pick_cell)
+    st.caption("Click a cell (up to 64 × 64 cells drawn) to inspect its query; the box marks it in all three panels.")
     display.download_npz("⬇ NPZ (matrices)", lambda: {"exact": mats["exact"][0, head], "approx": mats["approx"][0, head]},
                          f"attention_{name}_head{head}", "dl_npz", ctx)
     q = view["query"]
@@ -109,6 +170,26 @@ def heatmaps(ctx, key, mats, spec, name: str, view: dict, tokens) -> None:
     fig = figures.query_lines(mats["exact"][0, head, q], mats["approx"][0, head, q], tokens, query=q,
                               names=("exact", spec.display_name), font_size=ctx.font_size)
     display.show_figure(fig, f"query{q}_{name}", ctx, key="fig_query")
+
+
+def pick_cell() -> None:
+    """A click on a heatmap cell (callback, before the next run): the inspector's query and the marked key
+    (the Explorer's own keys)."""
+    ev = st.session_state.get("fig_heat")
+    pts = getattr(getattr(ev, "selection", None), "points", None) or (
+        ev.get("selection", {}).get("points") if isinstance(ev, dict) else None)
+    if pts and isinstance(pts[0].get("customdata"), (list, tuple)):
+        q, k = int(pts[0]["customdata"][0]), int(pts[0]["customdata"][1])
+        st.session_state["query"], st.session_state["qkey"] = q, k
+
+
+def token_view(ctx, mats, spec, head: int, query: int) -> None:
+    if ctx.inp.cross or ctx.n > tokens_figures.MAX_TOKENS:
+        return
+    st.subheader("The text, shaded by attention")
+    html = tokens_figures.token_view_html(ctx.tokens, mats["exact"][0, head], mats["approx"][0, head],
+                                          names=("exact", spec.display_name), query=query, font_size=ctx.font_size + 2)
+    st.iframe(html, height=140 + 28 * (2 + ctx.n // 12))  # generated here: tokens escaped, weights as numbers
 
 
 def artifacts(ctx, spec, approx, name: str, head: int) -> None:
@@ -156,8 +237,10 @@ display.page_header("Explorer", ctx)
 if not display.require_input(ctx):
     st.stop()
 specs = xviz.list_variants()
+if not ctx.present:
+    st.markdown(display.escape(INTRO, limit=2000))
 with display.controls("Variant and parameters", ctx):
-    spec, budget, raw = pick_variant(ctx, [s.name for s in specs])
+    spec, budget, raw = pick_variant(ctx, specs)
     params = pick_params(ctx, spec, budget, raw)
     view = pick_view(ctx)
 name = spec.name
@@ -200,11 +283,15 @@ st.subheader("Attention weights")
 if mats is not None:
     with display.guard("Attention matrices"):
         heatmaps(ctx, view_key, mats, spec, name, view, tokens)
+    with display.guard("Token view"):
+        token_view(ctx, mats, spec, min(view["head"], mats["approx"].shape[1] - 1), view["query"])
 elif approx is not None and not approx.has_matrix:
     st.info(f"{spec.display_name} has no effective N×N matrix to draw.")
 elif approx is not None and ctx.n > compute.MATRIX_MAX_N:
     st.info(f"At N = {ctx.n} the N×N matrices are not drawn (up to N = {compute.MATRIX_MAX_N}).")
 
+with display.guard("Second variant"):
+    second_variant(ctx, specs, exact, budget, view, tokens)
 if approx is not None and approx.causal:
     with display.guard("State"):
         state_section(ctx, view_key, spec, approx, mats, view["head"])

@@ -28,7 +28,7 @@ OTHER = {
     "check": {**SMALL, "chk_variant": "sliding_window", "chk_quick": "true"},
 }
 PRESENT = {"source": "synthetic", "n": "64", "d": "8", "heads": "2", "present": "true", "variant": "exact"}
-CHARTLESS = {"check"}  # pages whose charts appear only after a button
+CHARTLESS = {"check", "cost"}  # pages whose work (and charts) waits for a button
 
 
 def test_every_route_has_settings_here():

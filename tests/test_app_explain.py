@@ -63,6 +63,16 @@ def test_real_model_cell_opens_in_explorer():
     assert at.session_state["layer"] == 2 and at.session_state["source"] == "text"
 
 
+def test_cost_measures_on_request_and_shares_the_result():
+    at = run_page("cost", OTHER["cost"])
+    assert not at.get("plotly_chart") and "Press Measure" in texts(at, "info")  # nothing ran on opening
+    at.button(key="cost_run").click().run()
+    assert not at.exception and not at.error, texts(at, "error")
+    assert len(at.get("plotly_chart")) >= 3
+    again = run_page("cost", OTHER["cost"])  # another session, same settings: the measurement is shown
+    assert len(again.get("plotly_chart")) >= 3
+
+
 def test_cost_lra_table():
     at = run_page("cost", OTHER["cost"])
     at.button(key="cost_lra").click()

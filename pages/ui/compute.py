@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
 import streamlit as st
@@ -28,6 +29,8 @@ GiB = 2**30
 INPUTS = BoundedCache(int(float(os.environ.get("XVIZ_APP_INPUT_CACHE_GB", 1)) * GiB))
 RESULTS = BoundedCache(int(float(os.environ.get("XVIZ_APP_RESULT_CACHE_GB", 1.5)) * GiB))
 SMALL = BoundedCache(256 * 2**20)  # metrics, pooled views, anything derived and small
+MEASURED = BoundedCache(64 * 2**20)  # finished benchmark measurements (of this machine: shown to every session)
+REPLAYS = BoundedCache(512 * 2**20)  # decoding replays: per-step curves, one eviction step per key
 SESSION_MATRIX_BYTES = int(float(os.environ.get("XVIZ_APP_SESSION_MATRIX_GB", 0.75)) * GiB)
 GUARD_FLOPS = 4e11  # work above this waits for a click (tens of seconds on a CPU)
 HEAVY_ALLOWANCE = float(os.environ.get("XVIZ_APP_HEAVY_FLOPS", 2e13))  # per session per 10 minutes
@@ -109,37 +112,50 @@ def allowed(label: str, flops: float, key: str) -> bool:
     return True
 
 
-def budget_defaults(ctx, spec, budget: int) -> dict:
+def budget_match(ctx, spec, budget: int):
+    """``analysis.budget.Budgeted``: the parameters matched to ``budget`` keys per query (None when the
+    variant's parameters cannot be resolved at this shape)."""
     b, h, n, d = ctx.shape
     try:
         return budget_params(spec, ctx.inp.k.shape[-2], d, h, keys_per_row=budget, causal=ctx.causal,
-                             dv=ctx.inp.v.shape[-1]).params
+                             dv=ctx.inp.v.shape[-1])
     except XvizError:
-        return {p.name: p.fit_default(n, d) for p in spec.params}
+        return None
+
+
+def budget_defaults(ctx, spec, budget: int) -> dict:
+    got = budget_match(ctx, spec, budget)
+    return got.params if got is not None else {p.name: p.fit_default(ctx.n, ctx.shape[-1]) for p in spec.params}
 
 
 def default_budget(n: int) -> int:
-    """Keys per query the pages give every variant by default: a quarter of N, at most 64."""
-    return max(2, min(64, (n + 3) // 4))
+    """Keys per query the pages give every variant by default: a quarter of N, at least 16 (or N) so
+    that a short sentence still gets patterns, features and ranks that look like themselves, at most 64."""
+    return max(min(n, 16), min(64, (n + 3) // 4))
 
 
 # --------------------------------------------------------------------------------------------- matrices
 def matrices(ctx, key: tuple, results: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The effective matrices of ``results`` (label -> AttentionResult), kept for this session while it
-    looks at the same view ``key`` (one view at a time, within SESSION_MATRIX_BYTES; None entries for
-    results without a matrix). Raises BudgetError when they would not fit."""
-    slot = st.session_state.get("_matrices")
-    if slot is not None and slot[0] == key:
-        return slot[1]
-    st.session_state.pop("_matrices", None)  # free the last view's matrices first
+    looks at the views that hold them (the least recently used views are dropped to stay within
+    SESSION_MATRIX_BYTES; None entries for results without a matrix). Raises BudgetError when one
+    view alone would not fit."""
+    views = st.session_state.setdefault("_matrices", OrderedDict())
+    if key in views:
+        views.move_to_end(key)
+        return views[key][0]
     b, h, n, _ = ctx.shape
     nk = ctx.inp.k.shape[-2]
     need = sum(b * h * n * nk * 4 for r in results.values() if r.has_matrix)
     if need > SESSION_MATRIX_BYTES:
         raise BudgetError(f"the matrices of this view take {need / GiB:.2f} GiB, over this session's "
                           f"{SESSION_MATRIX_BYTES / GiB:.2f} GiB; use a shorter input or fewer heads.")
+    while views and sum(size for _, size in views.values()) + need > SESSION_MATRIX_BYTES:
+        views.popitem(last=False)  # free the oldest view's matrices before building new ones
     out = {label: (r.matrix(keep=False) if r.has_matrix else None) for label, r in results.items()}
-    st.session_state["_matrices"] = (key, out)
+    views[key] = (out, need)
+    while len(views) > 4:
+        views.popitem(last=False)
     return out
 
 

@@ -43,6 +43,11 @@ def param_widget(p: Param, key: str, n: int, d: int, *, default: Any = None, con
         options = spec["options"]
         return c.selectbox(label, options, index=options.index(value) if value in options else 0, key=key,
                            help=help_, bind=BIND)
+    if p.kind == "int" and p.rule is not None and lo is not None and hi is not None and hi - lo <= 4096:
+        # a rule (Reformer's buckets: 1 or even) narrows the range: offer only the values that will run
+        options = [x for x in range(lo, hi + 1) if p.valid(x, n, d)] or [value]
+        value = value if value in options else min(options, key=lambda x: abs(x - value))
+        return c.select_slider(label, options, value=value, key=key, help=help_, bind=BIND)
     if p.kind == "int":
         if lo is not None and hi is not None and 0 < hi - lo <= 256:
             return c.slider(label, min_value=lo, max_value=hi, value=value, step=1, key=key, help=help_, bind=BIND)

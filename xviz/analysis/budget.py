@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..core.errors import XvizError
 from ..core.registry import Param, Shape, VariantSpec
 from ..kernels.costs import sparse_cost
 
@@ -42,12 +43,24 @@ def budget_params(spec: VariantSpec, n: int, d: int, heads: int, *, keys_per_row
                   dv: int | None = None, fixed: Mapping[str, Any] | None = None) -> Budgeted:
     """Parameters at which ``spec``'s own cost model matches the budget of ``keys_per_row`` keys per query.
 
-    Generic over the registry: one integer parameter is tuned (the one that gets closest to the
-    target FLOPs; the rest keep their defaults, ``fixed`` overrides them); a variant whose cost
-    depends on no parameter (exact, top-k) keeps its defaults and is marked unmatched."""
+    A variant that declares a rank parameter (``spec.low_rank``: Linformer's k, Nyström's landmarks,
+    Performer's features) gets rank = keys per query — the same number of keys, landmarks or features
+    per query, the comparison the low-rank papers make — rather than a FLOP match, which would give
+    random-feature methods a handful of features. Otherwise one integer parameter is tuned (the one
+    that gets closest to the target FLOPs; the rest keep their defaults, ``fixed`` overrides them); a
+    variant whose cost depends on no parameter (exact, top-k) keeps its defaults and is marked unmatched."""
     dv = d if dv is None else dv
     target = target_flops(1, heads, n, d, dv, keys_per_row, causal)
     base_in = dict(fixed or {})
+    if spec.low_rank is not None:
+        rank = max(1, min(int(round(keys_per_row)), n))
+        over = spec.low_rank(rank, base_in)
+        try:
+            resolved = spec.resolve({**base_in, **over}, n=n, d=d, heads=heads)
+            flops = float(spec.cost(Shape(1, heads, n, d, dv, causal), **resolved).flops)
+            return Budgeted(params=resolved, knob=next(iter(over), None), flops=flops, matched=True)
+        except XvizError:
+            pass  # a rank this variant cannot take here: fall back to matching FLOPs
 
     def cost_of(over: dict) -> tuple[dict, float] | None:
         try:

@@ -85,6 +85,11 @@ class BoundedCache:
             self.total += size
             self._evict()
 
+    def peek(self, key: Hashable, default: Any = None) -> Any:
+        """The cached value, or ``default`` — never makes one."""
+        with self._lock:
+            return self._hit(key) if key in self._items else default
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

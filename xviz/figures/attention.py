@@ -67,7 +67,7 @@ def _scale_top(values: np.ndarray, cap: float | None) -> tuple[float, str]:
 def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = None, *, names=("exact", "approx"),
                      max_cells: int = SIDE_BY_SIDE_CELLS, window: tuple[int, int, int, int] | None = None,
                      font_size: int = 13, height: int = 520, cap: float | None = None,
-                     selected: tuple[int, int] | None = None) -> go.Figure:
+                     selected: tuple[int, int] | None = None, clickable: bool = False) -> go.Figure:
     """Exact, approximate and their difference (approx − exact) side by side.
 
     The two weight panels share one scale: sequential from 0 for weights that are never negative,
@@ -75,7 +75,8 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     The difference has its own diverging scale centred at 0. With ``cap`` = q (say 0.99) a scale stops
     at the q-quantile of its |values| (long sequences spread attention thin; a few large weights would
     otherwise wash the map out). ``selected`` = (query, key) marks one cell in all three panels (the
-    query inspector shows its row)."""
+    query inspector shows its row). ``clickable``: invisible markers on the weight panels' cells (up to
+    CLICK_CELLS of them) carry [query, key], so a click selects a cell."""
     ex, r0, c0 = _window(_2d(exact), window)
     ap, _, _ = _window(_2d(approx), window)
     ex, ap = ex.astype(np.float64), ap.astype(np.float64)
@@ -99,7 +100,28 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     fig.update_xaxes(title_text="keys →")
     if selected is not None:
         _mark_cell(fig, pe, selected, r0, c0)
+    if clickable and pe.z.size <= CLICK_CELLS:
+        _click_targets(fig, (pe, pa), tokens, r0, c0)
     return style(fig, font_size=font_size, title="Attention weights" + note, height=height)
+
+
+CLICK_CELLS = 64 * 64  # click targets are one marker per cell: at most this many per panel
+
+
+def _click_targets(fig: go.Figure, panels, tokens, r0: int, c0: int) -> None:
+    """One transparent marker per cell of the weight panels, carrying [query, key, weight]: a click selects
+    the cell (plotly heatmaps cannot be selected), and the hover still shows the weight."""
+    rows, cols = axis_tokens(tokens)
+    p = panels[0]
+    y = labels(rows, p.row_starts, p.fr, p.rows, r0)
+    x = labels(cols, p.col_starts, p.fc, p.cols, c0)
+    yy, xx = (g.ravel() for g in np.meshgrid(np.arange(len(y)), np.arange(len(x)), indexing="ij"))
+    for col, panel in enumerate(panels, start=1):
+        custom = np.stack([r0 + p.row_starts[yy], c0 + p.col_starts[xx], panel.z[yy, xx]], 1)
+        fig.add_trace(go.Scatter(x=[x[i] for i in xx], y=[y[i] for i in yy], mode="markers", customdata=custom,
+                                 showlegend=False, marker=dict(size=9, color="rgba(0,0,0,0)", symbol="square"),
+                                 hovertemplate="query %{y}<br>key %{x}<br>%{customdata[2]:.4g} — click to "
+                                               "inspect<extra></extra>"), row=1, col=col)
 
 
 def _mark_cell(fig: go.Figure, p, cell: tuple[int, int], r0: int, c0: int) -> None:
