@@ -12,15 +12,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import streamlit as st  # noqa: E402
 
-from pages.ui import router  # noqa: E402
+from pages.ui import display, router, widgets  # noqa: E402
 from pages.ui.sidebar import build_sidebar  # noqa: E402
 
 st.set_page_config(page_title="xviz — efficient attention vs exact", page_icon=":material/search:", layout="wide")
+display.start_run()
 page = st.navigation(router.pages(), position="top")
 
 top = st.columns([6, 1])
-present = top[1].toggle("Presentation", value=False, key="present", bind="query-params",
-                        help="large fonts; the sidebar and page controls are hidden")
+present = widgets.toggle("Presentation", "present", False, container=top[1],
+                         help="large fonts; the sidebar and page controls are hidden")
 if present:
     st.markdown(
         """<style>

@@ -255,7 +255,7 @@ run_approx = compute.allowed(spec.display_name, compute.cost(ctx, spec, params),
 with st.spinner(f"Running exact attention and {spec.display_name}…"):
     if run_exact:
         with display.guard("Exact attention"):
-            exact, _ = compute.run(ctx, "exact", {})
+            exact, _ = compute.run_exact(ctx)
     if run_approx:
         with display.guard(spec.display_name):
             approx, t_approx = compute.run(ctx, name, params)

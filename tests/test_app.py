@@ -181,3 +181,22 @@ def test_bad_inputs_show_a_message(params, kind, needle):
     at = run_page("explorer", params)
     found = texts(at, kind)
     assert needle in found, found
+
+
+@pytest.mark.parametrize("route_name, params, needle", [
+    ("explorer", {"head": "99"}, "head = 99"),
+    ("explorer", {"query": "-4"}, "query = -4"),
+    ("explorer", {"topk": "abc"}, "topk = 'abc'"),
+    ("explorer", {"present": "maybe"}, "present = 'maybe'"),
+    ("patterns", {"layers": "1000"}, "layers = 1000"),
+    ("compare", {"budget": "0"}, "budget = 0"),
+    ("lsh", {"topk": "0"}, "topk = 0"),
+    ("sweeps", {"sw_variants": "nope"}, "sw_variants = 'nope'"),
+    ("cost", {"cost_variants": "nope"}, "cost_variants = 'nope'"),
+    ("decoding", {"dec_budget": "0"}, "dec_budget = 0"),
+    ("real_model", {"rm_head": "77"}, "rm_head = 77"),
+    ("check", {"chk_quick": "perhaps"}, "chk_quick = 'perhaps'"),
+])
+def test_a_bad_page_setting_in_a_link_is_named(route_name, params, needle):
+    at = run_page(route_name, {**SMALL, **params})
+    assert needle in texts(at, "warning"), texts(at, "warning")

@@ -192,3 +192,16 @@ def test_escape_leaves_no_markup(value):
             if ch == mark and mark not in "()":
                 assert i > 0 and out[i - 1] == "\\", (mark, out)
     assert len(escape("x" * 100_000)) <= 601
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_exact_in_chunks_equals_one_call(causal):
+    from xviz.analysis.reference import exact_in_chunks
+
+    q, k, v = make_qkv(b=1, h=2, n=50, d=8)
+    seen = []
+    r = exact_in_chunks(q, k, v, causal=causal, rows=16, progress=lambda e, n: seen.append(e))
+    ref = xviz.run("exact", q, k, v, causal=causal)
+    assert (r.out - ref.out).abs().max() < 1e-12  # float64, the same kernel on row slices
+    assert seen == [16, 32, 48, 50]
+    assert torch.allclose(r.matrix(), ref.matrix())

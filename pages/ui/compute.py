@@ -20,6 +20,7 @@ import torch
 import xviz
 from xviz.analysis import metrics as metrics_lib
 from xviz.analysis.budget import Allowance, budget_params
+from xviz.analysis.reference import exact_in_chunks
 from xviz.core.cache import BoundedCache
 from xviz.core.errors import BudgetError, XvizError
 from xviz.core.registry import Shape
@@ -69,6 +70,24 @@ def run(ctx, name: str, params: Mapping[str, Any]):
         return r, time.perf_counter() - t0
 
     return RESULTS.get(ctx.key(name, items), make)
+
+
+def run_exact(ctx):
+    """The exact reference: one fused call when it is cheap, else in query chunks behind a progress bar,
+    so that a rerun or the session ending interrupts it between chunks (cached once finished)."""
+    if exact_cost(ctx) <= GUARD_FLOPS:
+        return run(ctx, "exact", {})
+    key = ctx.key("exact", ())
+    done = RESULTS.peek(key)
+    if done is not None:
+        return done
+    bar = st.progress(0.0, text="Exact attention, in chunks of queries…")
+    t0 = time.perf_counter()
+    r = exact_in_chunks(ctx.inp.q, ctx.inp.k, ctx.inp.v, causal=ctx.causal,
+                        progress=lambda e, n: bar.progress(e / n, text=f"Exact attention: {e} of {n} queries"))
+    bar.empty()
+    RESULTS.put(key, (r, time.perf_counter() - t0))
+    return r, time.perf_counter() - t0
 
 
 def shape(ctx) -> Shape:

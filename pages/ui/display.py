@@ -50,14 +50,26 @@ def link_messages(messages) -> None:
 _box = threading.local()
 
 
+def start_run() -> None:
+    """A new script run: no message place yet (messages found before the page's title wait for it)."""
+    _box.box, _box.pending = None, []
+
+
 def notice_box() -> None:
-    """Open the place near the top of the page where link messages go, even those found later by the
-    page's own widgets (``notice``)."""
+    """Open the place under the page's title where link messages go, even those found later by the page's
+    own widgets (``notice``), and show the ones found before it."""
     _box.box = st.container()
+    for message in getattr(_box, "pending", []):
+        notice(message)
+    _box.pending = []
 
 
 def notice(message: str) -> None:
-    (getattr(_box, "box", None) or st).warning(escape(message), icon="🔗")
+    box = getattr(_box, "box", None)
+    if box is None:
+        _box.pending = getattr(_box, "pending", []) + [message]
+    else:
+        box.warning(escape(message), icon="🔗")
 
 
 def bug(what: str, exc: BaseException) -> None:
