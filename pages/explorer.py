@@ -120,7 +120,7 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
     mats2 = None
     if ctx.n <= compute.MATRIX_MAX_N and r2.has_matrix:
         try:
-            mats2 = compute.matrices(ctx, ("pair",) + key2, {"exact": exact, "approx": r2})
+            mats2 = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key2, r2)})
         except BudgetError as exc:
             display.say("info", f"Matrix metrics skipped: {exc}")
     error_panel(compute.metrics(ctx, key2, exact, r2, mats2, view["topk"]), spec2, other, ctx, suffix="2")
@@ -272,7 +272,7 @@ if exact is not None and approx is not None:
     with display.guard("Metrics"), st.spinner("Building the matrices and measuring the error…"):
         if ctx.n <= compute.MATRIX_MAX_N and approx.has_matrix:
             try:
-                mats = compute.matrices(ctx, view_key, {"exact": exact, "approx": approx})
+                mats = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (view_key, approx)})
             except BudgetError as exc:
                 display.say("info", f"Matrix metrics and heatmaps skipped: {exc}")
         error_panel(compute.metrics(ctx, view_key, exact, approx, mats, view["topk"]), spec, name, ctx)

@@ -90,7 +90,7 @@ with display.controls("Patterns", ctx):
 exact_matrix = None
 with display.guard("Exact attention"), st.spinner("Exact attention…"):
     exact, _ = compute.run(ctx, "exact", {})
-    exact_matrix = compute.matrices(ctx, ctx.key("patterns_exact"), {"exact": exact})["exact"]
+    exact_matrix = compute.matrix_of(ctx, ctx.key("exact"), exact)
 rows = build_rows(ctx, budget, exact_matrix)
 df = table(rows)
 st.subheader("The catalog's patterns at this N")

@@ -9,6 +9,18 @@ from pages.ui.routes import ROUTES, route
 from .conftest import plain
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def _warm_model() -> None:
+    """AppTest cannot wait for the app's background model load (its fragments do not poll), so the
+    bundled model is loaded before the first page: these tests see the app on a warm server. The browser
+    suite sees the cold start itself."""
+    from xviz import inputs
+
+    inputs.model_info()
+
+
+_warm_model()
 TIMEOUT = 60  # importing torch, loading the model, running variants on a busy 2-core machine
 
 

@@ -121,6 +121,9 @@ def assert_healthy(pg, charts: bool = True) -> None:
 def test_page_renders(server, page, path, title):
     page.goto(f"{server}/{path}")
     wait_idle(page)
+    if path != "check":  # the first page after start draws while the model loads, then fills in
+        page.locator(".js-plotly-plot").first.wait_for(timeout=IDLE_TIMEOUT * 1000)
+        wait_idle(page)
     if path == "check":  # the battery runs on a button press: press it (quick) and wait for the verdicts
         page.goto(f"{server}/check?chk_variant=sliding_window&chk_quick=true")
         wait_idle(page)

@@ -154,28 +154,29 @@ def default_budget(n: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------- matrices
-def matrices(ctx, key: tuple, results: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The effective matrices of ``results`` (label -> AttentionResult), kept for this session while it
-    looks at the views that hold them (the least recently used views are dropped to stay within
-    SESSION_MATRIX_BYTES; None entries for results without a matrix). Raises BudgetError when one
-    view alone would not fit."""
-    views = st.session_state.setdefault("_matrices", OrderedDict())
-    if key in views:
-        views.move_to_end(key)
-        return views[key][0]
+def matrix_of(ctx, key: tuple, result) -> torch.Tensor:
+    """The effective matrix of one run, kept for this session under the run's own key (the exact
+    reference's survives a change of variant); the least recently used are dropped to stay within
+    SESSION_MATRIX_BYTES. Raises BudgetError when it alone would not fit."""
+    kept = st.session_state.setdefault("_matrices", OrderedDict())
+    if key in kept:
+        kept.move_to_end(key)
+        return kept[key][0]
     b, h, n, _ = ctx.shape
-    nk = ctx.inp.k.shape[-2]
-    need = sum(b * h * n * nk * 4 for r in results.values() if r.has_matrix)
+    need = b * h * n * ctx.inp.k.shape[-2] * 4
     if need > SESSION_MATRIX_BYTES:
-        raise BudgetError(f"the matrices of this view take {need / GiB:.2f} GiB, over this session's "
+        raise BudgetError(f"the attention matrix takes {need / GiB:.2f} GiB, over this session's "
                           f"{SESSION_MATRIX_BYTES / GiB:.2f} GiB; use a shorter input or fewer heads.")
-    while views and sum(size for _, size in views.values()) + need > SESSION_MATRIX_BYTES:
-        views.popitem(last=False)  # free the oldest view's matrices before building new ones
-    out = {label: (r.matrix(keep=False) if r.has_matrix else None) for label, r in results.items()}
-    views[key] = (out, need)
-    while len(views) > 4:
-        views.popitem(last=False)
-    return out
+    while kept and sum(size for _, size in kept.values()) + need > SESSION_MATRIX_BYTES:
+        kept.popitem(last=False)  # free the oldest before building a new one
+    m = result.matrix(keep=False)
+    kept[key] = (m, need)
+    return m
+
+
+def matrices(ctx, results: Mapping[str, tuple]) -> dict[str, torch.Tensor]:
+    """label -> matrix for label -> (run key, AttentionResult); see ``matrix_of``."""
+    return {label: matrix_of(ctx, key, r) for label, (key, r) in results.items()}
 
 
 def metrics(ctx, key: tuple, exact, approx, mats: Mapping[str, torch.Tensor] | None, topk: int):

@@ -138,7 +138,7 @@ def page_header(title: str, ctx) -> None:
 
 def require_input(ctx) -> bool:
     if ctx.inp is None:
-        if ctx.error and ctx.error.startswith("Upload"):
+        if ctx.error and ctx.error.startswith(("Upload", "Loading the model")):
             say("info", ctx.error)  # waiting for a file is not an error
         else:
             say("error", ctx.error or "No input.")

@@ -3,6 +3,8 @@ Every widget is bound to the URL; the raw URL is checked first, so a bad value i
 sentence on the page instead of a silently dropped parameter."""
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 import torch
 
@@ -31,12 +33,52 @@ def _fields():
     return appstate.sidebar_fields(synthetic_kinds=inputs.SYNTHETIC_KINDS, samples=[s.name for s in samples]), samples
 
 
-def _text_source(fields, sb, messages) -> InputSpec:
+_LOADING: dict[str, threading.Thread] = {}  # model -> the thread loading it (one per model per process)
+
+
+def model_ready(model: str) -> bool:
+    """Whether the model is loaded; if not, load it in the background (once), so the page is drawn first
+    and fills in when the model is ready (the first visit after the server started)."""
+    from xviz.inputs import model as model_lib
+
+    if model_lib.is_loaded(model or None):
+        return True
+    thread = _LOADING.get(model)
+    if thread is not None and not thread.is_alive():
+        return True  # it finished without a model: the page's own call says why
+    if thread is None:
+        thread = threading.Thread(target=lambda: _quiet(model_info, model), name="xviz-model-load", daemon=True)
+        _LOADING[model] = thread
+        thread.start()
+    return False
+
+
+def _quiet(fn, *args) -> None:
+    try:
+        fn(*args)
+    except XvizError:  # the page's own call says why
+        pass
+
+
+@st.fragment(run_every=0.5)
+def _wait_for_model(model: str) -> None:
+    if not model_ready(model):
+        st.caption("Loading the model (the first visit after the server started)…")
+    else:
+        st.rerun(scope="app")
+
+
+def _text_source(fields, sb, messages) -> InputSpec | None:
     text = sb.text_area("Text", value=appstate.DEFAULT_TEXT, key="text", bind="query-params", height=110,
                         help="goes through the model: one layer's Q, K, V per head and its own attention")
     with sb.expander("Model, cross-attention", expanded=False):
         model = field_widget(fields["model"])
         kv = field_widget(fields["kv"])
+    if not model_ready(model):
+        field_widget(fields["layer"], container=sb, high=128)
+        with sb:
+            _wait_for_model(model)
+        return None
     try:
         layers = int(model_info(model).get("layers", 1))
     except XvizError as exc:
@@ -124,9 +166,10 @@ def build_sidebar() -> AppContext:
                      present=bool(st.session_state.get("present", False)), img=img, messages=messages,
                      plugin_errors=xviz.plugin_errors())
     if spec is None:
-        ctx.error = ("Upload a file in the sidebar (or pick another input)."
-                     if raw.get("source") == "upload" or st.session_state.get("source") == "upload"
-                     else "No input: pick another source in the sidebar.")
+        source = st.session_state.get("source", raw.get("source", "text"))
+        ctx.error = {"upload": "Upload a file in the sidebar (or pick another input).",
+                     "text": "Loading the model: the page fills in when it is ready (a few seconds, once after "
+                             "the server started)."}.get(source, "No input: pick another source in the sidebar.")
     else:
         try:
             with st.spinner("Preparing the input…"):

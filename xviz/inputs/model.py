@@ -214,6 +214,17 @@ def _max_tokens(model, tokenizer) -> int:
     return min(candidates) if candidates else LIMITS["max_model_tokens"]
 
 
+def is_loaded(model=None) -> bool:
+    """Whether ``model`` (None: the bundled one) is loaded already — without loading it (an app can then
+    draw its page first and load the model beside it)."""
+    try:
+        path, _ = _resolve_path(model)
+    except Exception:  # noqa: BLE001  a bad folder: loading will say why
+        return True
+    with _LOCK:
+        return path in _CACHE
+
+
 def _load(model=None) -> _Loaded:
     path, is_default = _resolve_path(model)
     with _LOCK:
