@@ -142,6 +142,9 @@ def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
                    help=KL_HELP if key == "kl" else None)
     if not spec.has_matrix:
         st.caption(f"{spec.display_name} has no effective attention matrix: only the output error applies.")
+    elif compute.sampled_rows(ctx.n) is not None:
+        st.caption(f"The matrix measures are taken on {compute.METRIC_ROWS:,} evenly spaced of the {ctx.n:,} queries "
+                   "(the output error on all of them).")
     per_head = pd.DataFrame({"head": list(range(len(m.per_head["rel_out"])))}
                             | {METRIC_LABELS[k]: v for k, v in m.per_head.items()})
     with st.expander("Per head", expanded=False):
@@ -192,13 +195,14 @@ def token_view(ctx, mats, spec, head: int, query: int) -> None:
     st.iframe(html, height=140 + 28 * (2 + ctx.n // 12))  # generated here: tokens escaped, weights as numbers
 
 
-def artifacts(ctx, spec, approx, name: str, head: int) -> None:
+def artifacts(ctx, key, spec, approx, name: str, head: int) -> None:
     st.subheader(f"What {spec.display_name} builds")
     tabs = st.tabs(list(approx.artifacts))
     for tab, art in zip(tabs, approx.artifacts):
         with tab, display.guard(f"Artifact {art}"):
             value = approx.artifacts[art]
-            figs = figures.artifact_figures(spec.artifact(art), value, ctx.tokens, head=head, font_size=ctx.font_size)
+            figs = compute.derived(key + ("artifact", art, head, ctx.font_size), lambda: figures.artifact_figures(
+                spec.artifact(art), value, ctx.tokens, head=head, font_size=ctx.font_size))
             if not figs:
                 st.code(repr(value)[:500], language=None)
             for i, f in enumerate(figs):
@@ -296,7 +300,7 @@ if approx is not None and approx.causal:
     with display.guard("State"):
         state_section(ctx, view_key, spec, approx, mats, view["head"])
 if approx is not None and len(approx.artifacts):
-    artifacts(ctx, spec, approx, name, view["head"])
+    artifacts(ctx, view_key, spec, approx, name, view["head"])
 
 if ctx.inp.reference_attention is not None and mats is not None and not ctx.causal:
     head = view["head"]

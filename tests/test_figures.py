@@ -67,17 +67,20 @@ def test_heatmap_payload_bounded_at_large_n():
     assert figures.payload_bytes(fig) < 8 * 2**20
 
 
-def test_compare_heatmaps_one_scale_and_small_payload():
+def test_compare_heatmaps_scales_and_small_payload():
     n = 2000
     ex = torch.softmax(torch.randn(n, n), -1)
     ap = torch.softmax(torch.randn(n, n), -1)
     fig = figures.compare_heatmaps(ex, ap, None)
     assert len(fig.data) == 3
-    assert all(t.coloraxis == "coloraxis" for t in fig.data)
-    cmin, cmax = fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax
-    assert cmin == -cmax
-    # the scale covers every value drawn in all three panels
-    assert max(float(np.abs(z_of(t)).max()) for t in fig.data) <= cmax + 1e-6
+    # weights share one sequential scale from 0; the difference has its own, diverging and symmetric
+    assert [t.coloraxis for t in fig.data] == ["coloraxis", "coloraxis", "coloraxis2"]
+    w, dscale = fig.layout.coloraxis, fig.layout.coloraxis2
+    assert w.cmin == 0 and dscale.cmin == -dscale.cmax
+    assert max(float(z_of(t).max()) for t in fig.data[:2]) <= w.cmax + 1e-6  # every weight drawn is covered
+    assert float(np.abs(z_of(fig.data[2])).max()) <= dscale.cmax + 1e-6
+    signed = figures.compare_heatmaps(ex, ap - 2 * ap.mean(), None)  # implicit weights with a sign
+    assert signed.layout.coloraxis.cmin == -signed.layout.coloraxis.cmax
     assert all(max(z_of(t).shape) <= figures.SIDE_BY_SIDE_CELLS for t in fig.data)
     # the third panel is the difference of the (mean-pooled) first two
     np.testing.assert_allclose(z_of(fig.data[2]), z_of(fig.data[1]) - z_of(fig.data[0]), atol=1e-6)

@@ -32,7 +32,9 @@ RESULTS = BoundedCache(int(float(os.environ.get("XVIZ_APP_RESULT_CACHE_GB", 1.5)
 SMALL = BoundedCache(256 * 2**20)  # metrics, pooled views, anything derived and small
 MEASURED = BoundedCache(64 * 2**20)  # finished benchmark measurements (of this machine: shown to every session)
 REPLAYS = BoundedCache(512 * 2**20)  # decoding replays: per-step curves, one eviction step per key
-SESSION_MATRIX_BYTES = int(float(os.environ.get("XVIZ_APP_SESSION_MATRIX_GB", 0.75)) * GiB)
+# a session keeps the matrices it looks at: the exact and one variant at N = 4,096 with 8 heads (2 × 512 MiB)
+SESSION_MATRIX_BYTES = int(float(os.environ.get("XVIZ_APP_SESSION_MATRIX_GB", 1.25)) * GiB)
+METRIC_ROWS = 1024  # above this many queries, the matrix metrics are measured on this many, evenly spaced
 GUARD_FLOPS = 4e11  # work above this waits for a click (tens of seconds on a CPU)
 HEAVY_ALLOWANCE = float(os.environ.get("XVIZ_APP_HEAVY_FLOPS", 2e13))  # per session per 10 minutes
 MATRIX_MAX_N = 4096  # matrix-based metrics and heatmaps up to this N (memory: B·H·N² floats)
@@ -179,13 +181,22 @@ def matrices(ctx, results: Mapping[str, tuple]) -> dict[str, torch.Tensor]:
     return {label: matrix_of(ctx, key, r) for label, (key, r) in results.items()}
 
 
+def sampled_rows(n: int) -> torch.Tensor | None:
+    """The queries the matrix metrics are measured on: all up to METRIC_ROWS, else METRIC_ROWS evenly spaced."""
+    return None if n <= METRIC_ROWS else torch.linspace(0, n - 1, METRIC_ROWS).round().long()
+
+
 def metrics(ctx, key: tuple, exact, approx, mats: Mapping[str, torch.Tensor] | None, topk: int):
-    """The error panel (cached on the view's key): matrix metrics when the matrices are here, else the
-    output error only."""
+    """The error panel (cached on the view's key): matrix metrics when the matrices are here (on
+    ``sampled_rows`` at large N; the output error always on every query), else the output error only."""
     def make():
         if mats is not None and mats.get("approx") is not None:
-            return metrics_lib.compare(mats["exact"], mats["approx"], v=ctx.inp.v, k=topk,
-                                       outputs=(exact.out, approx.out))
+            rows = sampled_rows(ctx.n)
+            a, b = mats["exact"], mats["approx"]
+            if rows is not None:
+                a, b = a[:, :, rows], b[:, :, rows]
+            m = metrics_lib.compare(a, b, k=topk, outputs=(exact.out, approx.out))
+            return m
         return metrics_lib.compare(exact, approx, with_matrix=False)
     return SMALL.get(key + ("metrics", topk, mats is not None), make)
 

@@ -79,8 +79,10 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     CLICK_CELLS of them) carry [query, key], so a click selects a cell."""
     ex, r0, c0 = _window(_2d(exact), window)
     ap, _, _ = _window(_2d(approx), window)
-    ex, ap = ex.astype(np.float64), ap.astype(np.float64)
-    pe, pa, pd = (pool2d(m, max_cells, "mean") for m in (ex, ap, ap - ex))
+    pe, pa = pool2d(ex, max_cells, "mean"), pool2d(ap, max_cells, "mean")
+    # mean pooling is linear: the pooled difference is the difference of the pooled maps
+    pd = Pooled(z=(pa.z.astype(np.float64) - pe.z).astype(np.float32), fr=pe.fr, fc=pe.fc, row_starts=pe.row_starts,
+                col_starts=pe.col_starts, rows=pe.rows, cols=pe.cols)
     signed = bool(min(pe.z.min(initial=0), pa.z.min(initial=0)) < 0)
     mw, wnote = _scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
     md, dnote = _scale_top(pd.z, cap)

@@ -80,14 +80,15 @@ def _pool_axis(x: np.ndarray, f: int, axis: int, how: str) -> np.ndarray:
             x = np.pad(x, widths, constant_values=fill)
         shape = x.shape[:axis] + (cells, f) + x.shape[axis + 1:]
         return x.reshape(shape).max(axis=axis + 1)
-    # mean over the real cells of each block (the last block may be shorter)
-    acc = x.astype(np.float64)
+    # mean over the real cells of each block (the last block may be shorter); float64 sums without a
+    # float64 copy of the whole array (a 4,096² map is 16 M cells)
+    acc = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
     if pad:
         widths = [(0, 0)] * x.ndim
         widths[axis] = (0, pad)
         acc = np.pad(acc, widths, constant_values=0.0)
     shape = acc.shape[:axis] + (cells, f) + acc.shape[axis + 1:]
-    sums = acc.reshape(shape).sum(axis=axis + 1)
+    sums = acc.reshape(shape).sum(axis=axis + 1, dtype=np.float64)
     counts = np.full(cells, f, dtype=np.float64)
     counts[-1] = n - (cells - 1) * f
     bshape = [1] * sums.ndim
