@@ -3,10 +3,11 @@
 PY := .venv/bin/python
 STREAMLIT_FLAGS := --server.headless true --browser.gatherUsageStats false --server.fileWatcherType none
 
-.venv/installed: requirements.txt
+.venv/installed: requirements.txt pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .  # xviz installed: `xviz` on the PATH of .venv
 	touch $@
 
 .PHONY: app test bench

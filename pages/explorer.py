@@ -236,6 +236,61 @@ def state_section(ctx, key, spec, approx, mats, head: int) -> None:
                    f"{float(torch.as_tensor(s.read_back).double().median()):.0f}.")
 
 
+def run_pair(ctx, spec, params):
+    """(exact, approx) results; work over the guard waits for a click, a library error becomes a message."""
+    exact = approx = None
+    run_exact = compute.allowed("the exact reference", compute.exact_cost(ctx), "force_exact")
+    run_approx = compute.allowed(spec.display_name, compute.cost(ctx, spec, params), "force_approx")
+    with st.spinner(f"Running exact attention and {spec.display_name}…"):
+        if run_exact:
+            with display.guard("Exact attention"):
+                exact, _ = compute.run_exact(ctx)
+        if run_approx:
+            with display.guard(spec.display_name):
+                approx, seconds = compute.run(ctx, spec.name, params)
+                st.caption(f"{spec.display_name}({appstate.describe_params(approx.params)}): "
+                           f"{appstate.format_flops(approx.cost.flops)}FLOPs in theory, {seconds * 1e3:.1f} ms "
+                           f"measured (first run) · exact: {appstate.format_flops(compute.exact_cost(ctx))}FLOPs")
+    return exact, approx
+
+
+def error_section(ctx, key, spec, exact, approx, view):
+    """The error panel; returns the matrices (kept for this session) when they were built."""
+    if exact is None:
+        st.info("No exact reference at this size: the error panel needs it.")
+        return None
+    mats = None
+    with display.guard("Metrics"), st.spinner("Building the matrices and measuring the error…"):
+        if ctx.n <= compute.MATRIX_MAX_N and approx.has_matrix:
+            try:
+                mats = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key, approx)})
+            except BudgetError as exc:
+                display.say("info", f"Matrix metrics and heatmaps skipped: {exc}")
+        error_panel(compute.metrics(ctx, key, exact, approx, mats, view["topk"]), spec, spec.name, ctx)
+    return mats
+
+
+def weights_section(ctx, key, spec, approx, mats, view, tokens) -> None:
+    if mats is not None:
+        with display.guard("Attention matrices"):
+            heatmaps(ctx, key, mats, spec, spec.name, view, tokens)
+        with display.guard("Token view"):
+            token_view(ctx, mats, spec, min(view["head"], mats["approx"].shape[1] - 1), view["query"])
+    elif approx is not None and not approx.has_matrix:
+        st.info(f"{spec.display_name} has no effective N×N matrix to draw.")
+    elif approx is not None and ctx.n > compute.MATRIX_MAX_N:
+        st.info(f"At N = {ctx.n} the N×N matrices are not drawn (up to N = {compute.MATRIX_MAX_N}).")
+
+
+def reference_check(ctx, mats, head: int) -> None:
+    """A real model's input: exact attention from its captured Q, K against its own probabilities."""
+    if ctx.inp.reference_attention is None or mats is None or ctx.causal:
+        return
+    diff = float((ctx.inp.reference_attention[0, head].float() - mats["exact"][0, head].float()).abs().max())
+    st.caption(f"Check: exact attention from the captured Q, K matches the model's own probabilities "
+               f"(head {head}: max |difference| = {diff:.2e}).")
+
+
 ctx = context()
 display.page_header("Explorer", ctx)
 if not display.require_input(ctx):
@@ -253,47 +308,13 @@ if spec.causal_only and not ctx.causal:
             "computed causally here.")
     ctx = dataclasses.replace(ctx, causal=True)
 
-exact = approx = None
-run_exact = compute.allowed("the exact reference", compute.exact_cost(ctx), "force_exact")
-run_approx = compute.allowed(spec.display_name, compute.cost(ctx, spec, params), "force_approx")
-with st.spinner(f"Running exact attention and {spec.display_name}…"):
-    if run_exact:
-        with display.guard("Exact attention"):
-            exact, _ = compute.run_exact(ctx)
-    if run_approx:
-        with display.guard(spec.display_name):
-            approx, t_approx = compute.run(ctx, name, params)
-if approx is not None:
-    st.caption(f"{spec.display_name}({appstate.describe_params(approx.params)}): "
-               f"{appstate.format_flops(approx.cost.flops)}FLOPs in theory, {t_approx * 1e3:.1f} ms measured "
-               f"(first run) · exact: {appstate.format_flops(compute.exact_cost(ctx))}FLOPs")
-
-st.subheader("Error against exact attention")
-mats = None
 view_key = ctx.key(name, tuple(sorted(params.items())))
 tokens = (ctx.tokens, ctx.inp.key_labels) if ctx.inp.cross else ctx.tokens
-if exact is not None and approx is not None:
-    with display.guard("Metrics"), st.spinner("Building the matrices and measuring the error…"):
-        if ctx.n <= compute.MATRIX_MAX_N and approx.has_matrix:
-            try:
-                mats = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (view_key, approx)})
-            except BudgetError as exc:
-                display.say("info", f"Matrix metrics and heatmaps skipped: {exc}")
-        error_panel(compute.metrics(ctx, view_key, exact, approx, mats, view["topk"]), spec, name, ctx)
-elif approx is not None:
-    st.info("No exact reference at this size: the error panel needs it.")
-
+exact, approx = run_pair(ctx, spec, params)
+st.subheader("Error against exact attention")
+mats = error_section(ctx, view_key, spec, exact, approx, view) if approx is not None else None
 st.subheader("Attention weights")
-if mats is not None:
-    with display.guard("Attention matrices"):
-        heatmaps(ctx, view_key, mats, spec, name, view, tokens)
-    with display.guard("Token view"):
-        token_view(ctx, mats, spec, min(view["head"], mats["approx"].shape[1] - 1), view["query"])
-elif approx is not None and not approx.has_matrix:
-    st.info(f"{spec.display_name} has no effective N×N matrix to draw.")
-elif approx is not None and ctx.n > compute.MATRIX_MAX_N:
-    st.info(f"At N = {ctx.n} the N×N matrices are not drawn (up to N = {compute.MATRIX_MAX_N}).")
-
+weights_section(ctx, view_key, spec, approx, mats, view, tokens)
 with display.guard("Second variant"):
     second_variant(ctx, specs, exact, budget, view, tokens)
 if approx is not None and approx.causal:
@@ -301,9 +322,4 @@ if approx is not None and approx.causal:
         state_section(ctx, view_key, spec, approx, mats, view["head"])
 if approx is not None and len(approx.artifacts):
     artifacts(ctx, view_key, spec, approx, name, view["head"])
-
-if ctx.inp.reference_attention is not None and mats is not None and not ctx.causal:
-    head = view["head"]
-    diff = float((ctx.inp.reference_attention[0, head].float() - mats["exact"][0, head].float()).abs().max())
-    st.caption(f"Check: exact attention from the captured Q, K matches the model's own probabilities "
-               f"(head {head}: max |difference| = {diff:.2e}).")
+reference_check(ctx, mats, view["head"])

@@ -64,6 +64,19 @@ def input_maker(ctx, axis: str):
             note + "; the seeds vary only the variants' own randomness (deterministic variants: no band)")
 
 
+def run_sweep(job: Job, chart, series, values, make_input, ctx, axis: str, metric: str, nseeds: int) -> None:
+    """The points not computed yet, drawn as they arrive (a rerun or a Stop keeps those already in ``job``)."""
+    progress = st.empty()
+    total = len(job.items)
+    draw(chart, job.ordered(), total, axis, metric, ctx, final=False)
+    for p in sweeps.sweep(series, axis, values, make_input, n=ctx.n, seeds=tuple(ctx.seed + i for i in range(nseeds)),
+                          metric=metric, causal=ctx.causal, skip=set(job.results)):
+        job.results[(p.series, float(p.x))] = p
+        progress.progress(p.index / max(1, p.total), text=f"{p.index}/{p.total}: {p.series} at x = {p.x:g}")
+        draw(chart, job.ordered(), total, axis, metric, ctx, final=False)
+    progress.empty()
+
+
 def buttons(job: Job) -> st.delta_generator.DeltaGenerator:
     bc = st.columns([1, 1, 4])
     if bc[0].button("⏹ Stop", key="sw_stop", help="end the sweep; the points so far stay"):
@@ -132,17 +145,10 @@ items = [(s.title, float(x)) for s in series for x in values[s.title]]
 job = Job.current(st.session_state.get(STATE), (ctx.key(), axis, metric, nseeds, tuple(items)), items)
 st.session_state[STATE] = job
 status = buttons(job)
-chart, progress = st.empty(), st.empty()
+chart = st.empty()
 if job.running:
-    seeds = tuple(ctx.seed + i for i in range(nseeds))
     with display.guard("Sweep"):
-        draw(chart, job.ordered(), len(items), axis, metric, ctx, final=False)
-        for p in sweeps.sweep(series, axis, values, make_input, n=n, seeds=seeds, metric=metric, causal=ctx.causal,
-                              skip=set(job.results)):
-            job.results[(p.series, float(p.x))] = p
-            progress.progress(p.index / max(1, p.total), text=f"{p.index}/{p.total}: {p.series} at x = {p.x:g}")
-            draw(chart, job.ordered(), len(items), axis, metric, ctx, final=False)
-    progress.empty()
+        run_sweep(job, chart, series, values, make_input, ctx, axis, metric, nseeds)
 pts = job.ordered()
 draw(chart, pts, len(items), axis, metric, ctx, final=True)
 results_table(pts, ctx, axis, metric, nseeds, status, job)
