@@ -11,7 +11,7 @@ from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz.analysis import bench
 from xviz.analysis.jobs import Job
-from xviz.figures import explain as fx
+from xviz.figures import scaling as fx
 
 LRA_NS = (1024, 2048, 3072, 4096)
 LRA_PAPER = {  # Tay et al. 2020, Table 2 (TPU v3, batch 32): speed-up at 1K–4K, memory at 4K (GB)

@@ -9,7 +9,7 @@ from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz import appstate
 from xviz.analysis import lsh as la, lsh_views as lv
-from xviz.figures import explain as fx
+from xviz.figures import lsh as fx
 
 MATRIX_MAX_N = 2048  # the sorted matrix and the missed-key view build N×N weights for one head
 RECALL_MAX_N = 1024  # the recall grid runs the variant a few dozen times with dense masks

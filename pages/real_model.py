@@ -12,7 +12,7 @@ from xviz.analysis import spectra
 from xviz.analysis.budget import budget_params
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.registry import Shape
-from xviz.figures import explain as fx
+from xviz.figures import spectra as fx
 
 THUMB_CELLS = 32  # each thumbnail is mean-pooled to at most this many cells a side
 ERROR_GUARD_FLOPS = 2e11  # a variant over every layer above this waits for a click

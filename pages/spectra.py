@@ -10,7 +10,7 @@ from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context, model_info
 from xviz import appstate
 from xviz.analysis import spectra
-from xviz.figures import explain as fx
+from xviz.figures import spectra as fx
 
 SPECTRUM_MAX_N = 2048  # an SVD per head (seconds each at 2K on a CPU)
 LOWRANK_MAX_N = 1024  # the rank-k variants' N×N matrices at ~8 ranks × seeds

@@ -13,7 +13,7 @@ from xviz import figures, inputs
 from xviz.analysis import sweeps
 from xviz.analysis.jobs import Job
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
-from xviz.figures import explain as fx
+from xviz.figures import scaling as fx
 
 STATE = "_sweep_job"
 AXIS_LABELS = {"param": "a parameter", "n": "N (sequence length)", "scale": "logit scale"}

@@ -3,7 +3,8 @@
 - ``base``       pooling (mean for weights, max for masks), labels, styling, colour scales, export;
 - ``attention``  heatmaps, masks, strips, query lines, any variant's artifacts by their declared kind,
                  patterns' mass and reachability, error against cost;
-- ``explain``    LSH and clustering, spectra, sweeps, the real model's layers, cost and scaling;
+- ``lsh``, ``spectra``, ``scaling``  LSH and clustering; spectra and the real model; sweeps and cost;
+- ``state``, ``tokens``, ``decode``  a recurrence's state; the text shaded by attention; KV-cache replays;
 - ``report``     the ``xviz check`` report (figures and a self-contained HTML page).
 
 ``from xviz import figures`` gives ``base`` and ``attention`` names directly (``figures.heatmap``).

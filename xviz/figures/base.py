@@ -32,6 +32,21 @@ FAMILY_COLOURS = {
     "low rank": "#d62728", "kernel": "#ff7f0e", "memory/downsampling": "#9467bd", "recurrence": "#8c564b",
     "prior": "#e377c2",
 }
+MISSED_COLOUR = "#d62728"
+HIT_COLOUR = "#2ca02c"
+
+
+def colour(i: int) -> str:
+    """The i-th of the qualitative colours (heads, clusters, policies), cycling."""
+    return QUALITATIVE[i % len(QUALITATIVE)]
+
+
+def rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 # 24 distinct colours (plotly's Dark24): heads, clusters and buckets up to 24 never share one.
 QUALITATIVE = ["#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86", "#EB663B",
                "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE", "#862A16", "#A777F1",
