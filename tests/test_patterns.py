@@ -17,7 +17,7 @@ import torch
 
 import xviz
 from xviz.analysis.check import rel_err
-from xviz.kernels import blocks as B, patterns as P
+from xviz.kernels import blocks as B, flex as F, patterns as P
 
 from .conftest import make_qkv
 
@@ -308,6 +308,45 @@ def test_tiles_equal_the_gather_reference(name, causal, nq):
     assert rel_err(fast, masked_reference(q, k, v, mask, 0.35)) < 1e-10
     if causal:
         assert not mask.triu(1).any()
+
+
+FLEX_CASES = [("dilated-heads", False, 53), ("strided-union", False, 53), ("fixed-heads", False, 53),
+              ("random", False, 53), ("longformer", True, 53), ("bigbird", True, 53),
+              ("fixed", False, 70), ("blocked", False, 40)]
+
+
+@pytest.mark.filterwarnings("ignore:.*flex_attention.*")
+@pytest.mark.parametrize("name,causal,nq", FLEX_CASES, ids=[f"{n}-{c}-{q}" for n, c, q in FLEX_CASES])
+def test_flex_mask_mod_equals_the_tiles(name, causal, nq):
+    """FlexAttention's mask_mod (run here by its eager reference, which evaluates it on every (i, j);
+    the compiled kernel runs on CUDA) is the same pattern as the tiles: every feature (layouts,
+    per-head tables and columns, merged parts, global rows, causal, cross) in one case or another."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    n, heads = 53, 2
+    q, _, _ = make_qkv(b=1, h=heads, n=nq, d=8, dv=5, seed=1)
+    _, k, v = make_qkv(b=1, h=heads, n=n, d=8, dv=5, seed=2)
+    pattern = patterns_at(n, heads, causal)[name]
+    fast = F.execute(q, k, v, 0.35, pattern)
+    assert rel_err(fast, B.execute_tiles(q, k, v, 0.35, pattern)) < 1e-10  # float64, as above
+
+
+@pytest.mark.parametrize("name", ["window", "dilated", "longformer", "fixed-heads", "bigbird", "axial"])
+def test_flex_block_mask_covers_every_allowed_key(name):
+    """Every (query, key) the mask_mod allows lies in a 128 × 128 block the BlockMask visits."""
+    flex_attention = pytest.importorskip("torch.nn.attention.flex_attention")
+    n, heads = 700, 2
+    q, k, v = make_qkv(b=1, h=heads, n=n, d=4, dtype=torch.float32)
+    pattern = {**patterns_at(n, heads, False), "window": P.window(n, back=40, forward=40),
+               "dilated": P.dilated_window(n, window=20, dilation=3)}[name]
+    for part in pattern.parts:
+        qh, kh, vh = (x[:, part.heads] if part.heads is not None else x for x in (q, k, v))
+        bm, qp, kl, _, _ = F.prepare(qh, kh, vh, part, pattern)
+        allowed = flex_attention.create_mask(bm.mask_mod, 1, qh.shape[1], qp.shape[-2], kl.shape[-2])
+        visited = bm.to_dense().repeat_interleave(F.BLOCK, -2).repeat_interleave(F.BLOCK, -1)
+        visited = visited[..., :qp.shape[-2], :kl.shape[-2]]
+        assert allowed.any() and not (allowed & ~visited).any()
+        if name != "bigbird":  # (4-position random blocks land everywhere)
+            assert visited.float().mean() < 0.9  # and the mask is block-sparse
 
 
 def test_cross_rule_places_each_query_at_a_key_position():
