@@ -223,3 +223,78 @@ def biased(q, k, v, scale: float, causal: bool, bias_mod) -> torch.Tensor:
     if causal:
         bm = create_block_mask(lambda b, h, i, j: j <= i, None, None, nq, nk, device=q.device)
     return _flex(q, k, v, score_mod=score_mod, block_mask=bm, scale=scale)[0]
+
+
+def toeplitz_attention(q, k, v, scale: float, causal: bool, bias: torch.Tensor, chunks: int = 8) -> torch.Tensor:
+    """softmax(QKᵀ·scale + B)V for a relative-position bias B_ij = bias[h, i − j + N_k − 1]
+    (``bias``: (1 or H, N_q + N_k − 1); ALiBi, Gaussian priors, relative positions), −inf for
+    j > i when causal. One fused call, no N×N tensor:
+
+    * CUDA: FlexAttention with the bias as a score_mod (causal: a block-sparse causal BlockMask);
+    * elsewhere: SDPA with a float ``attn_mask`` that is a zero-copy view. With the keys in reverse
+      order (j' = N_k − 1 − j) the bias is a Hankel matrix, B[i, j'] = u[i + j'], i.e. the strided
+      view (row stride 1, column stride 1) of one vector per head. Causal rows run in ``chunks``
+      row blocks, each against the keys up to its last row (≈ 1.1× the causal work, not 2×).
+    """
+    b, h, nq, _ = q.shape
+    nk = k.shape[-2]
+    if causal:
+        bias = bias.clone()
+        bias[..., : nk - 1] = float("-inf")  # i − j < 0
+    if q.is_cuda and available() and engine() != "tiles":
+        u = bias.to(q.dtype if q.dtype != torch.float64 else torch.float64)
+        per_head = u.shape[0] > 1
+
+        def bias_mod(hh, i, j):
+            return u[hh if per_head else 0, i - j + nk - 1]
+
+        return biased(q, k, v, scale, causal, bias_mod)
+    wd = work_dtype(q.dtype)
+    q_, kf, vf = q.to(wd), k.to(wd).flip(-2), v.to(wd).flip(-2)
+    u = bias.to(wd).contiguous()
+    hs = u.shape[0]
+    out = q_.new_empty(b, h, nq, v.shape[-1])
+    step = -(-nq // chunks) if causal else nq
+    for s in range(0, nq, step):
+        e = min(nq, s + step)
+        keys = min(nk, e) if causal else nk  # causal: keys 0 … e − 1 are the last e reversed keys
+        # B[i, j'] for rows s … e − 1 and reversed keys nk − keys … nk − 1: u[i + j'] from offset s + nk − keys
+        mask = u.as_strided((1, hs, e - s, keys), (0, u.stride(0) if hs > 1 else 0, 1, 1),
+                            storage_offset=u.storage_offset() + s + nk - keys)
+        out[:, :, s:e] = torch.nn.functional.scaled_dot_product_attention(
+            q_[:, :, s:e], kf[:, :, nk - keys:], vf[:, :, nk - keys:], attn_mask=mask, scale=scale)
+    return out.to(v.dtype)
+
+
+def fused_lse(q, k, v, scale: float, allowed=None, chunk_rows: int = 1024):
+    """(out, lse) of softmax(QKᵀ·scale) over the keys ``allowed(i, j)`` keeps (index grids; None:
+    all), from one fused kernel: FlexAttention on CUDA, PyTorch's CPU flash kernel (which returns
+    the log-sum-exp) elsewhere, in row chunks for the mask. A row with no key: out 0, lse −inf.
+    Logits at ≥ float32."""
+    nq, nk = q.shape[-2], k.shape[-2]
+    if q.is_cuda and available() and engine() != "tiles":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        bm = None if allowed is None else create_block_mask(lambda b, h, i, j: allowed(i, j), None, None, nq, nk,
+                                                            device=q.device)
+        out, lse = _flex(q, k, v, block_mask=bm, scale=scale)
+        return out, lse
+    wd = work_dtype(q.dtype)
+    d, dv = q.shape[-1], v.shape[-1]
+    width = max(d, dv)  # the CPU kernel wants one head size: zero columns change no logit
+    pad = lambda x: torch.nn.functional.pad(x.to(wd), (0, width - x.shape[-1]))  # noqa: E731
+    qp, kp, vp = pad(q), pad(k), pad(v)
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    outs, lses = [], []
+    cols = torch.arange(nk, device=q.device)
+    for s in range(0, nq, chunk_rows if allowed is not None else nq):
+        e = min(nq, s + chunk_rows) if allowed is not None else nq
+        mask, empty = None, torch.zeros(e - s, dtype=torch.bool, device=q.device)
+        if allowed is not None:
+            keep = allowed(torch.arange(s, e, device=q.device)[:, None], cols[None, :])
+            mask = torch.zeros(keep.shape, dtype=wd, device=q.device).masked_fill_(~keep, float("-inf"))[None, None]
+            empty = ~keep.any(-1)  # the kernel leaves such rows at 0 with lse 0
+        o, l = op(qp[:, :, s:e], kp, vp, attn_mask=mask, scale=scale)
+        outs.append(torch.where(empty[..., None], 0.0, o[..., :dv]))
+        lses.append(torch.where(empty, float("-inf"), l))
+    return torch.cat(outs, -2), torch.cat(lses, -1)
