@@ -123,7 +123,7 @@ def _cmd_check(args) -> int:
 def _cmd_bench(args) -> int:
     import torch
 
-    from .analysis.bench import run_engine_bench, targets_text, write_tables
+    from .analysis.bench import device_label, run_engine_bench, targets_text, write_tables
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
@@ -132,7 +132,7 @@ def _cmd_bench(args) -> int:
     rows = run_engine_bench(variants, ns=ns, d=args.d, heads=args.heads, batch=args.batch, device=device,
                             dtype=dtype, causal=args.causal, repeats=args.repeats,
                             max_quadratic_n=args.max_quadratic_n, progress=lambda m: print(m, flush=True))
-    label = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({__import__('os').cpu_count()} cores)"
+    label = device_label(torch.device(device))
     title = f"Engine benchmark on {label}, {args.dtype}, d={args.d}, heads={args.heads}, batch={args.batch}"
     csv_path, md_path = write_tables(rows, args.out, title)
     print(targets_text(rows))
