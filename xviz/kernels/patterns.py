@@ -105,8 +105,8 @@ def dilated_window(n: int, *, window: int, dilation: int, per_head: bool = False
         part = _window_part(n, reach, fwd, sel, order=order, block=b)
 
         def allowed(i, j, back=reach * d, fwd=fwd * d, d=d):
-            e = j - i
-            return (e >= -back) & (e <= fwd) & (e % d == 0)  # a tile at a class edge also holds the next class
+            e = j - i  # the same class (residues taken before broadcasting): a tile at a class edge holds the next
+            return (e >= -back) & (e <= fwd) & (i % d == j % d)
 
         part.allowed = allowed
         parts.append(part)
