@@ -17,7 +17,7 @@ import torch
 
 import xviz
 from xviz.analysis.check import rel_err
-from xviz.kernels import blocks as B, flex as F, patterns as P
+from xviz.kernels import blocks as B, flex as F, patterns as P, tiles as T
 
 from .conftest import make_qkv
 
@@ -299,7 +299,7 @@ def test_tiles_equal_the_gather_reference(name, causal, nq):
     pattern = patterns_at(n, heads, causal)[name]
     q, _, _ = make_qkv(b=2, h=heads, n=nq, d=8, dv=5, seed=1)
     _, k, v = make_qkv(b=2, h=heads, n=n, d=8, dv=5, seed=2)
-    fast = B.execute_tiles(q, k, v, 0.35, pattern)
+    fast = T.execute_tiles(q, k, v, 0.35, pattern)
     ref = B.pattern_views(q, k, v, ctx_for(causal), pattern, compute_out=True).out  # gather + softmax per row
     mask = P.dense_mask(pattern, heads=heads, nq=nq)
     # float64: the tiles merge partial softmaxes (log-sum-exp) and sum in another order than the
@@ -327,7 +327,7 @@ def test_flex_mask_mod_equals_the_tiles(name, causal, nq):
     _, k, v = make_qkv(b=1, h=heads, n=n, d=8, dv=5, seed=2)
     pattern = patterns_at(n, heads, causal)[name]
     fast = F.execute(q, k, v, 0.35, pattern)
-    assert rel_err(fast, B.execute_tiles(q, k, v, 0.35, pattern)) < 1e-10  # float64, as above
+    assert rel_err(fast, T.execute_tiles(q, k, v, 0.35, pattern)) < 1e-10  # float64, as above
 
 
 @pytest.mark.parametrize("name", ["window", "dilated", "longformer", "fixed-heads", "bigbird", "axial"])
@@ -363,15 +363,15 @@ def test_cross_rule_places_each_query_at_a_key_position():
 @pytest.mark.parametrize("causal", [False, True])
 def test_tiles_split_a_huge_block_by_rows(monkeypatch, causal):
     """A block as long as N (an exact limit) must not need a block×span logit tensor at once."""
-    monkeypatch.setattr(B, "TILE_ELEMENTS", 4096)
+    monkeypatch.setattr(T, "TILE_ELEMENTS", 4096)
     q, k, v = make_qkv(b=1, h=2, n=100, d=4)
     ref = xviz.run("exact", q, k, v, causal=causal, scale=0.5).out
     one_block = P.blocked_local(100, block=100, look_back=0, look_forward=0, causal=causal)
     one_class = P.sparse_strided(100, stride=1, heads_mode="alternate", heads=2, causal=causal)  # head 1: j ≡ i mod 1
     # float64; both are exact attention here (the strided pattern in its odd head)
-    assert rel_err(B.execute_tiles(q, k, v, 0.5, one_block), ref) < 1e-12
-    assert rel_err(B.execute_tiles(q, k, v, 0.5, one_class)[:, 1], ref[:, 1]) < 1e-12
-    assert rel_err(B.dense_rows(q * 0.5, k, v, 1.0, causal, torch.arange(100)), ref) < 1e-12
+    assert rel_err(T.execute_tiles(q, k, v, 0.5, one_block), ref) < 1e-12
+    assert rel_err(T.execute_tiles(q, k, v, 0.5, one_class)[:, 1], ref[:, 1]) < 1e-12
+    assert rel_err(T.dense_rows(q * 0.5, k, v, 1.0, causal, torch.arange(100)), ref) < 1e-12
 
 
 def test_merge_of_disjoint_parts_is_the_softmax_of_their_union():
@@ -381,9 +381,9 @@ def test_merge_of_disjoint_parts_is_the_softmax_of_their_union():
     cols = torch.tensor([0, 9, 17, 29])
     with_cols = B.BlockPattern(30, [B.BlockPart(own.parts[0].table, 5, 5, columns=cols[None])])
     union = (i // 5 == j // 5) | torch.isin(j, cols)
-    assert rel_err(B.execute_tiles(q, k, v, 0.4, with_cols), masked_reference(q, k, v, union, 0.4)) < 1e-12
+    assert rel_err(T.execute_tiles(q, k, v, 0.4, with_cols), masked_reference(q, k, v, union, 0.4)) < 1e-12
     # each part's lse is the log of its partition function
-    _, lse = B.part_tiles(q * 0.4, k, v, own.parts[0], own)
+    _, lse = T.part_tiles(q * 0.4, k, v, own.parts[0], own)
     logits = q @ k.transpose(-1, -2) * 0.4
     expect = torch.logsumexp(logits.masked_fill(~(i // 5 == j // 5), float("-inf")), -1)
     assert (lse - expect).abs().max().item() < 1e-12  # float64

@@ -66,7 +66,8 @@ def _flex(q, k, v, *, score_mod=None, block_mask=None, scale=None):
 
 def execute(q, k, v, scale: float, pattern) -> torch.Tensor:
     """``blocks.execute`` on FlexAttention; parts it cannot express compactly fall back to tiles."""
-    from .blocks import dense_rows, merge, part_tiles
+    from .dense import merge
+    from .tiles import dense_rows, part_tiles
 
     wd = work_dtype(q.dtype)  # logits at ≥ float32 (the CUDA kernel accumulates in float32 for half inputs)
     fd = q.dtype if q.is_cuda else wd
@@ -129,7 +130,8 @@ def prepare(qs, k, v, p, pattern):
     (block_mask, q rows, k slots, v slots, q_slots), or None (see ``part_flex``)."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    from .blocks import _dedupe, _tile_rows, centres, plan_tiles
+    from .blocks import centres
+    from .tiles import _dedupe, _tile_rows, plan_tiles
 
     b, h, nq, d = qs.shape
     n, dev = k.shape[-2], qs.device

@@ -16,7 +16,8 @@ import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output
-from ..kernels.blocks import merge, part_tiles
+from ..kernels.dense import merge
+from ..kernels.tiles import part_tiles
 from ..kernels.flex import fused_lse
 from ..kernels.patterns import blocked_local
 from ..kernels.segments import segment_means
