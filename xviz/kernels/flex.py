@@ -244,7 +244,7 @@ def toeplitz_attention(q, k, v, scale: float, causal: bool, bias: torch.Tensor, 
         bias = bias.clone()
         bias[..., : nk - 1] = float("-inf")  # i − j < 0
     if q.is_cuda and available() and engine() != "tiles":
-        u = bias.to(q.dtype if q.dtype != torch.float64 else torch.float64)
+        u = bias.to(torch.float64 if q.dtype == torch.float64 else torch.float32)  # scores are ≥ float32
         per_head = u.shape[0] > 1
 
         def bias_mod(hh, i, j):
@@ -274,18 +274,19 @@ def fused_lse(q, k, v, scale: float, allowed=None, chunk_rows: int = 1024):
     the log-sum-exp) elsewhere, in row chunks for the mask. A row with no key: out 0, lse −inf.
     Logits at ≥ float32."""
     nq, nk = q.shape[-2], k.shape[-2]
-    if q.is_cuda and available() and engine() != "tiles":
+    d, dv = q.shape[-1], v.shape[-1]
+    width = max(d, dv)  # the fused kernels want one head size: zero columns change no logit
+    cuda = q.is_cuda and available() and engine() != "tiles"
+    wd = q.dtype if cuda else work_dtype(q.dtype)
+    pad = lambda x: torch.nn.functional.pad(x.to(wd), (0, width - x.shape[-1]))  # noqa: E731
+    qp, kp, vp = pad(q), pad(k), pad(v)
+    if cuda:
         from torch.nn.attention.flex_attention import create_block_mask
 
         bm = None if allowed is None else create_block_mask(lambda b, h, i, j: allowed(i, j), None, None, nq, nk,
                                                             device=q.device)
-        out, lse = _flex(q, k, v, block_mask=bm, scale=scale)
-        return out, lse
-    wd = work_dtype(q.dtype)
-    d, dv = q.shape[-1], v.shape[-1]
-    width = max(d, dv)  # the CPU kernel wants one head size: zero columns change no logit
-    pad = lambda x: torch.nn.functional.pad(x.to(wd), (0, width - x.shape[-1]))  # noqa: E731
-    qp, kp, vp = pad(q), pad(k), pad(v)
+        out, lse = _flex(qp, kp, vp, block_mask=bm, scale=scale)
+        return out[..., :dv], lse
     op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     outs, lses = [], []
     cols = torch.arange(nk, device=q.device)
