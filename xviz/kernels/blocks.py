@@ -187,7 +187,12 @@ def pattern_views(q, k, v, ctx, pattern: BlockPattern, *, compute_out: bool = Fa
 
 def pattern_output(q, k, v, ctx, pattern: BlockPattern, extra: dict | None = None) -> Output:
     """What a block-pattern variant returns: the fast ``out``; matrix, mask, keys_per_row (and the
-    global rows) from the same pattern's key lists, built on request."""
+    global rows) from the same pattern's key lists, built on request. One-position blocks (per-row
+    keys: random) share no tile, so there the per-key gather *is* the fast path (2× the tiles')."""
+    if all(p.q_block == p.k_block == 1 for p in pattern.parts):
+        result = pattern_views(q, k, v, ctx, pattern, compute_out=True)
+        result.artifacts.update(extra or {})
+        return result
     out = execute(q, k, v, ctx.scale, pattern)
     extra = dict(extra or {})
     full = pattern.query_full_rows(q.shape[-2], q.device)

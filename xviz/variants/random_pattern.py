@@ -12,9 +12,9 @@ Different heads draw differently; batch elements share the draw. Causal: row i d
 [0, i] (uniform over the past), so nothing reaches the future. Because of the replacement
 there is no finite keys_per_row that is guaranteed exact, so no exact limit is declared.
 Pattern: ``patterns.random_keys`` — a block table of one-position blocks (row i's tile holds its
-drawn keys and itself), executed like every block pattern; per-row keys cannot share tiles, so
-this one is a gather at heart (O(N·r·d), no N×N tensor). Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
-c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``)
+drawn keys and itself). Per-row keys share no tile, so the per-key gather of xviz.sparse is the
+fastest path here (O(N·r·d), memory-bound: ≈ 0.5 FLOP per byte gathered; no N×N tensor).
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋
 (its own key is c(i); draws are from the N_k keys).
 """
 from ..kernels import patterns
