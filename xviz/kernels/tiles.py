@@ -7,7 +7,7 @@ plain 3-D matmuls, per (batch, head) row, over chunks of tiles sized to stay in 
 * The element predicate, causality and validity become an additive 0 / −inf bias that the matmul
   adds as it writes (``baddbmm``), broadcast over rows where it does not depend on them.
 * Shared columns join the tile's logits, so one softmax covers both; a part that is merged with
-  others returns its log-sum-exp (``_softmax_out``), one that is alone uses ``torch.softmax``.
+  others returns its log-sum-exp (``softmax_out``), one that is alone uses ``torch.softmax``.
 * A tile wider than the budget (a block as long as N: an exact limit) is split by rows.
 
 Held to the gather reference (``blocks.pattern_views(compute_out=True)``) by tests/test_patterns.py.
@@ -231,7 +231,7 @@ def part_tiles(qs, k, v, p: BlockPart, pattern: BlockPattern, need_lse: bool = T
                     else:
                         out[bh, s:e, r0:r1] = o
                     continue
-                o, l = _softmax_out(logits, None, vt)
+                o, l = softmax_out(logits, None, vt)
                 out[bh, s:e, r0:r1] = o
                 lse[bh, s:e, r0:r1] = l
     out = out.view(b, h, t * bq, dv)
@@ -284,7 +284,7 @@ def _probs_times(p, vt):
     return out.add_(torch.mm(p[..., span:].reshape(c * r, -1), v_cols).view(c, r, -1))
 
 
-def _softmax_out(logits: torch.Tensor, keep: torch.Tensor | None, vt: torch.Tensor):
+def softmax_out(logits: torch.Tensor, keep: torch.Tensor | None, vt: torch.Tensor):
     """softmax(logits)·v over ``keep`` with its log-sum-exp, in place on ``logits`` (normalised after
     the product, one pass fewer). A row with no key: out 0, lse −inf. The max is detached (a
     softmax does not depend on it), so the graph stays differentiable."""
@@ -310,5 +310,5 @@ def dense_rows(q, k, v, scale: float, causal: bool, rows: torch.Tensor) -> torch
         r = rows[s:s + step]
         logits = torch.matmul(q[:, :, r], k.transpose(-1, -2)) * scale  # (B, H, g, N)
         keep = (cols[None, :] <= r[:, None]) if causal else None
-        out[:, :, s:s + step] = _softmax_out(logits, keep, v)[0]
+        out[:, :, s:s + step] = softmax_out(logits, keep, v)[0]
     return out
