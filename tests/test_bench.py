@@ -88,3 +88,9 @@ def test_tables_hold_the_roofline_and_the_targets(tmp_path):
     assert "share of matmul peak" in md and "Targets:" in md and "40.0%" in md
     assert "N = 4096" in (tmp_path / "roofline.md").read_text()
     assert "1.25" in (tmp_path / "peers.md").read_text()
+
+
+def test_memory_growth_ignores_page_noise():
+    rows = [Row("a", 1024, 1.0, 4096.0, 1.0), Row("a", 16384, 1.0, 64e6, 1.0),  # 4 KB: page noise
+            Row("b", 1024, 1.0, 2e6, 1.0), Row("b", 16384, 1.0, 30e6, 1.0)]
+    assert bench.memory_growth(rows, 1024, 16384) == {"b": pytest.approx(15.0)}

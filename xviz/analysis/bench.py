@@ -278,10 +278,15 @@ def _with_roofline(row: Row, peak: float) -> Row:
     return row
 
 
+MIN_PEAK_BYTES = 1 << 20  # below a MiB the CPU high-water mark is page noise: no ratio from it
+
+
 def memory_growth(rows: list[Row], n_from: int, n_to: int) -> dict[str, float]:
-    """Peak memory at ``n_to`` over peak memory at ``n_from``, per variant."""
+    """Peak memory at ``n_to`` over peak memory at ``n_from``, per variant (where the smaller one
+    is at least MIN_PEAK_BYTES: a ratio of page noise means nothing)."""
     at = {(r.variant, r.n): r.peak_bytes for r in rows if r.peak_bytes}
-    return {v: at[(v, n_to)] / at[(v, n_from)] for (v, n) in at if n == n_from and (v, n_to) in at and at[(v, n_from)] > 0}
+    return {v: at[(v, n_to)] / at[(v, n_from)] for (v, n) in at
+            if n == n_from and (v, n_to) in at and at[(v, n_from)] >= MIN_PEAK_BYTES}
 
 
 # ----------------------------------------------------------------------------------------------- targets
