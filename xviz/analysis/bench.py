@@ -106,20 +106,25 @@ def _status_bytes(key: str) -> int:
         return int(f.read().split(key + ":")[1].split()[0]) * 1024
 
 
-_malloc_tuned = False
+_libc = None
 
 
-def tune_malloc() -> None:
-    """Make glibc hand blocks of 128 KB and more straight back to the kernel when freed, so a
-    later allocation shows up as new resident pages instead of silently reusing a cached block."""
-    global _malloc_tuned
-    if not _malloc_tuned:
-        import ctypes
+def tune_malloc(strict: bool = True) -> None:
+    """strict: make glibc hand blocks of 128 KB and more straight back to the kernel when freed, so a
+    later allocation shows up as new resident pages instead of silently reusing a cached block (what
+    ``PeakRSS`` needs). Not strict: let it keep freed blocks (what a program normally gets, and what
+    timings must see: with strict settings every large allocation page-faults afresh, which would
+    charge an algorithm for its allocation count rather than its work)."""
+    global _libc
+    import ctypes
 
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
-        _malloc_tuned = True
+    if _libc is None:
+        _libc = ctypes.CDLL("libc.so.6")
+    limit = 128 * 1024 if strict else 1 << 30
+    _libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
+    _libc.mallopt(-1, limit)  # M_TRIM_THRESHOLD
+    if strict:
+        _libc.malloc_trim(0)  # hand back what the relaxed setting kept, so it cannot be reused unseen
 
 
 class PeakRSS:
@@ -140,9 +145,10 @@ class PeakRSS:
 
 
 def measure(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> tuple[float, float]:
-    """(median seconds, peak bytes) of ``fn`` after one warm-up call."""
+    """(median seconds, peak bytes) of ``fn`` after one warm-up call. CPU: timed with the allocator
+    as a program normally has it, then one more call under ``PeakRSS`` for the memory."""
     if device.type == "cpu":
-        tune_malloc()  # before the warm-up, so its blocks are not cached for the measured runs
+        tune_malloc(strict=False)
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -158,11 +164,16 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int = 3) ->
             times.append(start.elapsed_time(end) / 1e3)
         return statistics.median(times), float(torch.cuda.max_memory_allocated(device) - base)
     times = []
-    with PeakRSS() as peak:
-        for _ in range(repeats):
-            t = time.perf_counter()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    tune_malloc(strict=True)
+    try:
+        with PeakRSS() as peak:
             fn()
-            times.append(time.perf_counter() - t)
+    finally:
+        tune_malloc(strict=False)
     return statistics.median(times), float(peak.used)
 
 

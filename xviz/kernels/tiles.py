@@ -224,12 +224,9 @@ def part_tiles(qs, k, v, p: BlockPart, pattern: BlockPattern, need_lse: bool = T
                 if cols is not None:  # the columns join the tile's logits: one softmax over both
                     logits = torch.cat([logits, _columns_logits(qb, kc[bh], cbias[hh if cbias.shape[0] > 1 else 0])], -1)
                     vt = (vt, vc[bh])
-                if not safe:
-                    o = _probs_times(torch.softmax(logits, -1), vt)
-                    if rstep == bq:
-                        out[bh, s:e] = o
-                    else:
-                        out[bh, s:e, r0:r1] = o
+                if not safe:  # written in place: no copy of the output
+                    _probs_times(torch.softmax(logits, -1), vt, out=out[bh, s:e] if rstep == bq else None,
+                                 into=out[bh, s:e, r0:r1])
                     continue
                 o, l = softmax_out(logits, None, vt)
                 out[bh, s:e, r0:r1] = o
@@ -273,15 +270,20 @@ def _columns_logits(qt, kc, bias):
     return torch.mm(qt.reshape(c * r, d), kc.transpose(0, 1)).view(c, r, -1).add_(bias)
 
 
-def _probs_times(p, vt):
-    """p·v for a tile's values, or for (tile values, column values) when the columns joined the tile."""
-    if not isinstance(vt, tuple):
-        return torch.bmm(p, vt)
-    v_tile, v_cols = vt
-    span = v_tile.shape[-2]
-    c, r, _ = p.shape
-    out = torch.bmm(p[..., :span], v_tile)
-    return out.add_(torch.mm(p[..., span:].reshape(c * r, -1), v_cols).view(c, r, -1))
+def _probs_times(p, vt, out=None, into=None):
+    """p·v for a tile's values, or for (tile values, column values) when the columns joined the tile;
+    into ``out`` (a contiguous buffer the product is written to) or copied ``into`` a view."""
+    if isinstance(vt, tuple):
+        v_tile, v_cols = vt
+        span = v_tile.shape[-2]
+        c, r, _ = p.shape
+        o = torch.bmm(p[..., :span], v_tile, out=out)
+        o.add_(torch.mm(p[..., span:].reshape(c * r, -1), v_cols).view(c, r, -1))
+    else:
+        o = torch.bmm(p, vt, out=out)
+    if into is not None and out is None:
+        into.copy_(o)
+    return o
 
 
 def softmax_out(logits: torch.Tensor, keep: torch.Tensor | None, vt: torch.Tensor):
