@@ -145,12 +145,11 @@ class PeakRSS:
 
 
 def measure(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> tuple[float, float]:
-    """(median seconds, peak bytes) of ``fn`` after one warm-up call. CPU: timed with the allocator
-    as a program normally has it, then one more call under ``PeakRSS`` for the memory."""
-    if device.type == "cpu":
-        tune_malloc(strict=False)
-    fn()
+    """(median seconds, peak bytes) of ``fn`` after one warm-up call. CPU: the memory from one call
+    under ``PeakRSS`` with the strict allocator, then the timings with the allocator as programs
+    normally have it (another warm-up first)."""
     if device.type == "cuda":
+        fn()
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -163,17 +162,19 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int = 3) ->
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end) / 1e3)
         return statistics.median(times), float(torch.cuda.max_memory_allocated(device) - base)
+    tune_malloc(strict=True)  # before the warm-up, so its blocks are not cached for the measured run
+    try:
+        fn()
+        with PeakRSS() as peak:
+            fn()
+    finally:
+        tune_malloc(strict=False)
+    fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    tune_malloc(strict=True)
-    try:
-        with PeakRSS() as peak:
-            fn()
-    finally:
-        tune_malloc(strict=False)
     return statistics.median(times), float(peak.used)
 
 

@@ -272,7 +272,11 @@ def _columns_logits(qt, kc, bias):
 
 def _probs_times(p, vt, out=None, into=None):
     """p·v for a tile's values, or for (tile values, column values) when the columns joined the tile;
-    into ``out`` (a contiguous buffer the product is written to) or copied ``into`` a view."""
+    into ``out`` (a contiguous buffer the product is written to) or copied ``into`` a view. Under
+    autograd (out= does not record a graph) the product is always copied."""
+    if out is not None and torch.is_grad_enabled() and (p.requires_grad or any(
+            x.requires_grad for x in (vt if isinstance(vt, tuple) else (vt,)))):
+        into, out = out, None
     if isinstance(vt, tuple):
         v_tile, v_cols = vt
         span = v_tile.shape[-2]
