@@ -15,8 +15,8 @@ above it in its column. grid_width = N (one grid row) is exact attention.
 Cost O(N·(W + N/W)·d): O(N√N·d) at W ≈ √N; the default W = 32 suits N ≈ 1,024.
 Pattern: ``patterns.axial`` — a grid row is one tile of W positions, a grid column one tile in the
 layout of residue classes mod W; the two parts merge by their log-sum-exps. Batched matmuls over
-strided views, no per-key gather, no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
-c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
+strided views, no per-key gather, no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i
+sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 import math
 

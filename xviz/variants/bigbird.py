@@ -1,7 +1,8 @@
 """BigBird block-sparse attention (Zaheer et al. 2020, §2 and Appendix D).
 
 The sequence is cut into blocks of ``block`` tokens. Each query block attends
-* ``window_blocks`` neighbouring blocks, centred on itself (an odd total: w = window_blocks // 2 each side),
+* ``window_blocks`` neighbouring blocks, centred on itself (an odd total: w = window_blocks // 2
+each side),
 * the ``global_blocks`` global blocks, whose own rows attend every key (BigBird-ITC: global
   tokens are existing tokens), and
 * ``random_blocks`` random blocks, drawn per head and per query block from the seed, uniformly
@@ -21,7 +22,8 @@ query block, repeats once), BigBird's own block-sparse scheme: each query block 
 blocks, gathered whole, in one matmul (no per-key gather), plus the dense global rows; no N×N
 tensor. The key lists derived from the same table give the matrix and mask on request.
 Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
-c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``); the global rows are the queries sitting in a global block.
+c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``); the global
+rows are the queries sitting in a global block.
 """
 import math
 

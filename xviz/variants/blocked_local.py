@@ -12,7 +12,8 @@ Pattern: ``patterns.blocked_local`` — a block table whose rows are consecutive
 chunk meets its (back + forward + 1) key chunks as one strided view of K and V and one batched
 matmul (no gather), O(N·(back + forward + 1)·block·d); no N×N tensor. The key lists derived from
 the same pattern give the matrix and mask on request.
-Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 from ..kernels import patterns
 from ..kernels.blocks import pattern_output

@@ -10,7 +10,8 @@ Pattern: ``patterns.dilated_window`` — in the layout of residue classes mod δ
 r + 2δ, … side by side) the dilated window is a plain band, so tiles meet contiguous key spans
 (strided views, no gather, no work on the skipped keys): O(N·(2w + 1)·d), no N×N tensor. The key
 lists derived from the same pattern give the matrix and mask on request.
-Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 import torch
 

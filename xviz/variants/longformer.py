@@ -7,10 +7,12 @@ tokens for QA) and uses separate linear projections for global attention; with g
 we take the *first* g positions as global (the [CLS] choice) and the same projections.
 Causal: global rows attend only j ≤ i, so nothing reaches the future. window ≥ N is exact.
 Pattern: ``patterns.longformer`` — the band on band-shaped tiles (strided views of K and V, no
-gather) plus the global columns as one matmul per chunk of queries, merged by their log-sum-exps,
-plus the dense global rows: O(N·(2w + 1 + g)·d + g·N·d), no N×N tensor. Its native output
+gather) plus the global columns, joined to each tile's logits (one matmul per chunk of queries,
+one softmax over both), plus the dense global rows: O(N·(2w + 1 + g)·d + g·N·d), no N×N tensor. Its native output
 (Longformer's (N, 2w + 1) band plus global rows, see the catalog's pitfalls) is drawn here as the
-N×N mask. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``); the global rows are the queries sitting at a global position.
+N×N mask. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
+c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``); the global
+rows are the queries sitting at a global position.
 """
 from ..kernels import patterns
 from ..kernels.blocks import pattern_output

@@ -5,7 +5,8 @@ As in the local attention of Longformer (Beltagy et al. 2020) and Image Transfor
 Pattern: ``patterns.window`` — tiles of queries against the contiguous key span around them (a
 strided view, no gather) thinned by |i − j| ≤ w: O(N·w·d), no N×N tensor; the key lists derived
 from the same pattern give the matrix and mask for display.
-Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 from ..core.registry import Param, VariantSpec, register_variant
 from ..kernels import patterns

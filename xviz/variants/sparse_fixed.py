@@ -11,7 +11,9 @@ block; head 0 keeps the last c). Nothing is learned. stride = N (one block) is e
 Cost O(N·(l + c·N/l)·d): O(N√N·d) at l ≈ √N with c fixed; defaults l = 32, c = 4 suit N ≈ 1,024.
 Pattern: ``patterns.sparse_fixed`` — own-block tiles (one matmul per block, no gather) plus the
 summary columns as shared key columns met by one matmul per chunk of queries (minus the own
-block's, counted once), merged by their log-sum-exps; no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
+block's, counted once), joined to the tile's logits for one softmax; no N×N tensor.
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 import math
 

@@ -11,7 +11,8 @@ Cost O(N·(l + N/l)·d): O(N√N·d) at l ≈ √N; the default l = 32 suits N �
 Pattern: ``patterns.sparse_strided`` — the local part on band-shaped tiles, the strided part in the
 layout of residue classes mod l, where each class is one dense tile (positions r, r + l, …); the
 two parts of a "union" head merge by their log-sum-exps. Batched matmuls over strided views, no
-per-key gather, no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
+per-key gather, no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
+c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 from dataclasses import replace
 

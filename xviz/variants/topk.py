@@ -6,7 +6,8 @@ k largest scores per query; content-based sparse methods (Reformer, Routing, clu
 cheaper approximations of this choice, which makes it the reference for them. It is a
 *diagnostic*: choosing the keys needs every logit, O(N²·d), so it is quadratic. The logits
 are computed in query chunks (at most ~4M at a time); the output comes from those very logits
-(softmax over the chosen values, times the gathered values V_j), never recomputed. The key lists (``patterns.topk``, the same selection) give the matrix and mask on
+(softmax over the chosen values, times the gathered values V_j), never recomputed. The key lists
+(``patterns.topk``, the same selection) give the matrix and mask on
 request, lazily. Causal: the future is masked *before* choosing, so row i picks among j ≤ i (rows
 with i + 1 ≤ k keep every past key). Ties are broken by torch.topk. top_k = N is exact attention.
 Cross-attention (N_q ≠ N_k, non-causal) needs no rule: each query picks among the N_k keys.
