@@ -95,7 +95,7 @@ def sparse_attention(q, k, v, ctx, keys_for: KeysFor, width: int, *, full_rows: 
     attend to every key, such as global tokens). Returns out, a lazy dense matrix, and the
     artifacts ``mask`` (lazy, dense bool (b, h, N, N) with b, h = 1 where shared),
     ``keys_per_row`` ((b, h, N) counts of attended keys). ``compute_out=False`` leaves ``out`` to the
-caller (a faster path such as ``band_attention``) and keeps the rest."""
+caller (a faster path such as ``blocks.execute``) and keeps the rest."""
     b, h, nq, _ = q.shape
     n = k.shape[-2]
     scale, causal = ctx.scale, ctx.causal
