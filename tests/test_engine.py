@@ -154,7 +154,7 @@ def test_cross_attention_refused_where_it_makes_no_sense():
     q, _, _ = make_qkv(n=17)
     _, k, v = make_qkv(n=40, seed=1)
     with pytest.raises(xviz.InputError, match="does not do cross-attention"):
-        xviz.run("sliding_window", q, k, v)
+        xviz.run("reformer", q, k, v)  # shared QK: the keys are the queries
     with pytest.raises(xviz.ParameterError, match="causal attention needs queries and keys of one sequence"):
         xviz.run("exact", q, k, v, causal=True)
 

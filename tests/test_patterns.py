@@ -1,11 +1,13 @@
 """Fixed and combined sparse patterns (xviz/patterns.py) and their variants.
 
-Three kinds of test:
-* structure: each pattern's dense mask against a brute-force formula on the (i, j) grid, counts
-  per row, per-head differences, causal lower-triangularity;
-* the gather-free kernels: every variant's ``out`` against softmax(QKᵀ·scale, −∞ outside the
-  pattern's dense mask)·V, over parameter settings the registry-wide suite does not reach
-  (per-head patterns, N not a multiple of the block, causal, unions that overlap);
+Four kinds of test:
+* structure: each pattern's dense mask (derived from its block table and predicate) against a
+  brute-force formula on the (i, j) grid, counts per row, per-head differences, causal
+  lower-triangularity;
+* the fast paths: the tiles (and FlexAttention's mask) against the gather reference on the same
+  pattern's key lists and against softmax(QKᵀ·scale, −∞ outside the dense mask)·V, for every
+  pattern, causal and not, at odd N, and for cross-attention through the rule c(i);
+* the variants: ``out``, ``matrix()`` and the mask artifact agree;
 * scale: each subquadratic variant at N = 65,536, d = 64, B = H = 1, spot-checked on a few rows.
 """
 import math
@@ -15,7 +17,7 @@ import torch
 
 import xviz
 from xviz.analysis.check import rel_err
-from xviz.kernels import blocks as B, patterns as P
+from xviz.kernels import blocks as B, flex as F, patterns as P, tiles as T
 
 from .conftest import make_qkv
 
@@ -38,7 +40,7 @@ def masked_reference(q, k, v, mask, scale=None):
 @pytest.mark.parametrize("causal", [False, True])
 def test_blocked_local_is_a_block_band(causal):
     n, b, back, fwd = 50, 7, 2, 1
-    m = P.dense_mask(P.blocked_local, n, causal=causal, block=b, look_back=back, look_forward=fwd)[0, 0]
+    m = P.dense_mask(P.blocked_local(n, block=b, look_back=back, look_forward=fwd, causal=causal))[0, 0]
     i, j = grid(n)
     delta = j // b - i // b
     expect = (delta >= -back) & (delta <= fwd)
@@ -52,7 +54,7 @@ def test_blocked_local_is_a_block_band(causal):
 @pytest.mark.parametrize("causal", [False, True])
 def test_dilated_window_keeps_every_delta_th_key(causal):
     n, w, dil = 60, 4, 3
-    m = P.dense_mask(P.dilated_window, n, causal=causal, window=w, dilation=dil)[0, 0]
+    m = P.dense_mask(P.dilated_window(n, window=w, dilation=dil, causal=causal))[0, 0]
     i, j = grid(n)
     expect = ((i - j).abs() <= dil * w) & ((i - j) % dil == 0)
     if causal:
@@ -63,7 +65,7 @@ def test_dilated_window_keeps_every_delta_th_key(causal):
 
 def test_dilated_window_per_head_dilations_differ():
     n, w, dil, heads = 60, 3, 3, 4
-    m = P.dense_mask(P.dilated_window, n, window=w, dilation=dil, per_head=True, heads=heads)[0]
+    m = P.dense_mask(P.dilated_window(n, window=w, dilation=dil, per_head=True, heads=heads), heads=heads)[0]
     assert m.shape[0] == heads
     i, j = grid(n)
     for h in range(heads):
@@ -76,7 +78,7 @@ def test_dilated_window_per_head_dilations_differ():
 @pytest.mark.parametrize("causal", [False, True])
 def test_longformer_band_plus_global_rows_and_columns(causal):
     n, w, g = 40, 3, 2
-    m = P.dense_mask(P.longformer, n, causal=causal, window=w, num_global=g, full_rows=P.global_rows(n, g))[0, 0]
+    m = P.dense_mask(P.longformer(n, window=w, num_global=g, causal=causal))[0, 0]
     i, j = grid(n)
     expect = ((i - j).abs() <= w) | (j < g) | (i < g)
     if causal:
@@ -89,8 +91,8 @@ def test_longformer_band_plus_global_rows_and_columns(causal):
 
 def test_sparse_strided_alternates_heads_and_unites():
     n, l = 45, 6
-    alt = P.dense_mask(P.sparse_strided, n, stride=l, heads_mode="alternate", heads=4)[0]
-    uni = P.dense_mask(P.sparse_strided, n, stride=l, heads_mode="union", heads=4)[0, 0]
+    alt = P.dense_mask(P.sparse_strided(n, stride=l, heads_mode="alternate", heads=4), heads=4)[0]
+    uni = P.dense_mask(P.sparse_strided(n, stride=l, heads_mode="union", heads=4), heads=4)[0, 0]
     i, j = grid(n)
     local, strided = (i - j).abs() < l, (i - j) % l == 0
     assert torch.equal(alt[0], local) and torch.equal(alt[2], local)
@@ -104,7 +106,7 @@ def test_sparse_strided_alternates_heads_and_unites():
 @pytest.mark.parametrize("causal", [False, True])
 def test_sparse_fixed_blocks_and_summary_columns(causal):
     n, l, c = 50, 8, 2
-    m = P.dense_mask(P.sparse_fixed, n, causal=causal, stride=l, summary=c)[0, 0]
+    m = P.dense_mask(P.sparse_fixed(n, stride=l, summary=c, causal=causal))[0, 0]
     i, j = grid(n)
     expect = (i // l == j // l) | (j % l >= l - c)
     if causal:
@@ -120,7 +122,7 @@ def test_sparse_fixed_blocks_and_summary_columns(causal):
 
 def test_sparse_fixed_distinct_heads_use_distinct_summary_cells():
     n, l, c, heads = 48, 8, 2, 3
-    m = P.dense_mask(P.sparse_fixed, n, stride=l, summary=c, distinct_heads=True, heads=heads)[0]
+    m = P.dense_mask(P.sparse_fixed(n, stride=l, summary=c, distinct_heads=True, heads=heads), heads=heads)[0]
     res = P.fixed_summary_residues(l, c, heads, True)
     assert res.tolist() == [[6, 7], [4, 5], [2, 3]]
     i, j = grid(n)
@@ -133,7 +135,7 @@ def test_sparse_fixed_distinct_heads_use_distinct_summary_cells():
 @pytest.mark.parametrize("causal", [False, True])
 def test_axial_is_grid_row_union_grid_column(causal):
     n, w = 42, 6  # 7 full grid rows
-    m = P.dense_mask(P.axial, n, causal=causal, grid_width=w)[0, 0]
+    m = P.dense_mask(P.axial(n, grid_width=w, causal=causal))[0, 0]
     i, j = grid(n)
     expect = (i // w == j // w) | (i % w == j % w)
     if causal:
@@ -146,7 +148,7 @@ def test_axial_is_grid_row_union_grid_column(causal):
 
 def test_axial_partial_last_grid_row():
     n, w = 40, 6  # last grid row has 4 cells: columns 4 and 5 are one shorter
-    m = P.dense_mask(P.axial, n, grid_width=w)[0, 0]
+    m = P.dense_mask(P.axial(n, grid_width=w))[0, 0]
     assert m[4].sum().item() == w + 6 - 1 and m[0].sum().item() == w + 7 - 1
 
 
@@ -185,8 +187,8 @@ def test_bigbird_random_blocks_are_uniform():
 def test_bigbird_mask_structure(causal):
     n, block, wb, g, r, heads = 96, 8, 3, 1, 2, 3
     rnd = bigbird_draw(n, block, wb, g, r, heads, causal=causal)
-    m = P.dense_mask(P.bigbird, n, causal=causal, block=block, window_blocks=wb, global_blocks=g, random=rnd,
-                     full_rows=P.global_rows(n, g * block))[0]
+    m = P.dense_mask(P.bigbird(n, block=block, window_blocks=wb, global_blocks=g, random=rnd, causal=causal),
+                     heads=heads)[0]
     i, j = grid(n)
     full = (j <= i)[: g * block] if causal else torch.ones(g * block, n, dtype=torch.bool)
     assert torch.equal(m[:, : g * block], full.expand(heads, -1, -1))  # global rows: every (allowed) key
@@ -215,7 +217,7 @@ def test_bigbird_mask_structure(causal):
 def test_random_keys_rows(causal):
     n, r, heads = 64, 5, 3
     table = P.random_table(n, keys_per_row=r, heads=heads, generator=torch.Generator().manual_seed(0), causal=causal)
-    m = P.dense_mask(P.random_keys, n, causal=causal, table=table)[0]
+    m = P.dense_mask(P.random_keys(n, table=table, causal=causal), heads=heads)[0]
     counts = m.sum(-1)
     assert (counts >= 1).all() and (counts <= r + 1).all()
     assert m.diagonal(dim1=-2, dim2=-1).all(), "every row attends itself"
@@ -252,93 +254,173 @@ def test_causal_masks_are_lower_triangular(name):
         assert mask.diagonal(dim1=-2, dim2=-1).all()
 
 
-# ------------------------------------------------------------------ kernels against the dense mask
+# ------------------------------------------------------------------ fast paths against the gather reference
 
-CASES = [
-    ("blocked_local", {"block": 7, "look_back": 2, "look_forward": 1}),
-    ("blocked_local", {"block": 53, "look_back": 0, "look_forward": 0}),  # one chunk: exact
-    ("dilated_window", {"window": 3, "dilation": 4}),
-    ("dilated_window", {"window": 5, "dilation": 3, "per_head": True}),
-    ("longformer", {"window": 4, "num_global": 3}),
-    ("longformer", {"window": 1, "num_global": 0}),
-    ("sparse_strided", {"stride": 6, "heads": "alternate"}),
-    ("sparse_strided", {"stride": 7, "heads": "union"}),
-    ("sparse_fixed", {"stride": 8, "summary": 3}),
-    ("sparse_fixed", {"stride": 9, "summary": 2, "distinct_heads": True}),
-    ("bigbird", {"block": 4, "window_blocks": 3, "global_blocks": 2, "random_blocks": 3}),
-    ("bigbird", {"block": 5, "window_blocks": 1, "global_blocks": 0, "random_blocks": 1}),
-    ("random_pattern", {"keys_per_row": 6}),
-    ("axial", {"grid_width": 7}),
-    ("axial", {"grid_width": 1}),
-    ("topk", {"top_k": 5}),
-]
+def patterns_at(n, heads, causal):
+    """One of every block pattern at odd n (no block, stride or grid divides 53), with parameters the
+    registry-wide suite does not reach (per-head patterns, overlapping unions, one-block limits)."""
+    g = torch.Generator().manual_seed(3)
+    rnd = P.bigbird_random_blocks(n, block=4, window_blocks=3, global_blocks=2, random_blocks=3, heads=heads,
+                                  generator=g, causal=causal)
+    table = P.random_table(n, keys_per_row=6, heads=heads, generator=g, causal=causal)
+    return {
+        "window": P.window(n, back=5, forward=5, causal=causal),
+        "window-wide": P.window(n, back=70, forward=70, causal=causal),  # reach beyond N: exact
+        "blocked": P.blocked_local(n, block=7, look_back=2, look_forward=1, causal=causal),
+        "blocked-one": P.blocked_local(n, block=n, look_back=0, look_forward=0, causal=causal),
+        "dilated": P.dilated_window(n, window=3, dilation=4, causal=causal),
+        "dilated-heads": P.dilated_window(n, window=5, dilation=3, per_head=True, heads=heads, causal=causal),
+        "longformer": P.longformer(n, window=4, num_global=3, causal=causal),
+        "longformer-wide-global": P.longformer(n, window=1, num_global=20, causal=causal),
+        "strided-alternate": P.sparse_strided(n, stride=6, heads_mode="alternate", heads=heads, causal=causal),
+        "strided-union": P.sparse_strided(n, stride=7, heads_mode="union", heads=heads, causal=causal),
+        "fixed": P.sparse_fixed(n, stride=8, summary=3, causal=causal),
+        "fixed-heads": P.sparse_fixed(n, stride=9, summary=2, distinct_heads=True, heads=heads, causal=causal),
+        "bigbird": P.bigbird(n, block=4, window_blocks=3, global_blocks=2, random=rnd, causal=causal),
+        "bigbird-plain": P.bigbird(n, block=5, window_blocks=1, global_blocks=0, causal=causal),
+        "random": P.random_keys(n, table=table, causal=causal),
+        "axial": P.axial(n, grid_width=7, causal=causal),
+        "axial-column": P.axial(n, grid_width=1, causal=causal),
+    }
 
 
-def pattern_mask(name, params, n, heads, causal, result, q, k):
-    """The variant's dense mask rebuilt from the pattern functions, independently of the variant."""
-    p = dict(params)
-    if name == "blocked_local":
-        return P.dense_mask(P.blocked_local, n, causal=causal, **p)
-    if name == "dilated_window":
-        return P.dense_mask(P.dilated_window, n, causal=causal, heads=heads, **p)
-    if name == "longformer":
-        return P.dense_mask(P.longformer, n, causal=causal, full_rows=P.global_rows(n, p["num_global"]), **p)
-    if name == "sparse_strided":
-        return P.dense_mask(P.sparse_strided, n, causal=causal, stride=p["stride"], heads_mode=p["heads"], heads=heads)
-    if name == "sparse_fixed":
-        return P.dense_mask(P.sparse_fixed, n, causal=causal, heads=heads, **p)
-    if name == "bigbird":
-        return P.dense_mask(P.bigbird, n, causal=causal, block=p["block"], window_blocks=p["window_blocks"],
-                            global_blocks=p["global_blocks"], random=result.artifacts["random_blocks"],
-                            full_rows=P.global_rows(n, p["global_blocks"] * p["block"]))
-    if name == "random_pattern":
-        return P.dense_mask(P.random_keys, n, causal=causal, table=result.artifacts["random_keys"])
-    if name == "axial":
-        return P.dense_mask(P.axial, n, causal=causal, **p)
-    if name == "topk":
-        return P.dense_mask(P.topk, n, causal=causal, q=q, k=k, keep=p["top_k"], scale=1 / math.sqrt(q.shape[-1]))
-    raise KeyError(name)
+PATTERN_NAMES = sorted(patterns_at(53, 4, False))
+
+
+def ctx_for(causal, scale=0.35):
+    return xviz.core.engine.Context(causal=causal, scale=scale, seed=0)
+
+
+@pytest.mark.parametrize("causal,nq", [(False, 53), (True, 53), (False, 40), (False, 70)],
+                         ids=["self", "causal", "cross-shorter", "cross-longer"])  # causal is self-attention
+@pytest.mark.parametrize("name", PATTERN_NAMES)
+def test_tiles_equal_the_gather_reference(name, causal, nq):
+    n, heads = 53, 4
+    pattern = patterns_at(n, heads, causal)[name]
+    q, _, _ = make_qkv(b=2, h=heads, n=nq, d=8, dv=5, seed=1)
+    _, k, v = make_qkv(b=2, h=heads, n=n, d=8, dv=5, seed=2)
+    fast = T.execute_tiles(q, k, v, 0.35, pattern)
+    ref = B.pattern_views(q, k, v, ctx_for(causal), pattern, compute_out=True).out  # gather + softmax per row
+    mask = P.dense_mask(pattern, heads=heads, nq=nq)
+    # float64: the tiles merge partial softmaxes (log-sum-exp) and sum in another order than the
+    # reference; identical weights agree to ~1e-15, 1e-10 leaves room for the N = 53 sums.
+    assert rel_err(fast, ref) < 1e-10
+    assert rel_err(fast, masked_reference(q, k, v, mask, 0.35)) < 1e-10
+    if causal:
+        assert not mask.triu(1).any()
+
+
+FLEX_CASES = [("dilated-heads", False, 53), ("strided-union", False, 53), ("fixed-heads", False, 53),
+              ("random", False, 53), ("longformer", True, 53), ("bigbird", True, 53),
+              ("fixed", False, 70), ("blocked", False, 40)]
+
+
+@pytest.mark.filterwarnings("ignore:.*flex_attention.*")
+@pytest.mark.parametrize("name,causal,nq", FLEX_CASES, ids=[f"{n}-{c}-{q}" for n, c, q in FLEX_CASES])
+def test_flex_mask_mod_equals_the_tiles(name, causal, nq):
+    """FlexAttention's mask_mod (run here by its eager reference, which evaluates it on every (i, j);
+    the compiled kernel runs on CUDA) is the same pattern as the tiles: every feature (layouts,
+    per-head tables and columns, merged parts, global rows, causal, cross) in one case or another."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    n, heads = 53, 2
+    q, _, _ = make_qkv(b=1, h=heads, n=nq, d=8, dv=5, seed=1)
+    _, k, v = make_qkv(b=1, h=heads, n=n, d=8, dv=5, seed=2)
+    pattern = patterns_at(n, heads, causal)[name]
+    fast = F.execute(q, k, v, 0.35, pattern)
+    assert rel_err(fast, T.execute_tiles(q, k, v, 0.35, pattern)) < 1e-10  # float64, as above
+
+
+@pytest.mark.parametrize("name", ["window", "dilated", "longformer", "fixed-heads", "bigbird", "axial"])
+def test_flex_block_mask_covers_every_allowed_key(name):
+    """Every (query, key) the mask_mod allows lies in a 128 × 128 block the BlockMask visits."""
+    flex_attention = pytest.importorskip("torch.nn.attention.flex_attention")
+    n, heads = 700, 2
+    q, k, v = make_qkv(b=1, h=heads, n=n, d=4, dtype=torch.float32)
+    pattern = {**patterns_at(n, heads, False), "window": P.window(n, back=40, forward=40),
+               "dilated": P.dilated_window(n, window=20, dilation=3)}[name]
+    for part in pattern.parts:
+        qh, kh, vh = (x[:, part.heads] if part.heads is not None else x for x in (q, k, v))
+        bm, qp, kl, _, _ = F.prepare(qh, kh, vh, part, pattern)
+        allowed = flex_attention.create_mask(bm.mask_mod, 1, qh.shape[1], qp.shape[-2], kl.shape[-2])
+        visited = bm.to_dense().repeat_interleave(F.BLOCK, -2).repeat_interleave(F.BLOCK, -1)
+        visited = visited[..., :qp.shape[-2], :kl.shape[-2]]
+        assert allowed.any() and not (allowed & ~visited).any()
+        if name != "bigbird":  # (4-position random blocks land everywhere)
+            assert visited.float().mean() < 0.9  # and the mask is block-sparse
+
+
+def test_cross_rule_places_each_query_at_a_key_position():
+    assert B.centres(5, 5).tolist() == [0, 1, 2, 3, 4]  # self-attention: c(i) = i
+    assert B.centres(4, 8).tolist() == [1, 3, 5, 7]  # ⌊(i + ½)·2⌋
+    assert B.centres(8, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    n, nq, heads = 53, 31, 4
+    for name, pattern in patterns_at(n, heads, False).items():
+        cross = P.dense_mask(pattern, heads=heads, nq=nq)
+        own = P.dense_mask(pattern, heads=heads)
+        assert torch.equal(cross, own[:, :, B.centres(nq, n)]), name  # row i is the pattern's row c(i)
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
-def test_out_is_softmax_over_the_pattern(name, params, causal):
-    n, heads = 53, 4  # 53: prime, so no block or grid divides it
-    q, k, v = make_qkv(b=2, h=heads, n=n, d=8, dv=5)
-    r = xviz.run(name, q, k, v, causal=causal, **params)
-    mask = pattern_mask(name, params, n, heads, causal, r, q, k)
-    # the variant's own mask artifact (from xviz.sparse) is the pattern's dense mask
-    assert torch.equal(r.artifacts["mask"].expand(2, heads, n, n), mask.expand(2, heads, n, n))
-    assert torch.equal(r.artifacts["keys_per_row"].expand(2, heads, n), mask.sum(-1).expand(2, heads, n).int())
-    # float64: the kernels merge partial softmaxes (log-sum-exp) in another order than the
-    # reference; identical weights agree to ~1e-15, 1e-12 leaves room for the N = 53 sums.
-    assert rel_err(r.out, masked_reference(q, k, v, mask)) < 1e-12
-    assert rel_err(r.matrix() @ v, r.out) < 1e-12
+def test_tiles_split_a_huge_block_by_rows(monkeypatch, causal):
+    """A block as long as N (an exact limit) must not need a block×span logit tensor at once."""
+    monkeypatch.setattr(T, "TILE_ELEMENTS", 4096)
+    q, k, v = make_qkv(b=1, h=2, n=100, d=4)
+    ref = xviz.run("exact", q, k, v, causal=causal, scale=0.5).out
+    one_block = P.blocked_local(100, block=100, look_back=0, look_forward=0, causal=causal)
+    one_class = P.sparse_strided(100, stride=1, heads_mode="alternate", heads=2, causal=causal)  # head 1: j ≡ i mod 1
+    # float64; both are exact attention here (the strided pattern in its odd head)
+    assert rel_err(T.execute_tiles(q, k, v, 0.5, one_block), ref) < 1e-12
+    assert rel_err(T.execute_tiles(q, k, v, 0.5, one_class)[:, 1], ref[:, 1]) < 1e-12
+    assert rel_err(T.dense_rows(q * 0.5, k, v, 1.0, causal, torch.arange(100)), ref) < 1e-12
 
 
 def test_merge_of_disjoint_parts_is_the_softmax_of_their_union():
     q, k, v = make_qkv(b=1, h=2, n=30, d=6)
     i, j = grid(30)
-    part_a = B.block_sparse_part(q, k, v, 0.4, False, 5, torch.arange(6)[None, :, None])  # own block
-    part_b = B.columns_part(q, k, v, 0.4, False, torch.tensor([[0, 9, 17, 29]]),
-                            exclude=lambda i, j: i // 5 == j // 5)
-    union = (i // 5 == j // 5) | torch.isin(j, torch.tensor([0, 9, 17, 29]))
-    assert rel_err(B.merge([part_a, part_b]), masked_reference(q, k, v, union, 0.4)) < 1e-12  # float64
-    # lse is the log of the part's partition function
+    own = P.blocked_local(30, block=5, look_back=0, look_forward=0)
+    cols = torch.tensor([0, 9, 17, 29])
+    with_cols = B.BlockPattern(30, [B.BlockPart(own.parts[0].table, 5, 5, columns=cols[None])])
+    union = (i // 5 == j // 5) | torch.isin(j, cols)
+    assert rel_err(T.execute_tiles(q, k, v, 0.4, with_cols), masked_reference(q, k, v, union, 0.4)) < 1e-12
+    # each part's lse is the log of its partition function
+    _, lse = T.part_tiles(q * 0.4, k, v, own.parts[0], own)
     logits = q @ k.transpose(-1, -2) * 0.4
-    lse_a = torch.logsumexp(logits.masked_fill(~(i // 5 == j // 5), float("-inf")), -1)
-    assert (part_a[1] - lse_a).abs().max().item() < 1e-12
+    expect = torch.logsumexp(logits.masked_fill(~(i // 5 == j // 5), float("-inf")), -1)
+    assert (lse - expect).abs().max().item() < 1e-12  # float64
 
 
-def test_kernels_split_huge_blocks_by_rows(monkeypatch):
-    """A block as long as N (an exact limit) must not need a block×span logit tensor at once."""
-    monkeypatch.setattr(B, "CHUNK_ELEMENTS", 4096)
-    q, k, v = make_qkv(b=1, h=2, n=100, d=4)
-    out, _ = B.block_sparse_part(q, k, v, 0.5, True, 100, torch.zeros(1, 1, 1, dtype=torch.long))
-    o2, _ = B.residue_part(q, k, v, 0.5, True, 1)
-    ref = xviz.run("exact", q, k, v, causal=True, scale=0.5).out
-    assert rel_err(out, ref) < 1e-12 and rel_err(o2, ref) < 1e-12  # float64, both are exact attention here
-    assert rel_err(B.dense_rows(q, k, v, 0.5, True, torch.arange(100)), ref) < 1e-12
+# ------------------------------------------------------------------ the variants against the dense mask
+
+CASES = [
+    ("sliding_window", {"window": 6}),
+    ("blocked_local", {"block": 7, "look_back": 2, "look_forward": 1}),
+    ("dilated_window", {"window": 5, "dilation": 3, "per_head": True}),
+    ("longformer", {"window": 4, "num_global": 3}),
+    ("sparse_strided", {"stride": 6, "heads": "alternate"}),
+    ("sparse_strided", {"stride": 7, "heads": "union"}),
+    ("sparse_fixed", {"stride": 9, "summary": 2, "distinct_heads": True}),
+    ("bigbird", {"block": 4, "window_blocks": 3, "global_blocks": 2, "random_blocks": 3}),
+    ("random_pattern", {"keys_per_row": 6}),
+    ("axial", {"grid_width": 7}),
+    ("topk", {"top_k": 5}),
+]
+
+
+@pytest.mark.parametrize("causal,nq", [(False, 53), (True, 53), (False, 37)], ids=["self", "causal", "cross"])
+@pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_variant_out_is_softmax_over_its_mask(name, params, causal, nq):
+    n, heads = 53, 4
+    q, _, _ = make_qkv(b=2, h=heads, n=nq, d=8, dv=5, seed=1)
+    _, k, v = make_qkv(b=2, h=heads, n=n, d=8, dv=5, seed=2)
+    r = xviz.run(name, q, k, v, causal=causal, **params)
+    mask = r.artifacts["mask"].expand(2, heads, nq, n)
+    assert torch.equal(r.artifacts["keys_per_row"].expand(2, heads, nq), mask.sum(-1).int())
+    # float64: same weights, another summation order (see above)
+    assert rel_err(r.out, masked_reference(q, k, v, mask)) < 1e-10
+    assert rel_err(r.matrix() @ v, r.out) < 1e-10
+    if name == "topk":  # the mask is each row's top-k logits
+        assert torch.equal(mask, P.dense_mask(P.topk, n, nq=nq, causal=causal, q=q, k=k, keep=5,
+                                              scale=1 / math.sqrt(8)).expand_as(mask))
 
 
 def test_fixed_summary_must_fit_in_the_block():
@@ -385,28 +467,28 @@ BIG_CASES = {
 }
 
 
-def spot_rows_reference(name, params, r, q, k, v, rows, causal):
+def spot_rows_reference(name, r, q, k, v, rows, causal):
     """Outputs of a few rows straight from the pattern's key lists (gather + softmax)."""
     n = q.shape[-2]
     p = r.params
     if name == "blocked_local":
-        idx, valid = P.blocked_local(rows, n, causal=causal, **p)
+        pattern = P.blocked_local(n, causal=causal, **p)
     elif name == "dilated_window":
-        idx, valid = P.dilated_window(rows, n, causal=causal, heads=1, **p)
+        pattern = P.dilated_window(n, causal=causal, heads=1, **p)
     elif name == "longformer":
-        idx, valid = P.longformer(rows, n, causal=causal, **p)
+        pattern = P.longformer(n, causal=causal, **p)
     elif name == "sparse_strided":
-        idx, valid = P.sparse_strided(rows, n, causal=causal, stride=p["stride"], heads_mode=p["heads"], heads=1)
+        pattern = P.sparse_strided(n, causal=causal, stride=p["stride"], heads_mode=p["heads"], heads=1)
     elif name == "sparse_fixed":
-        idx, valid = P.sparse_fixed(rows, n, causal=causal, heads=1, **p)
+        pattern = P.sparse_fixed(n, causal=causal, heads=1, **p)
     elif name == "bigbird":
-        idx, valid = P.bigbird(rows, n, causal=causal, block=p["block"], window_blocks=p["window_blocks"],
-                               global_blocks=p["global_blocks"], random=r.artifacts["random_blocks"])
+        pattern = P.bigbird(n, causal=causal, block=p["block"], window_blocks=p["window_blocks"],
+                            global_blocks=p["global_blocks"], random=r.artifacts["random_blocks"])
     elif name == "random_pattern":
-        idx, valid = P.random_keys(rows, n, table=r.artifacts["random_keys"])
+        pattern = P.random_keys(n, table=r.artifacts["random_keys"], causal=causal)
     elif name == "axial":
-        idx, valid = P.axial(rows, n, causal=causal, **p)
-    idx, valid = torch.broadcast_tensors(idx, valid)
+        pattern = P.axial(n, causal=causal, **p)
+    idx, valid = pattern.keys_for(rows, 1)
     idx, valid = idx.reshape(rows.numel(), -1), valid.reshape(rows.numel(), -1)
     if causal:
         valid = valid & (idx <= rows[:, None])
@@ -433,7 +515,7 @@ def test_runs_at_65k_tokens(name, big_qkv):
     r = xviz.run(name, q, k, v, causal=causal, **BIG_CASES[name])
     assert r.out.shape == (1, 1, BIG, 64) and torch.isfinite(r.out).all()
     rows = torch.tensor([0, 1, 255, 256, 4097, BIG // 2 + 3, BIG - 2, BIG - 1])
-    ref = spot_rows_reference(name, BIG_CASES[name], r, q, k, v, rows, causal)
+    ref = spot_rows_reference(name, r, q, k, v, rows, causal)
     if name in ("longformer", "bigbird"):  # global rows attend everything
         g = r.artifacts["global_rows"]
         for t, i in enumerate(rows.tolist()):

@@ -109,16 +109,18 @@ def _cmd_check(args) -> int:
 def _cmd_bench(args) -> int:
     import torch
 
-    from .analysis.bench import run_engine_bench, targets_text, write_tables
+    from .analysis.bench import device_label, run_engine_bench, targets_text, write_tables
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     ns = [int(x) for x in args.n.split(",")]
     variants = args.variants.split(",") if args.variants else None
     rows = run_engine_bench(variants, ns=ns, d=args.d, heads=args.heads, batch=args.batch, device=device,
                             dtype=dtype, causal=args.causal, repeats=args.repeats,
                             max_quadratic_n=args.max_quadratic_n, progress=lambda m: print(m, flush=True))
-    label = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({__import__('os').cpu_count()} cores)"
+    label = device_label(torch.device(device))
     title = f"Engine benchmark on {label}, {args.dtype}, d={args.d}, heads={args.heads}, batch={args.batch}"
     csv_path, md_path = write_tables(rows, args.out, title)
     print(targets_text(rows))
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--variants", help="comma-separated names (default: all)")
     bench.add_argument("--max-quadratic-n", type=int, default=16384, help="largest N for quadratic variants")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is steadier on a shared machine)")
     bench.add_argument("--out", default="bench-output", help="folder for engine.md and engine.csv")
     bench.set_defaults(func=_cmd_bench)
     from .decode.cli import add_parser as add_decode_parser

@@ -1,19 +1,23 @@
 """Engine benchmark: forward time and peak memory of every variant against N, as ratios to exact
 attention measured in the same run, both a naive exact (softmax(QKᵀ)V, the N×N matrix built) and
-PyTorch's fused ``scaled_dot_product_attention``.
+PyTorch's fused ``scaled_dot_product_attention``, and against the machine: the throughput of a
+plain large matmul measured at each N in the same run (``matmul_peak``), so every row also says
+what share of it the variant reaches in its own FLOPs (``result.cost.flops`` / time: the roofline).
 
 CUDA: CUDA events after warm-up, peak from ``torch.cuda.max_memory_allocated``. CPU: the median of
 repeated runs after warm-up; peak memory is the kernel's resident high-water mark during the runs
 minus the resident set before them (``PeakRSS``), so it counts what the variant allocates, inputs
 excluded.
+
+The targets (``targets``) are pure functions of the rows, so they are tested on synthetic rows;
+peer implementations (``benchmarks/peers.py``, a benchmark-only extra) give ``PeerRow``s.
 """
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -24,6 +28,15 @@ from ..core.errors import XvizError
 from ..core.registry import Shape, get_variant, list_variants
 
 NAIVE, FUSED = "naive exact", "fused exact"
+PEAK_SHARE_GOAL = 0.30  # sparse, block and learnable-pattern variants, in their own FLOPs, at N ≥ 4K
+SPEEDUP_GOALS = {"window": 4.0, "kernel": 3.0}  # at N = 4K, over fused exact
+WINDOW_LIKE = ("sliding_window", "blocked_local", "sparse_strided", "longformer", "bigbird")
+KERNEL_LINEAR = ("performer", "linear", "cosformer")  # linear-time kernel variants
+BIASED = ("prior", "prior[bias=gaussian]")  # quadratic with a bias: within BIAS_GOAL of fused exact
+BIAS_GOAL = 1.2
+PEER_GOAL = 1.25  # no variant slower than this × its best peer implementation
+PATTERN_FAMILIES = ("fixed pattern", "combined pattern", "learnable pattern")
+EXTRA_CONFIGS = ("prior[bias=gaussian]",)
 
 
 @dataclass
@@ -37,6 +50,43 @@ class Row:
     time_vs_fused: float | None = None
     mem_vs_naive: float | None = None
     error: str = ""
+    gflops: float | None = None  # theory_flops / seconds / 1e9
+    peak_gflops: float | None = None  # the plain matmul's GFLOP/s in the same run at this N
+    peak_share: float | None = None  # gflops / peak_gflops
+    family: str = ""
+
+
+@dataclass
+class PeerRow:
+    """One peer implementation and the xviz variant, same shapes, same run."""
+
+    variant: str
+    peer: str
+    n: int
+    xviz_seconds: float | None
+    peer_seconds: float | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """xviz time / peer time (> 1: xviz is slower)."""
+        if self.xviz_seconds and self.peer_seconds:
+            return self.xviz_seconds / self.peer_seconds
+        return None
+
+
+@dataclass
+class Target:
+    what: str
+    measured: float | None
+    goal: str
+    met: bool | None  # None: could not be measured
+    note: str = ""
+
+    def line(self) -> str:
+        mark = "met " if self.met else ("MISS" if self.met is False else "n/a ")
+        val = "—" if self.measured is None else f"{self.measured:.3g}"
+        return f"  {mark} {self.what}: {val} (target {self.goal}){' — ' + self.note if self.note else ''}"
 
 
 def naive_exact(q, k, v, causal: bool):
@@ -56,20 +106,25 @@ def _status_bytes(key: str) -> int:
         return int(f.read().split(key + ":")[1].split()[0]) * 1024
 
 
-_malloc_tuned = False
+_libc = None
 
 
-def tune_malloc() -> None:
-    """Make glibc hand blocks of 128 KB and more straight back to the kernel when freed, so a
-    later allocation shows up as new resident pages instead of silently reusing a cached block."""
-    global _malloc_tuned
-    if not _malloc_tuned:
-        import ctypes
+def tune_malloc(strict: bool = True) -> None:
+    """strict: make glibc hand blocks of 128 KB and more straight back to the kernel when freed, so a
+    later allocation shows up as new resident pages instead of silently reusing a cached block (what
+    ``PeakRSS`` needs). Not strict: let it keep freed blocks (what a program normally gets, and what
+    timings must see: with strict settings every large allocation page-faults afresh, which would
+    charge an algorithm for its allocation count rather than its work)."""
+    global _libc
+    import ctypes
 
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
-        _malloc_tuned = True
+    if _libc is None:
+        _libc = ctypes.CDLL("libc.so.6")
+    limit = 128 * 1024 if strict else 1 << 30
+    _libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
+    _libc.mallopt(-1, limit)  # M_TRIM_THRESHOLD
+    if strict:
+        _libc.malloc_trim(0)  # hand back what the relaxed setting kept, so it cannot be reused unseen
 
 
 class PeakRSS:
@@ -90,11 +145,11 @@ class PeakRSS:
 
 
 def measure(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> tuple[float, float]:
-    """(median seconds, peak bytes) of ``fn`` after one warm-up call."""
-    if device.type == "cpu":
-        tune_malloc()  # before the warm-up, so its blocks are not cached for the measured runs
-    fn()
+    """(median seconds, peak bytes) of ``fn`` after one warm-up call. CPU: the memory from one call
+    under ``PeakRSS`` with the strict allocator, then the timings with the allocator as programs
+    normally have it (another warm-up first)."""
     if device.type == "cuda":
+        fn()
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -107,28 +162,82 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int = 3) ->
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end) / 1e3)
         return statistics.median(times), float(torch.cuda.max_memory_allocated(device) - base)
-    times = []
-    with PeakRSS() as peak:
-        for _ in range(repeats):
-            t = time.perf_counter()
+    tune_malloc(strict=True)  # before the warm-up, so its blocks are not cached for the measured run
+    try:
+        fn()
+        with PeakRSS() as peak:
             fn()
-            times.append(time.perf_counter() - t)
+    finally:
+        tune_malloc(strict=False)
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
     return statistics.median(times), float(peak.used)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
+    """FLOP/s of one plain square matmul (2·size³ FLOPs): the machine's reachable peak in this
+    dtype, measured now (the best of ``repeats``: the other numbers compete with the same load)."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * size**3 / best
+
+
+def device_label(device: torch.device) -> str:
+    """The machine, named: the GPU, or the CPU model and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def parse_config(label: str) -> tuple[str, dict]:
+    """"prior[bias=gaussian,strength=2]" → ("prior", {"bias": "gaussian", "strength": "2"})."""
+    if "[" not in label:
+        return label, {}
+    name, rest = label.split("[", 1)
+    params = dict(item.split("=", 1) for item in rest.rstrip("]").split(",") if item)
+    return name, params
+
+
+def default_variants(causal: bool) -> list[str]:
+    names = [s.name for s in list_variants() if (s.causal or not causal)]
+    return names + [c for c in EXTRA_CONFIGS if parse_config(c)[0] in names]
 
 
 def run_engine_bench(variants: Iterable[str] | None = None, ns: Iterable[int] = (1024, 2048, 4096, 8192, 16384),
                      d: int = 64, heads: int = 8, batch: int = 1, device: str = "cpu",
                      dtype: torch.dtype = torch.float32, causal: bool = False, repeats: int = 3,
                      max_quadratic_n: int = 16384, progress: Callable[[str], None] | None = None) -> list[Row]:
-    """Time every variant (default: all that can run at these settings) at each N.
+    """Time every variant (default: all that can run at these settings, plus ``EXTRA_CONFIGS``;
+    a label "name[param=value,…]" runs a variant at those parameters) at each N.
 
     Quadratic variants and the naive exact baseline are skipped above ``max_quadratic_n``
     (their N×N matrix would not fit); the row says so."""
     dev = torch.device(device)
-    names = list(variants) if variants is not None else [
-        s.name for s in list_variants() if (s.causal or not causal)]
+    names = list(variants) if variants is not None else default_variants(causal)
     rows: list[Row] = []
     for n in ns:
+        peak = matmul_peak(dev, dtype)
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(batch, heads, n, d, generator=g).to(dev, dtype) for _ in range(3))
         baselines: dict[str, Row] = {}
@@ -138,89 +247,220 @@ def run_engine_bench(variants: Iterable[str] | None = None, ns: Iterable[int] = 
             else:
                 sec, mem = measure(lambda: fn(q, k, v, causal), dev, repeats)
                 flops = 2.0 * batch * heads * n * n * 2 * d * (0.5 if causal else 1)
-                row = Row(label, n, sec, mem, flops)
-            baselines[label] = row
+                row = Row(label, n, sec, mem, flops, family="exact")
+            baselines[label] = _with_roofline(row, peak)
             rows.append(row)
             if progress:
                 progress(f"N={n} {label}: {row.seconds}")
-        for name in names:
-            spec = get_variant(name)
-            if not spec.subquadratic and n > max_quadratic_n:
-                rows.append(Row(name, n, None, None, None, error=f"skipped: quadratic above N = {max_quadratic_n}"))
-                continue
-            try:
-                sec, mem = measure(lambda: run(name, q, k, v, causal=causal).out, dev, repeats)
-                cost = spec.cost_at(Shape(batch, heads, n, d, d, causal=causal))
-                row = Row(name, n, sec, mem, cost.flops)
-            except (XvizError, RuntimeError) as exc:
-                row = Row(name, n, None, None, None, error=f"{type(exc).__name__}: {exc}"[:200])
+        for label in names:
+            row = _variant_row(label, n, q, k, v, causal, dev, repeats, max_quadratic_n, batch, heads, d)
             naive, fused = baselines[NAIVE], baselines[FUSED]
             if row.seconds:
                 row.time_vs_naive = naive.seconds / row.seconds if naive.seconds else None
                 row.time_vs_fused = fused.seconds / row.seconds if fused.seconds else None
                 row.mem_vs_naive = row.peak_bytes / naive.peak_bytes if naive.peak_bytes else None
-            rows.append(row)
+            rows.append(_with_roofline(row, peak))
             if progress:
-                progress(f"N={n} {name}: {row.seconds}")
+                progress(f"N={n} {label}: {row.seconds}")
     return rows
 
 
+def _variant_row(label, n, q, k, v, causal, dev, repeats, max_quadratic_n, batch, heads, d) -> Row:
+    name, params = parse_config(label)
+    try:
+        spec = get_variant(name)
+    except XvizError as exc:
+        return Row(label, n, None, None, None, error=str(exc)[:200])
+    if not spec.subquadratic and n > max_quadratic_n:
+        return Row(label, n, None, None, None, error=f"skipped: quadratic above N = {max_quadratic_n}",
+                   family=spec.family)
+    try:
+        sec, mem = measure(lambda: run(name, q, k, v, causal=causal, **params).out, dev, repeats)
+        cost = spec.cost_at(Shape(batch, heads, n, d, d, causal=causal), params)
+        return Row(label, n, sec, mem, cost.flops, family=spec.family)
+    except (XvizError, RuntimeError) as exc:
+        return Row(label, n, None, None, None, error=f"{type(exc).__name__}: {exc}"[:200], family=spec.family)
+
+
+def _with_roofline(row: Row, peak: float) -> Row:
+    row.peak_gflops = peak / 1e9
+    if row.seconds and row.theory_flops:
+        row.gflops = row.theory_flops / row.seconds / 1e9
+        row.peak_share = row.gflops / row.peak_gflops
+    return row
+
+
+MIN_PEAK_BYTES = 1 << 20  # below a MiB the CPU high-water mark is page noise: no ratio from it
+
+
 def memory_growth(rows: list[Row], n_from: int, n_to: int) -> dict[str, float]:
-    """Peak memory at ``n_to`` over peak memory at ``n_from``, per variant."""
+    """Peak memory at ``n_to`` over peak memory at ``n_from``, per variant (where the smaller one
+    is at least MIN_PEAK_BYTES: a ratio of page noise means nothing)."""
     at = {(r.variant, r.n): r.peak_bytes for r in rows if r.peak_bytes}
-    return {v: at[(v, n_to)] / at[(v, n_from)] for (v, n) in at if n == n_from and (v, n_to) in at and at[(v, n_from)] > 0}
+    return {v: at[(v, n_to)] / at[(v, n_from)] for (v, n) in at
+            if n == n_from and (v, n_to) in at and at[(v, n_from)] >= MIN_PEAK_BYTES}
+
+
+# ----------------------------------------------------------------------------------------------- targets
+
+def peak_share_targets(rows: list[Row], min_n: int = 4096) -> list[Target]:
+    """Every sparse, block and learnable-pattern variant at ≥ PEAK_SHARE_GOAL of the matmul peak,
+    in its own FLOPs, at every measured N ≥ ``min_n`` (the worst N counts)."""
+    worst: dict[str, Row] = {}
+    for r in rows:
+        if r.family in PATTERN_FAMILIES and r.n >= min_n and r.peak_share is not None:
+            if r.variant not in worst or r.peak_share < worst[r.variant].peak_share:
+                worst[r.variant] = r
+    return [Target(f"{v} share of the matmul peak (own FLOPs, worst N ≥ {min_n // 1024}K: N = {r.n})", r.peak_share,
+                   f"≥ {PEAK_SHARE_GOAL:.0%}", r.peak_share >= PEAK_SHARE_GOAL,
+                   f"{r.gflops:.1f} of {r.peak_gflops:.0f} GFLOP/s")
+            for v, r in sorted(worst.items())]
+
+
+def speedup_targets(rows: list[Row], n: int = 4096) -> list[Target]:
+    """At N = 4K: window-like variants ≥ 4× faster than fused exact, linear-time kernel ones ≥ 3×."""
+    at = {(r.variant, r.n): r for r in rows}
+    out = []
+    for group, names in (("window", WINDOW_LIKE), ("kernel", KERNEL_LINEAR)):
+        goal = SPEEDUP_GOALS[group]
+        for name in names:
+            r = at.get((name, n))
+            if r is None:
+                continue
+            ok = None if r.time_vs_fused is None else r.time_vs_fused >= goal
+            out.append(Target(f"{name} at N = {n}: speed-up over fused exact", r.time_vs_fused, f"≥ {goal:g}×", ok,
+                              r.error))
+    return out
+
+
+def bias_targets(rows: list[Row]) -> list[Target]:
+    """Quadratic variants with a bias within BIAS_GOAL × fused exact's time, at every N."""
+    out = []
+    for r in rows:
+        if r.variant in BIASED:
+            cost = None if not r.time_vs_fused else 1 / r.time_vs_fused
+            out.append(Target(f"{r.variant} at N = {r.n}: time over fused exact", cost, f"≤ {BIAS_GOAL:g}×",
+                              None if cost is None else cost <= BIAS_GOAL, r.error))
+    return out
+
+
+def peer_targets(peers: list[PeerRow]) -> list[Target]:
+    """No variant more than PEER_GOAL × slower than its best peer on the same shapes (per N)."""
+    best: dict[tuple[str, int], PeerRow] = {}
+    for p in peers:
+        if p.ratio is None:
+            continue
+        key = (p.variant, p.n)
+        if key not in best or p.ratio > best[key].ratio:  # the fastest peer gives the largest ratio
+            best[key] = p
+    return [Target(f"{v} at N = {n} vs {p.peer}: xviz time / peer time", p.ratio, f"≤ {PEER_GOAL:g}×",
+                   p.ratio <= PEER_GOAL, p.note)
+            for (v, n), p in sorted(best.items())]
+
+
+def exact_targets(rows: list[Row]) -> list[Target]:
+    at = {(r.variant, r.n): r for r in rows}
+    out = []
+    for n in sorted({r.n for r in rows}):
+        r = at.get(("exact", n))
+        if r and r.time_vs_fused:
+            cost = 1 / r.time_vs_fused
+            out.append(Target(f"exact path at N = {n}: time over the fused kernel", cost, "≤ 1.1×", cost <= 1.1))
+    return out
+
+
+def targets(rows: list[Row], peers: list[PeerRow] | None = None) -> list[Target]:
+    return (peak_share_targets(rows) + speedup_targets(rows) + bias_targets(rows) + exact_targets(rows)
+            + peer_targets(peers or []))
+
+
+def targets_text(rows: list[Row], peers: list[PeerRow] | None = None) -> str:
+    """Every target with its measured value and met / MISS."""
+    lines = ["Targets:"] + [t.line() for t in targets(rows, peers)]
+    ns = sorted({r.n for r in rows})
+    if 1024 in ns and 16384 in ns:
+        growth = memory_growth(rows, 1024, 16384)
+        sub = {s.name for s in list_variants() if s.subquadratic}
+        for name in sorted(v for v in growth if v in sub):
+            g = growth[name]
+            lines.append(f"  {'met ' if g <= 20 else 'MISS'} {name}: peak memory 1K→16K grew {g:.1f}× (target ≤ 20×)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+def roofline(rows: list[Row]) -> list[dict]:
+    """One record per variant: achieved GFLOP/s and share of the measured matmul peak at each N
+    (keys "gflops@N", "share@N"), for the Markdown/CSV tables and the app."""
+    ns = sorted({r.n for r in rows})
+    order: dict[str, dict] = {}
+    for r in rows:
+        rec = order.setdefault(r.variant, {"variant": r.variant, "family": r.family})
+        rec[f"gflops@{r.n}"] = r.gflops
+        rec[f"share@{r.n}"] = r.peak_share
+    peaks = {r.n: r.peak_gflops for r in rows if r.peak_gflops}
+    recs = [{"variant": "matmul peak", "family": "", **{f"gflops@{n}": peaks.get(n) for n in ns},
+             **{f"share@{n}": 1.0 for n in ns if n in peaks}}]
+    return recs + list(order.values())
 
 
 def _fmt(x, spec=".3g"):
     return "" if x is None else format(x, spec)
 
 
-def write_tables(rows: list[Row], folder: str | Path, title: str) -> tuple[Path, Path]:
-    """Write ``engine.csv`` and ``engine.md`` into ``folder``; returns their paths."""
+def _write_csv(path: Path, records: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(records)
+
+
+def write_tables(rows: list[Row], folder: str | Path, title: str, peers: list[PeerRow] | None = None) -> tuple[Path, Path]:
+    """Write ``engine.csv``/``engine.md`` (with the targets), ``roofline.csv``/``roofline.md`` and,
+    given peers, ``peers.csv``/``peers.md`` into ``folder``; returns the engine tables' paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = folder / "engine.csv", folder / "engine.md"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        w.writeheader()
-        w.writerows(asdict(r) for r in rows)
+    _write_csv(csv_path, [asdict(r) for r in rows])
     lines = [f"# {title}", "",
-             "| variant | N | time (ms) | speed-up vs naive | speed-up vs fused | peak MB | memory vs naive | note |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | N | time (ms) | speed-up vs naive | speed-up vs fused | GFLOP/s | share of matmul peak | "
+             "peak MB | memory vs naive | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.variant} | {r.n} | {_fmt(r.seconds and r.seconds * 1e3)} | {_fmt(r.time_vs_naive)} | "
-                     f"{_fmt(r.time_vs_fused)} | {_fmt(r.peak_bytes and r.peak_bytes / 2**20)} | "
-                     f"{_fmt(r.mem_vs_naive)} | {r.error} |")
+                     f"{_fmt(r.time_vs_fused)} | {_fmt(r.gflops)} | {_fmt(r.peak_share, '.1%')} | "
+                     f"{_fmt(r.peak_bytes and r.peak_bytes / 2**20)} | {_fmt(r.mem_vs_naive)} | {r.error} |")
+    lines += ["", "```", targets_text(rows, peers), "```"]
     md_path.write_text("\n".join(lines) + "\n")
+    recs = roofline(rows)
+    _write_csv(folder / "roofline.csv", recs)
+    ns = sorted({r.n for r in rows})
+    rl = [f"# Roofline: {title}", "", "Achieved GFLOP/s in the variant's own FLOPs (`cost.flops` / time) and its share "
+          "of a plain matmul measured at the same N in the same run.", "",
+          "| variant | family | " + " | ".join(f"N = {n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
+    for rec in recs:
+        cells = [f"{_fmt(rec.get(f'gflops@{n}'), '.1f')} ({_fmt(rec.get(f'share@{n}'), '.1%')})"
+                 if rec.get(f"gflops@{n}") is not None else "" for n in ns]
+        rl.append(f"| {rec['variant']} | {rec['family']} | " + " | ".join(cells) + " |")
+    (folder / "roofline.md").write_text("\n".join(rl) + "\n")
+    if peers:
+        write_peer_tables(peers, folder, title)
     return csv_path, md_path
 
 
-LINEAR_TIME = ("performer", "linear", "linformer", "sliding_window", "blocked_local", "memory_compressed")
-
-
-def targets_text(rows: list[Row]) -> str:
-    """The issue's targets, each with its measured value."""
-    lines = ["Targets:"]
-    ns = sorted({r.n for r in rows})
-    at = {(r.variant, r.n): r for r in rows}
-    if 1024 in ns and 16384 in ns:
-        growth = memory_growth(rows, 1024, 16384)
-        sub = [s.name for s in list_variants() if s.subquadratic]
-        for name in sorted(v for v in growth if v in sub):
-            g = growth[name]
-            lines.append(f"  {'met ' if g <= 20 else 'MISS'} {name}: peak memory 1K→16K grew {g:.1f}× (target ≤ 20×)")
-        if NAIVE in growth:
-            lines.append(f"       naive exact for reference: {growth[NAIVE]:.1f}×")
-    if 4096 in ns:
-        for name in LINEAR_TIME:
-            r = at.get((name, 4096))
-            if r and r.time_vs_naive:
-                ok = r.time_vs_naive > 1
-                lines.append(f"  {'met ' if ok else 'MISS'} {name} at 4K: {r.time_vs_naive:.2f}× faster than naive exact "
-                             "(LRA reports 5.3–5.7× for local/Linformer/Performer on TPU)")
-    for n in ns:
-        r = at.get(("exact", n))
-        if r and r.time_vs_fused:
-            cost = 1 / r.time_vs_fused
-            lines.append(f"  {'met ' if cost <= 1.1 else 'MISS'} exact path at N={n}: {cost:.2f}× the fused kernel's time (target ≤ 1.1×)")
-    return "\n".join(lines)
+def write_peer_tables(peers: list[PeerRow], folder: str | Path, title: str) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / "peers.csv", [{**{f.name: getattr(p, f.name) for f in fields(p)}, "ratio": p.ratio}
+                                      for p in peers])
+    lines = [f"# Peers: {title}", "", "Each peer configured to the same math as the xviz variant (see "
+             "benchmarks/peers.py for where they differ); ratio = xviz time / peer time, same shapes, same run.", "",
+             "| variant | peer | N | xviz (ms) | peer (ms) | ratio | note |", "|---|---|---|---|---|---|---|"]
+    for p in peers:
+        lines.append(f"| {p.variant} | {p.peer} | {p.n} | {_fmt(p.xviz_seconds and p.xviz_seconds * 1e3)} | "
+                     f"{_fmt(p.peer_seconds and p.peer_seconds * 1e3)} | {_fmt(p.ratio)} | {p.note} |")
+    lines += ["", "```", "\n".join(["Targets:"] + [t.line() for t in peer_targets(peers)]), "```"]
+    path = folder / "peers.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -8,11 +8,14 @@ variant. Each module is one mechanism:
                  ``causal_mask``, ``work_dtype`` (float32 for half inputs).
 - ``sparse``     attention from per-query key lists ``keys_for(rows) -> (idx, valid)``: gather,
                  dedupe (unions are set unions), chunked softmax; the dense matrix and mask on request.
-- ``patterns``   the fixed and combined sparse patterns as pure key-list functions (window, blocks,
-                 strides, BigBird, random, axial, top-k) and ``dense_mask``.
-- ``band``       a band of keys [i − back, i + forward] without a gather (contiguous spans).
-- ``blocks``     gather-free block kernels (key blocks, residue classes, columns, dense rows) that
-                 return partial softmaxes to ``merge``, and ``lazy_views`` (fast out, pattern views).
+- ``blocks``     ``BlockPattern``: a sparse pattern written once (block tables in a layout, an element
+                 predicate, shared columns, global rows); its key lists, lazy matrix/mask, the cross rule.
+- ``patterns``   every fixed and combined pattern as a ``BlockPattern`` constructor (window, blocks,
+                 dilation, strides, BigBird, random, axial), top-k key lists, ``dense_mask``.
+- ``tiles``      the CPU (any device) executor of block patterns: 3-D matmuls over strided views or
+                 gathered blocks, masks as matmul biases, parts merged by log-sum-exp.
+- ``flex``       FlexAttention (CUDA) for block patterns, and fused biased / masked attention
+                 (Toeplitz biases through SDPA's float mask or a score_mod; SDPA with its lse).
 - ``feature``    kernelised attention φ(Q)(φ(K)ᵀV) with a chunked causal prefix sum, its implicit matrix.
 - ``hashing``    ``unit`` rows and angular LSH ``lsh_buckets``.
 - ``clustering`` k-means, grouping tables, attention of query groups against key tables.

@@ -1,28 +1,19 @@
-"""Fixed and combined sparse attention patterns as pure functions, in one place (xformers style).
+"""The fixed and combined sparse patterns, each written once as a ``blocks.BlockPattern``.
 
-Every pattern has the signature ``fn(rows, n, *, causal=False, **params) -> (idx, valid)``:
+A constructor takes the key length n (the pattern's positions; cross-attention places query i at
+c(i), see ``blocks.centres``) and the pattern's parameters, and returns the block table(s), the
+element predicate and the global rows. Everything else derives from that one object:
+``pattern.keys_for(rows, heads)`` gives the per-query key lists (xviz.sparse: the gather reference,
+the matrix, the mask, keys_per_row), ``blocks.execute`` the output from contiguous tiles (CPU) or
+FlexAttention (CUDA), and ``dense_mask(pattern)`` the N_q × N_k mask for display and tests.
 
-* ``rows``: a LongTensor (c,) of query positions (a contiguous range when called by the engine);
-* ``idx``: the key positions each row may attend to, a LongTensor broadcastable to (B, H, c, K):
-  leading dims are 1 where the pattern is shared, H where it differs per head, B·H where it
-  depends on the content (top-k);
-* ``valid``: bool, broadcastable to ``idx``: which entries count. Positions outside [0, n) are
-  always marked invalid here, so ``idx`` may hold out-of-range values.
+Causal patterns are the non-causal ones intersected with j ≤ i: the tables only drop blocks that
+lie wholly in the future, the executors apply j ≤ i inside. Patterns that need random draws take
+them as a tensor made once by ``bigbird_random_blocks`` / ``random_table``, so a pattern is a pure
+function of its arguments. Top-k is content-based and stays a key-list function (``topk``).
 
-``causal`` only trims keys that the caller masks anyway (j > i); it never adds or removes a
-key at or before the query, so the pattern *is* the non-causal pattern intersected with j ≤ i.
-Repeated keys in a row are allowed (a union of sub-patterns); xviz.sparse counts each once.
-
-Patterns that need random draws take the draws as a tensor made once by a ``*_table`` /
-``*_random_blocks`` helper, so a pattern is a pure function of its arguments and the same
-rows always give the same keys, however the caller chunks them.
-
-``dense_mask(pattern, n, ...)`` evaluates a pattern on every row, for display and tests.
-
-``xviz.kernels.blocks`` computes the same patterns' outputs from contiguous blocks with batched
-matmuls: the variants use those for ``out`` and keep the pattern functions (through
-``sparse.sparse_attention(compute_out=False)``, lazily, via ``blocks.lazy_views``) for the matrix,
-the mask and the key counts.
+Tile sizes are a speed choice, never a semantic one: the predicate decides which keys count, the
+tables only have to cover them (the tests check the masks against brute-force formulas).
 """
 from __future__ import annotations
 
@@ -31,56 +22,95 @@ from typing import Callable
 import torch
 
 from ..core.result import check_budget
+from .blocks import BlockPart, BlockPattern, centres
 
-Pattern = Callable[..., "tuple[torch.Tensor, torch.Tensor]"]
+__all__ = ["window", "blocked_local", "dilated_window", "longformer", "sparse_strided", "sparse_fixed", "bigbird",
+           "random_keys", "axial", "topk", "dense_mask", "global_rows", "bigbird_random_blocks", "random_table",
+           "fixed_summary_residues", "axial_grid", "band_block"]
 
 
-def _inside(idx: torch.Tensor, n: int) -> torch.Tensor:
-    return (idx >= 0) & (idx < n)
+def _nb(n: int, b: int) -> int:
+    return -(-n // b)
 
 
-def _ar(start: int, stop: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.arange(start, stop, device=like.device)
+def band_block(reach: int, n: int) -> int:
+    """Tile size for a band of ``reach`` keys a side: large enough for efficient matmuls, small
+    enough that the tiles do not hold many keys outside the band (measured on the engine bench)."""
+    b = 32 if reach < 48 else 64 if reach < 192 else 128
+    return max(1, min(b, n))
+
+
+def _band_table(t: int, back: int, fwd: int) -> torch.Tensor:
+    """(1, t, back + fwd + 1): tile u meets blocks u − back … u + fwd (out of range: none)."""
+    return (torch.arange(t)[:, None] + torch.arange(-back, fwd + 1))[None]
 
 
 # ---------------------------------------------------------------- local patterns
 
-def blocked_local(rows, n, *, block: int, look_back: int = 1, look_forward: int = 1, causal: bool = False):
-    """Chunks of ``block`` positions; a row attends every key in its own chunk and in
-    ``look_back`` chunks before and ``look_forward`` chunks after. K = (back + forward + 1)·block."""
-    chunks = -(-n // block)
+def window(n: int, *, back: int, forward: int, causal: bool = False, heads: torch.Tensor | None = None) -> BlockPattern:
+    """Keys j with i − back ≤ j ≤ i + forward (causal: forward = 0): a band, on band-shaped tiles."""
+    forward = 0 if causal else forward
+    back, forward = min(back, n - 1), min(forward, n - 1)
+    return BlockPattern(n, [_window_part(n, back, forward, heads)], causal)
+
+
+def _window_part(n: int, back: int, forward: int, heads=None, order=None, block: int | None = None) -> BlockPart:
+    """A band of ``back`` / ``forward`` slots (positions, or slots of the layout ``order``)."""
+    b = block or band_block(max(back, forward), n)
+    t = _nb(n if order is None else order.numel(), b)
+    table = _band_table(t, _nb(back, b), _nb(forward, b))
+
+    def allowed(i, j):
+        d = j - i
+        return (d >= -back) & (d <= forward)
+
+    return BlockPart(table, b, b, allowed, order=order, heads=heads)
+
+
+def blocked_local(n: int, *, block: int, look_back: int = 1, look_forward: int = 1, causal: bool = False) -> BlockPattern:
+    """Chunks of ``block`` positions; a row attends every key in its own chunk and in ``look_back``
+    chunks before and ``look_forward`` chunks after. K = (back + forward + 1)·block."""
+    block = max(1, min(block, n))
+    chunks = _nb(n, block)
     back = min(look_back, chunks - 1)
     fwd = 0 if causal else min(look_forward, chunks - 1)
-    starts = (rows // block)[:, None] + _ar(-back, fwd + 1, rows)  # (c, back + fwd + 1) chunk ids
-    idx = (starts[:, :, None] * block + _ar(0, block, rows)).flatten(1)  # (c, K)
-    return idx, _inside(idx, n)
+    return BlockPattern(n, [BlockPart(_band_table(chunks, back, fwd), block, block)], causal)
 
 
-def dilated_window(rows, n, *, window: int, dilation: int, per_head: bool = False, heads: int = 1,
-                   causal: bool = False):
+def _residue_order(n: int, stride: int, tile: int) -> tuple[torch.Tensor, int]:
+    """The layout grouping positions by residue mod ``stride`` (r, r + stride, r + 2·stride, …),
+    each class padded to a multiple of ``tile`` slots: (order (stride·R,), R slots per class)."""
+    rows = _nb(n, stride)
+    per = _nb(rows, tile) * tile
+    r = torch.arange(stride)[:, None]
+    t = torch.arange(per)[None, :]
+    pos = r + stride * t
+    return torch.where((t < rows) & (pos < n), pos, n).flatten(), per
+
+
+def dilated_window(n: int, *, window: int, dilation: int, per_head: bool = False, heads: int = 1,
+                   causal: bool = False) -> BlockPattern:
     """Keys i + δ·t for |t| ≤ window (causal: −window ≤ t ≤ 0). ``per_head``: head h uses
-    δ_h = 1 + (h mod dilation), as Longformer varies the dilation across heads; idx is then (1, H, c, K)."""
-    if per_head:
-        dil = 1 + torch.arange(heads, device=rows.device) % dilation  # (H,)
-        smallest = 1
-    else:
-        dil = torch.tensor([dilation], device=rows.device)
-        smallest = dilation
-    reach = min(window, max((n - 1) // smallest, 0))  # further steps fall outside [0, n) for every head
-    t = _ar(-reach, 1 if causal else reach + 1, rows)  # (K,)
-    idx = rows[None, None, :, None] + dil[None, :, None, None] * t  # (1, H or 1, c, K)
-    return idx, _inside(idx, n)
+    δ_h = 1 + (h mod dilation), as Longformer varies the dilation across heads. Layout: the residue
+    classes mod δ, where the dilated window is a plain band (no work on the skipped keys)."""
+    dil = (1 + torch.arange(heads) % dilation) if per_head else torch.full((heads,), dilation)
+    parts = []
+    for d in dil.unique().tolist():
+        sel = None if bool((dil == d).all()) else (dil == d).nonzero().flatten()
+        reach = min(window, max((n - 1) // d, 0))
+        fwd = 0 if causal else reach
+        rows = _nb(n, d)
+        b = band_block(reach, rows)
+        order, per = _residue_order(n, d, b)
+        part = _window_part(n, reach, fwd, sel, order=order, block=b)
 
+        def allowed(i, j, back=reach * d, fwd=fwd * d, d=d):
+            e = j - i  # the same class (residues taken before broadcasting): a tile at a class edge holds the next
+            return (e >= -back) & (e <= fwd) & (i % d == j % d)
 
-def longformer(rows, n, *, window: int, num_global: int, causal: bool = False):
-    """Sliding window (|i − j| ≤ window) plus the global columns 0 … num_global − 1. The global
-    *rows* (they attend every key) are not a key list: see ``global_rows``."""
-    reach = min(window, n - 1)
-    local = rows[:, None] + _ar(-reach, 1 if causal else reach + 1, rows)
-    g = min(num_global, n)
-    glob = _ar(0, g, rows).expand(rows.numel(), g)
-    idx = torch.cat([local, glob], dim=-1)
-    return idx, _inside(idx, n)
+        part.allowed = allowed
+        parts.append(part)
+    return BlockPattern(n, parts, causal)
 
 
 def global_rows(n: int, count: int, device=None) -> torch.Tensor:
@@ -88,46 +118,39 @@ def global_rows(n: int, count: int, device=None) -> torch.Tensor:
     return torch.arange(min(count, n), device=device)
 
 
+def longformer(n: int, *, window: int, num_global: int, causal: bool = False) -> BlockPattern:
+    """Sliding window (|i − j| ≤ window) plus the global columns 0 … g − 1, whose rows attend every key."""
+    reach = min(window, n - 1)
+    part = _window_part(n, reach, 0 if causal else reach)
+    g = min(num_global, n)
+    part.columns = torch.arange(g)[None] if g else None
+    return BlockPattern(n, [part], causal, full_rows=global_rows(n, g))
+
+
 # ---------------------------------------------------------------- Sparse Transformer (Child et al. 2019)
 
-def strided_local(rows, n, *, stride: int, causal: bool = False):
-    """|i − j| < stride: the "local" head of the strided pattern. K = 2·stride − 1."""
+def _classes_part(n: int, stride: int, exclude_self: bool, heads=None) -> BlockPart:
+    """(i − j) mod stride = 0: in the layout of residue classes each class is one tile meeting itself."""
+    order, per = _residue_order(n, stride, 1)
+    allowed = (lambda i, j: i != j) if exclude_self else None
+    return BlockPart(torch.arange(stride)[None, :, None], per, per, allowed, order=order, heads=heads)
+
+
+def sparse_strided(n: int, *, stride: int, heads_mode: str = "alternate", heads: int = 1,
+                   causal: bool = False) -> BlockPattern:
+    """Local |i − j| < stride and strided (i − j) mod stride = 0. "union": both in every head (the
+    diagonal counts once); "alternate": even heads local, odd heads strided."""
     reach = min(stride - 1, n - 1)
-    idx = rows[:, None] + _ar(-reach, 1 if causal else reach + 1, rows)
-    return idx, _inside(idx, n)
-
-
-def strided_step(rows, n, *, stride: int, causal: bool = False):
-    """(i − j) mod stride = 0: the "strided" head. K = 2·⌊(n − 1)/stride⌋ + 1."""
-    reach = (n - 1) // stride
-    idx = rows[:, None] + _ar(-reach, 1 if causal else reach + 1, rows) * stride
-    return idx, _inside(idx, n)
-
-
-def sparse_strided(rows, n, *, stride: int, heads_mode: str = "alternate", heads: int = 1, causal: bool = False):
-    """``heads_mode`` "union": both sub-patterns in every head (idx (c, K₁ + K₂); the diagonal is in
-    both and counts once). "alternate": even heads the local pattern, odd heads the strided one
-    (idx (1, H, c, max(K₁, K₂)), the shorter list padded with invalid entries)."""
-    li, lv = strided_local(rows, n, stride=stride, causal=causal)
-    si, sv = strided_step(rows, n, stride=stride, causal=causal)
     if heads_mode == "union":
-        return torch.cat([li, si], -1), torch.cat([lv, sv], -1)
-    if heads_mode != "alternate":
+        parts = [_window_part(n, reach, 0 if causal else reach), _classes_part(n, stride, exclude_self=True)]
+    elif heads_mode == "alternate":
+        if heads == 1:
+            return window(n, back=reach, forward=reach, causal=causal)
+        parts = [_window_part(n, reach, 0 if causal else reach, torch.arange(0, heads, 2)),
+                 _classes_part(n, stride, exclude_self=False, heads=torch.arange(1, heads, 2))]
+    else:
         raise ValueError(f"heads_mode must be 'alternate' or 'union', not {heads_mode!r}")
-    if heads == 1:
-        return li, lv
-    width = max(li.shape[-1], si.shape[-1])
-
-    def pad(i, v):
-        extra = width - i.shape[-1]
-        return (torch.nn.functional.pad(i, (0, extra), value=-1),
-                torch.nn.functional.pad(v, (0, extra), value=False))
-
-    (li, lv), (si, sv) = pad(li, lv), pad(si, sv)
-    odd = (torch.arange(heads, device=rows.device) % 2 == 1)[:, None, None]  # (H, 1, 1)
-    idx = torch.where(odd, si[None], li[None])[None]  # (1, H, c, K)
-    valid = torch.where(odd, sv[None], lv[None])[None]
-    return idx, valid
+    return BlockPattern(n, parts, causal)
 
 
 def fixed_summary_residues(stride: int, summary: int, heads: int = 1, distinct_heads: bool = False,
@@ -142,20 +165,17 @@ def fixed_summary_residues(stride: int, summary: int, heads: int = 1, distinct_h
     return (s[None] - shift) % stride
 
 
-def sparse_fixed(rows, n, *, stride: int, summary: int, distinct_heads: bool = False, heads: int = 1,
-                 causal: bool = False):
-    """Same block ⌊i/l⌋ = ⌊j/l⌋ plus the summary columns j mod l ≥ l − c of every block
-    (per head when ``distinct_heads``). K = l + ⌈n/l⌉·c (causal: only blocks up to the last row's)."""
-    own = ((rows // stride) * stride)[:, None] + _ar(0, stride, rows)  # (c, l)
-    blocks = -(-n // stride)
-    if causal and rows.numel():
-        blocks = min(blocks, int(rows.max()) // stride + 1)
-    res = fixed_summary_residues(stride, summary, heads, distinct_heads, rows.device)  # (h, c)
-    cols = (_ar(0, blocks, rows)[None, :, None] * stride + res[:, None, :]).flatten(1)  # (h, blocks·c)
-    h = cols.shape[0]
-    c = rows.numel()
-    idx = torch.cat([own[None].expand(h, c, -1), cols[:, None, :].expand(h, c, -1)], -1)[None]  # (1, h, c, K)
-    return idx, _inside(idx, n)
+def sparse_fixed(n: int, *, stride: int, summary: int, distinct_heads: bool = False, heads: int = 1,
+                 causal: bool = False) -> BlockPattern:
+    """Same block ⌊i/l⌋ = ⌊j/l⌋ plus the summary columns j mod l ≥ l − c of every block (per head
+    when ``distinct_heads``): own-block tiles plus shared columns."""
+    stride = max(1, min(stride, n))
+    nb = _nb(n, stride)
+    res = fixed_summary_residues(stride, summary, heads, distinct_heads)  # (1 or H, c)
+    cols = (torch.arange(nb)[None, :, None] * stride + res[:, None, :]).flatten(1).sort(-1).values
+    cols = torch.where(cols < n, cols, n)
+    part = BlockPart(torch.arange(nb)[None, :, None], stride, stride, columns=cols)
+    return BlockPattern(n, [part], causal)
 
 
 # ---------------------------------------------------------------- BigBird (Zaheer et al. 2020)
@@ -193,25 +213,20 @@ def bigbird_random_blocks(n: int, *, block: int, window_blocks: int, global_bloc
     return torch.where(ok, blk, out)
 
 
-def bigbird(rows, n, *, block: int, window_blocks: int, global_blocks: int,
-            random: torch.Tensor | None = None, causal: bool = False):
+def bigbird(n: int, *, block: int, window_blocks: int, global_blocks: int, random: torch.Tensor | None = None,
+            causal: bool = False) -> BlockPattern:
     """Query block ⌊i/b⌋ attends its ``window_blocks`` centred neighbour blocks, the first
-    ``global_blocks`` blocks, and its random blocks ``random`` ((H, nb, r) from
-    ``bigbird_random_blocks``, −1 = none). idx (1, H, c, K), K = (window + global + r)·b.
-    The global blocks' *rows* attend every key: see ``global_rows(n, global_blocks·b)``."""
-    nb = -(-n // block)
+    ``global_blocks`` blocks and its random blocks ``random`` ((H, nb, r), −1 = none); the global
+    blocks' rows attend every key. One block table (H, nb, W + G + r); repeats count once."""
+    block = max(1, min(block, n))
+    nb = _nb(n, block)
     w = min(window_blocks // 2, nb - 1)
-    qb = rows // block
-    win = qb[:, None] + _ar(-w, 1 if causal else w + 1, rows)  # (c, W)
+    win = _band_table(nb, w, 0 if causal else w)[0]  # (nb, W)
     g = min(global_blocks, nb)
-    blocks = torch.cat([win, _ar(0, g, rows).expand(rows.numel(), g)], -1)[None, None]  # (1, 1, c, W + G)
+    table = torch.cat([win, torch.arange(g).expand(nb, g)], -1)[None]  # (1, nb, W + G)
     if random is not None and random.shape[-1]:
-        rnd = random.to(rows.device)[:, qb]  # (H, c, r)
-        blocks = torch.cat([blocks.expand(1, rnd.shape[0], -1, -1), rnd[None]], -1)
-    idx = (blocks[..., None] * block + _ar(0, block, rows)).flatten(-2)
-    ok = (blocks >= 0) & (blocks < nb)
-    valid = ok.repeat_interleave(block, dim=-1) & _inside(idx, n)
-    return idx, valid
+        table = torch.cat([table.expand(random.shape[0], -1, -1), random.cpu()], -1)
+    return BlockPattern(n, [BlockPart(table, block, block)], causal, full_rows=global_rows(n, g * block))
 
 
 # ---------------------------------------------------------------- random keys per row
@@ -225,12 +240,11 @@ def random_table(n: int, *, keys_per_row: int, heads: int, generator: torch.Gene
     return torch.minimum(torch.floor(u * span).long(), torch.as_tensor(top))
 
 
-def random_keys(rows, n, *, table: torch.Tensor, causal: bool = False):
-    """Row i attends the keys ``table[h, i]`` (from ``random_table``) plus itself; repeats count once."""
-    drawn = table.to(rows.device)[:, rows]  # (H, c, r)
-    own = rows[None, :, None].expand(drawn.shape[0], -1, 1)
-    idx = torch.cat([drawn, own], -1)[None]
-    return idx, _inside(idx, n)
+def random_keys(n: int, *, table: torch.Tensor, causal: bool = False) -> BlockPattern:
+    """Row i attends the keys ``table[h, i]`` (from ``random_table``) plus itself; repeats count once.
+    Blocks of one position: each row is its own tile."""
+    own = torch.arange(n)[None, :, None].expand(table.shape[0], -1, 1)
+    return BlockPattern(n, [BlockPart(torch.cat([table.cpu(), own], -1), 1, 1)], causal)
 
 
 # ---------------------------------------------------------------- axial (criss-cross) on a grid
@@ -241,16 +255,12 @@ def axial_grid(n: int, grid_width: int, device=None) -> torch.Tensor:
     return torch.stack([p // grid_width, p % grid_width], -1)
 
 
-def axial(rows, n, *, grid_width: int, causal: bool = False):
-    """Every key in the query's grid row and grid column (rows ⌈n/W⌉, raster order). K = W + ⌈n/W⌉."""
-    w = grid_width
-    grid_rows = -(-n // w)
-    if causal and rows.numel():
-        grid_rows = min(grid_rows, int(rows.max()) // w + 1)
-    same_row = (rows // w)[:, None] * w + _ar(0, w, rows)
-    same_col = (rows % w)[:, None] + _ar(0, grid_rows, rows) * w
-    idx = torch.cat([same_row, same_col], -1)
-    return idx, _inside(idx, n)
+def axial(n: int, *, grid_width: int, causal: bool = False) -> BlockPattern:
+    """Every key in the query's grid row (a block of W) and grid column (a residue class mod W,
+    itself excluded: it is in the row). K = W + ⌈n/W⌉ − 1."""
+    w = max(1, min(grid_width, n))
+    rows = BlockPart(torch.arange(_nb(n, w))[None, :, None], w, w)
+    return BlockPattern(n, [rows, _classes_part(n, w, exclude_self=True)], causal)
 
 
 # ---------------------------------------------------------------- content-based: top-k
@@ -258,64 +268,69 @@ def axial(rows, n, *, grid_width: int, causal: bool = False):
 TOPK_LOGIT_ELEMENTS = 1 << 22  # logits held at once while choosing (16 MB of float32)
 
 
-def topk(rows, n, *, q: torch.Tensor, k: torch.Tensor, keep: int, scale: float, causal: bool = False):
-    """Each row's ``keep`` largest logits q_i·k_j·scale (future masked first when causal), chosen in
-    sub-chunks so at most ``TOPK_LOGIT_ELEMENTS`` logits exist at once. idx (B, H, c, keep)."""
+def topk_logits(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, keep: int, scale: float, causal: bool):
+    """Each row's ``keep`` largest logits q_i·k_j·scale (future masked first when causal) as
+    (values, indices), (B, H, c, keep), chosen in sub-chunks of at most ``TOPK_LOGIT_ELEMENTS``."""
     b, h = q.shape[:2]
+    n = k.shape[-2]
     keep = min(keep, n)
     step = max(1, TOPK_LOGIT_ELEMENTS // max(1, b * h * n))
     kt = k.transpose(-1, -2)
-    parts = []
+    vals, idx = [], []
     for s in range(0, rows.numel(), step):
         r = rows[s:s + step]
         logits = torch.matmul(q[:, :, r], kt) * scale  # (B, H, c', N)
         if causal:
             logits = logits.masked_fill(torch.arange(n, device=q.device)[None, :] > r[:, None], float("-inf"))
-        parts.append(logits.topk(keep, dim=-1).indices)
-    idx = torch.cat(parts, dim=-2) if parts else rows.new_zeros(b, h, 0, keep)
-    valid = _inside(idx, n)
+        top = logits.topk(keep, dim=-1)
+        vals.append(top.values)
+        idx.append(top.indices)
+    if not idx:
+        return q.new_zeros(b, h, 0, keep), rows.new_zeros(b, h, 0, keep)
+    return torch.cat(vals, -2), torch.cat(idx, -2)
+
+
+def topk(rows, n, *, q: torch.Tensor, k: torch.Tensor, keep: int, scale: float, causal: bool = False):
+    """Key lists of top-k attention: idx (B, H, c, keep), valid (future keys of short causal rows off)."""
+    _, idx = topk_logits(q, k, rows, keep, scale, causal)
+    valid = (idx >= 0) & (idx < n)
     if causal:
         valid = valid & (idx <= rows[:, None])
     return idx, valid
 
 
-PATTERNS: dict[str, Pattern] = {
-    "blocked_local": blocked_local,
-    "dilated_window": dilated_window,
-    "longformer": longformer,
-    "strided_local": strided_local,
-    "strided_step": strided_step,
-    "sparse_strided": sparse_strided,
-    "sparse_fixed": sparse_fixed,
-    "bigbird": bigbird,
-    "random_keys": random_keys,
-    "axial": axial,
-    "topk": topk,
-}
+# ---------------------------------------------------------------- dense masks (display, tests)
 
-
-def dense_mask(pattern: Pattern, n: int, *, causal: bool = False, full_rows: torch.Tensor | None = None,
-               device=None, chunk: int = 1024, **params) -> torch.Tensor:
-    """Evaluate ``pattern`` on every row: a bool (b, h, n, n) mask (b, h = 1 where shared), with
-    j ≤ i enforced when ``causal`` and ``full_rows`` (global rows) attending every allowed key."""
+def dense_mask(pattern: BlockPattern | Callable, n: int | None = None, *, heads: int = 1, nq: int | None = None,
+               causal: bool = False, device=None, chunk: int = 1024, **params) -> torch.Tensor:
+    """A bool (b, h, N_q, N_k) mask (b, h = 1 where shared): a ``BlockPattern``'s keys (its causal
+    flag and global rows included), or a key-list function ``fn(rows, n, causal=, **params)``."""
+    if isinstance(pattern, BlockPattern):
+        n, causal = pattern.n, pattern.causal
+        nq = n if nq is None else nq
+        keys = lambda rows: pattern.keys_for(rows, heads, nq)  # noqa: E731
+        full = pattern.query_full_rows(nq, device)
+    else:
+        nq = n if nq is None else nq
+        keys = lambda rows: pattern(rows, n, causal=causal, **params)  # noqa: E731
+        full = None
     mask = None
-    for start in range(0, n, chunk):
-        rows = torch.arange(start, min(n, start + chunk), device=device)
-        idx, valid = pattern(rows, n, causal=causal, **params)
+    for start in range(0, nq, chunk):
+        rows = torch.arange(start, min(nq, start + chunk), device=device)
+        idx, valid = keys(rows)
         idx, valid = torch.broadcast_tensors(idx.long(), valid)
         while idx.dim() < 4:
             idx, valid = idx.unsqueeze(0), valid.unsqueeze(0)
-        valid = valid & _inside(idx, n)
+        valid = valid & (idx >= 0) & (idx < n)
         if causal:
             valid = valid & (idx <= rows[:, None])
         if mask is None:
-            check_budget((idx.shape[0], idx.shape[1], n, n), 1, "the dense pattern mask")
-            mask = torch.zeros(idx.shape[0], idx.shape[1], n, n, dtype=torch.bool, device=device)
+            check_budget((idx.shape[0], idx.shape[1], nq, n), 1, "the dense pattern mask")
+            mask = torch.zeros(idx.shape[0], idx.shape[1], nq, n, dtype=torch.bool, device=device)
         _scatter_or(mask[:, :, start:start + rows.numel()], idx.clamp(0, n - 1), valid)
-    if full_rows is not None and full_rows.numel():
-        full_rows = full_rows.to(mask.device).long()
+    if full is not None:
         cols = torch.arange(n, device=mask.device)
-        mask[:, :, full_rows] = (cols[None, :] <= full_rows[:, None]) if causal else True
+        mask[:, :, full] = (cols[None, :] <= full[:, None]) if causal else True
     return mask
 
 
@@ -324,3 +339,6 @@ def _scatter_or(dst: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> No
     counts = torch.zeros(dst.shape, dtype=torch.int32, device=dst.device)
     counts.scatter_add_(-1, idx, valid.to(torch.int32))
     dst |= counts > 0
+
+
+_ = centres  # re-exported for the variants: the cross-attention rule lives in blocks

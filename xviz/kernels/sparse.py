@@ -66,13 +66,15 @@ def _chunk_rows(n: int, width: int, per_row: int) -> int:
 
 def iter_chunks(q, k, v, scale: float, causal: bool, keys_for: KeysFor, width: int,
                 self_only_when_alone: bool = False, with_probs: bool = True) -> Iterator[Chunk]:
-    """Walk the queries in chunks, yielding the pattern and (optionally) the softmax weights."""
-    b, h, n, d = q.shape
-    step = _chunk_rows(n, width, b * h * (d + v.shape[-1]))
+    """Walk the queries in chunks, yielding the pattern and (optionally) the softmax weights.
+    Keys are positions in [0, N_k); queries run over N_q (cross-attention: N_q ≠ N_k)."""
+    b, h, nq, d = q.shape
+    n = k.shape[-2]
+    step = _chunk_rows(nq, width, b * h * (d + v.shape[-1]))
     bi = torch.arange(b, device=q.device)[:, None, None, None]
     hi = torch.arange(h, device=q.device)[None, :, None, None]
-    for start in range(0, n, step):
-        stop = min(n, start + step)
+    for start in range(0, nq, step):
+        stop = min(nq, start + step)
         rows = torch.arange(start, stop, device=q.device)
         idx, valid = _pattern_chunk(keys_for, rows, n, causal, self_only_when_alone)
         probs = None
@@ -93,12 +95,13 @@ def sparse_attention(q, k, v, ctx, keys_for: KeysFor, width: int, *, full_rows: 
     attend to every key, such as global tokens). Returns out, a lazy dense matrix, and the
     artifacts ``mask`` (lazy, dense bool (b, h, N, N) with b, h = 1 where shared),
     ``keys_per_row`` ((b, h, N) counts of attended keys). ``compute_out=False`` leaves ``out`` to the
-caller (a faster path such as ``band_attention``) and keeps the rest."""
-    b, h, n, _ = q.shape
+caller (a faster path such as ``blocks.execute``) and keeps the rest."""
+    b, h, nq, _ = q.shape
+    n = k.shape[-2]
     scale, causal = ctx.scale, ctx.causal
     bi = torch.arange(b, device=q.device)[:, None, None, None]
     hi = torch.arange(h, device=q.device)[None, :, None, None]
-    out = q.new_zeros(b, h, n, v.shape[-1]) if compute_out else None
+    out = q.new_zeros(b, h, nq, v.shape[-1]) if compute_out else None
     counts = None
     for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone, with_probs=compute_out):
         if compute_out:
@@ -106,7 +109,7 @@ caller (a faster path such as ``band_attention``) and keeps the rest."""
             out[:, :, ch.start:ch.stop] = torch.matmul(ch.probs.unsqueeze(-2), vg).squeeze(-2)
         c = ch.valid.sum(-1, dtype=torch.int32)
         if counts is None:
-            counts = torch.zeros(*c.shape[:2], n, dtype=torch.int32, device=q.device)
+            counts = torch.zeros(*c.shape[:2], nq, dtype=torch.int32, device=q.device)
         counts[:, :, ch.start:ch.stop] = c
     if full_rows is not None and full_rows.numel():
         full_rows = full_rows.to(q.device).long()
@@ -116,7 +119,7 @@ caller (a faster path such as ``band_attention``) and keeps the rest."""
         counts[:, :, full_rows] = allowed.to(torch.int32)
 
     def matrix() -> torch.Tensor:
-        dense = q.new_zeros(b, h, n, n)
+        dense = q.new_zeros(b, h, nq, n)
         for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone):
             dense[:, :, ch.start:ch.stop].scatter_add_(-1, ch.idx.expand(b, h, -1, -1), ch.probs)
         if full_rows is not None and full_rows.numel():
@@ -125,8 +128,8 @@ caller (a faster path such as ``band_attention``) and keeps the rest."""
 
     def mask() -> torch.Tensor:
         pb, ph = counts.shape[:2]
-        check_budget((pb, ph, n, n), 1, "the dense mask")
-        dense = torch.zeros(pb, ph, n, n, dtype=torch.uint8, device=q.device)
+        check_budget((pb, ph, nq, n), 1, "the dense mask")
+        dense = torch.zeros(pb, ph, nq, n, dtype=torch.uint8, device=q.device)
         for ch in iter_chunks(q, k, v, scale, causal, keys_for, width, self_only_when_alone, with_probs=False):
             idx, valid = torch.broadcast_tensors(ch.idx, ch.valid)
             idx, valid = idx.expand(pb, ph, -1, -1), valid.expand(pb, ph, -1, -1)

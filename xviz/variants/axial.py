@@ -13,38 +13,31 @@ factorisation the Sparse Transformer uses for images — whose mask is exact and
 Causal: raster order (j ≤ i), so a query sees the earlier cells of its row and the cells
 above it in its column. grid_width = N (one grid row) is exact attention.
 Cost O(N·(W + N/W)·d): O(N√N·d) at W ≈ √N; the default W = 32 suits N ≈ 1,024.
-Compute: a grid row is one block and a grid column a residue class mod W, each attended with
-batched matmuls and merged by their log-sum-exps (``patterns.block_sparse_part``,
-``residue_part``, ``merge``): no per-row gather, no N×N tensor. The key lists give the matrix
-and mask on request.
+Pattern: ``patterns.axial`` — a grid row is one tile of W positions, a grid column one tile in the
+layout of residue classes mod W; the two parts merge by their log-sum-exps. Batched matmuls over
+strided views, no per-key gather, no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i
+sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 import math
 
-import torch
-
 from ..kernels import patterns
-from ..kernels.blocks import block_sparse_part, lazy_views, merge, residue_part
+from ..kernels.blocks import pattern_output
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
-from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 
 def axial(q, k, v, ctx, grid_width: int):
     """Union of the query's grid row and grid column (raster order)."""
-    n = q.shape[-2]
-    width = grid_width + math.ceil(n / grid_width)
-    nb = math.ceil(n / grid_width)
-    row = block_sparse_part(q, k, v, ctx.scale, ctx.causal, grid_width, torch.arange(nb)[None, :, None])
-    col = residue_part(q, k, v, ctx.scale, ctx.causal, grid_width, exclude_self=True)  # self is in its row
-    return lazy_views(merge([row, col]), lambda: sparse_attention(
-        q, k, v, ctx, lambda rows: patterns.axial(rows, n, grid_width=grid_width, causal=ctx.causal), width=width,
-        compute_out=False), extra={"grid": lambda: patterns.axial_grid(n, grid_width)})
+    n = k.shape[-2]
+    return pattern_output(q, k, v, ctx, patterns.axial(n, grid_width=grid_width, causal=ctx.causal),
+                          extra={"grid": lambda: patterns.axial_grid(n, grid_width)})
 
 
 def cost(s, grid_width):
-    w = min(grid_width, s.n)
-    keys = w + math.ceil(s.n / w) - 1
-    return sparse_cost(s, min(s.n, (keys + 1) / 2 if s.causal else keys))
+    w = min(grid_width, s.nk)
+    keys = w + math.ceil(s.nk / w) - 1
+    return sparse_cost(s, min(s.nk, (keys + 1) / 2 if s.causal else keys))
 
 
 register_variant(VariantSpec(
@@ -62,6 +55,7 @@ register_variant(VariantSpec(
               low=1, high="N", log=True),
     ),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW, Artifact("grid", "ids", ("N", "2"), "(grid row, grid column) of each position")),
     content_based=False,

@@ -1,7 +1,8 @@
 """BigBird block-sparse attention (Zaheer et al. 2020, §2 and Appendix D).
 
 The sequence is cut into blocks of ``block`` tokens. Each query block attends
-* ``window_blocks`` neighbouring blocks, centred on itself (an odd total: w = window_blocks // 2 each side),
+* ``window_blocks`` neighbouring blocks, centred on itself (an odd total: w = window_blocks // 2
+each side),
 * the ``global_blocks`` global blocks, whose own rows attend every key (BigBird-ITC: global
   tokens are existing tokens), and
 * ``random_blocks`` random blocks, drawn per head and per query block from the seed, uniformly
@@ -16,20 +17,21 @@ Defaults: b = 32, a 3-block window, 1 global block, r = 3 (the paper's 3-block w
 it uses b = 64 at N = 4,096, where b = 32 keeps the random blocks visible at the app's N = 256).
 Limits: a window covering every block (window_blocks ≥ 2·⌈N/b⌉ − 1) is exact attention.
 Cost O(N·(window + global + random)·b·d + g·b·N·d); drawing the random blocks is O(H·(N/b)·r²).
-Compute: BigBird's own block-sparse scheme — each query block gathers its (window + global +
-random) key *blocks* and meets them in one matmul (``kernels.blocks.block_sparse_part``; O(N·L·d)
-gathered, not O(N·L·b·d)), plus the dense global rows; no N×N tensor. The key lists
-(``patterns.bigbird``) give the matrix and mask on request.
+Pattern: ``patterns.bigbird`` — one block table per head (window ∪ global ∪ random key blocks per
+query block, repeats once), BigBird's own block-sparse scheme: each query block meets its key
+blocks, gathered whole, in one matmul (no per-key gather), plus the dense global rows; no N×N
+tensor. The key lists derived from the same table give the matrix and mask on request.
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
+c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``); the global
+rows are the queries sitting in a global block.
 """
 import math
 
-import torch
-
 from ..kernels import patterns
-from ..kernels.blocks import block_sparse_part, dense_rows, lazy_views
+from ..kernels.blocks import pattern_output
 from ..core.errors import ParameterError
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
-from ..kernels.sparse import GLOBAL_ROWS, KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import GLOBAL_ROWS, KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 _SALT = 0xB16B
@@ -37,27 +39,14 @@ _SALT = 0xB16B
 
 def bigbird(q, k, v, ctx, block: int, window_blocks: int, global_blocks: int, random_blocks: int):
     """Window ∪ global ∪ random key blocks per query block; global rows dense."""
-    n, h = q.shape[-2], q.shape[1]
+    n, h = k.shape[-2], q.shape[1]
     nb = math.ceil(n / block)
     rnd = patterns.bigbird_random_blocks(
         n, block=block, window_blocks=window_blocks, global_blocks=global_blocks, random_blocks=min(random_blocks, nb),
         heads=h, generator=ctx.generator(_SALT), causal=ctx.causal)
-    rnd_dev = rnd.to(q.device)
-    kw = dict(block=block, window_blocks=window_blocks, global_blocks=global_blocks, random=rnd_dev, causal=ctx.causal)
-    width = (min(window_blocks, 2 * nb - 1) + min(global_blocks, nb) + rnd.shape[-1]) * block
-    glob = patterns.global_rows(n, global_blocks * block, q.device)
-    w = min(window_blocks // 2, nb - 1)
-    qb = torch.arange(nb)
-    win = qb[:, None] + torch.arange(-w, 1 if ctx.causal else w + 1)  # (nb, W)
-    g = torch.arange(min(global_blocks, nb)).expand(nb, -1)  # (nb, G)
-    blocks = torch.cat([torch.cat([win, g], -1)[None].expand(h, -1, -1), rnd], -1)  # (H, nb, L)
-    valid = torch.cat([torch.ones(h, nb, win.shape[1] + g.shape[1], dtype=torch.bool), rnd >= 0], -1)
-    out, _ = block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks, valid)
-    if glob.numel():
-        out[:, :, glob] = dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
-    return lazy_views(out, lambda: sparse_attention(
-        q, k, v, ctx, lambda rows: patterns.bigbird(rows, n, **kw), width=width, full_rows=glob, compute_out=False),
-        extra={"random_blocks": rnd, "global_rows": glob})
+    pattern = patterns.bigbird(n, block=block, window_blocks=window_blocks, global_blocks=global_blocks, random=rnd,
+                               causal=ctx.causal)
+    return pattern_output(q, k, v, ctx, pattern, extra={"random_blocks": rnd})
 
 
 def check(params, n, d, heads):
@@ -71,13 +60,13 @@ def check(params, n, d, heads):
 
 
 def cost(s, block, window_blocks, global_blocks, random_blocks):
-    block = min(block, s.n)
-    nb = math.ceil(s.n / block)
+    block = min(block, s.nk)
+    nb = math.ceil(s.nk / block)
     win = min(window_blocks, 2 * nb - 1)
     win = (win // 2 + 0.5) if s.causal else win
     rnd = min(random_blocks, nb) / (2 if s.causal else 1)
     keys = (win + min(global_blocks, nb) + rnd) * block
-    return sparse_cost(s, min(s.n, keys), full_rows=min(s.n, global_blocks * block))
+    return sparse_cost(s, min(s.nk, keys), full_rows=min(s.nk, global_blocks * block) * s.n // s.nk)
 
 
 def exact_when(n, d, h):
@@ -105,6 +94,7 @@ register_variant(VariantSpec(
         Param("random_blocks", "int", 3, "random key blocks per query block and head (seeded)", low=0, high="N"),
     ),
     causal=True,
+    cross=True,
     stochastic=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW, GLOBAL_ROWS,

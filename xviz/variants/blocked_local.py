@@ -8,37 +8,30 @@ lucidrains' ``local-attention`` (``look_backward`` / ``look_forward``). Unlike a
 all queries of a chunk share one key set, so the pattern is a block band. Nothing is learned.
 Our choices: chunks are aligned to position 0 (the last chunk may be short); look-back/forward
 beyond the sequence are clamped, so look_back = look_forward = N is exact attention.
-Compute: each chunk meets its (back + forward + 1) key chunks in one batched matmul
-(``patterns.block_sparse_part``, no per-row gather), O(N·(back + forward + 1)·block·d); no N×N
-tensor. The key lists (``patterns.blocked_local``) give the matrix and mask on request.
+Pattern: ``patterns.blocked_local`` — a block table whose rows are consecutive chunks, so each
+chunk meets its (back + forward + 1) key chunks as one strided view of K and V and one batched
+matmul (no gather), O(N·(back + forward + 1)·block·d); no N×N tensor. The key lists derived from
+the same pattern give the matrix and mask on request.
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
-import torch
-
 from ..kernels import patterns
-from ..kernels.blocks import block_sparse_part, lazy_views
+from ..kernels.blocks import pattern_output
 from ..core.registry import Param, VariantSpec, register_variant
-from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 
 def blocked_local(q, k, v, ctx, block: int, look_back: int, look_forward: int):
     """Block-band attention: chunk ⌊i/block⌋ attends chunks ⌊i/block⌋ − look_back … + look_forward."""
-    n = q.shape[-2]
-    kw = dict(block=block, look_back=look_back, look_forward=look_forward, causal=ctx.causal)
-    width = patterns.blocked_local(torch.zeros(1, dtype=torch.long, device=q.device), n, **kw)[0].shape[-1]
-    nb = -(-n // block)
-    back = min(look_back, nb - 1)
-    fwd = 0 if ctx.causal else min(look_forward, nb - 1)
-    blocks = (torch.arange(nb)[:, None] + torch.arange(-back, fwd + 1))[None]  # (1, nb, L) chunk ids
-    out, _ = block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks)
-    return lazy_views(out, lambda: sparse_attention(
-        q, k, v, ctx, lambda rows: patterns.blocked_local(rows, n, **kw), width=width, compute_out=False))
+    return pattern_output(q, k, v, ctx, patterns.blocked_local(
+        k.shape[-2], block=block, look_back=look_back, look_forward=look_forward, causal=ctx.causal))
 
 
 def cost(s, block, look_back, look_forward):
-    block = min(block, s.n)
+    block = min(block, s.nk)
     keys = look_back * block + ((block + 1) / 2 if s.causal else (look_forward + 1) * block)
-    return sparse_cost(s, min(keys, s.n))
+    return sparse_cost(s, min(keys, s.nk))
 
 
 register_variant(VariantSpec(
@@ -56,6 +49,7 @@ register_variant(VariantSpec(
         Param("look_forward", "int", 1, "later chunks each chunk also attends (dropped when causal)", low=0, high="N"),
     ),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW),
     content_based=False,

@@ -22,7 +22,7 @@ one token (K̄ = K, V̄ = V): each key appears twice, its weight doubles in nume
 denominator, and r ≥ N is again exactly exact attention. g = 0 is the sliding window of reach r.
 Not causal: ETC is an encoder, and a global token averages its whole segment, later tokens
 included.
-Compute: the band as query blocks against neighbouring key blocks (``blocks.block_sparse_part``,
+Compute: the band as band tiles (``kernels.patterns.window`` through ``kernels.tiles.part_tiles``,
 no gather) merged by log-sum-exp with the l2g part (``global_tokens.shared_keys_part``):
 O(N·(2r + 1 + g)·d); no N×N tensor.
 Ainslie et al. 2020, ETC: Encoding Long and Structured Inputs in Transformers (EMNLP;
@@ -32,19 +32,16 @@ import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output, check_budget
-from ..kernels.blocks import block_sparse_part
+from ..kernels import patterns
+from ..kernels.tiles import part_tiles
 from ..kernels.dense import masked_softmax, merge, work_dtype
 from ..kernels.global_tokens import segment_tokens, shared_keys_part, spread
 
 
 def band_part(q, k, v, scale: float, radius: int):
     """Each query attends the keys with |i − j| ≤ radius: (out, lse)."""
-    n = q.shape[-2]
-    reach = min(radius, n - 1)
-    block = max(1, reach)
-    nb = -(-n // block)
-    blocks = (torch.arange(nb)[:, None] + torch.arange(-1, 2))[None]
-    return block_sparse_part(q, k, v, scale, False, block, blocks, allowed=lambda i, j: (i - j).abs() <= reach)
+    band = patterns.window(q.shape[-2], back=radius, forward=radius)
+    return part_tiles(q * scale, k, v, band.parts[0], band)
 
 
 def etc(q, k, v, ctx, radius: int, num_global: int):

@@ -6,49 +6,31 @@ attention). Longformer picks global positions per task ([CLS] for classification
 tokens for QA) and uses separate linear projections for global attention; with given Q/K/V
 we take the *first* g positions as global (the [CLS] choice) and the same projections.
 Causal: global rows attend only j ≤ i, so nothing reaches the future. window ≥ N is exact.
-Compute: the band as chunks of w queries against their neighbouring chunks and the global
-columns as one matmul, merged by their log-sum-exps (``patterns.block_sparse_part``,
-``columns_part``, ``merge``: no per-row gather), plus the dense global rows:
-O(N·(2w + 1 + g)·d + g·N·d), no N×N tensor. Its native output (Longformer's (N, 2w + 1) band plus global rows, see
-the catalog's pitfalls) is drawn here as the N×N mask.
+Pattern: ``patterns.longformer`` — the band on band-shaped tiles (strided views of K and V, no
+gather) plus the global columns, joined to each tile's logits (one matmul per chunk of queries,
+one softmax over both), plus the dense global rows: O(N·(2w + 1 + g)·d + g·N·d), no N×N tensor. Its native output
+(Longformer's (N, 2w + 1) band plus global rows, see the catalog's pitfalls) is drawn here as the
+N×N mask. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
+c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``); the global
+rows are the queries sitting at a global position.
 """
-import torch
-
 from ..kernels import patterns
-from ..kernels.blocks import block_sparse_part, columns_part, dense_rows, lazy_views, merge
+from ..kernels.blocks import pattern_output
 from ..core.registry import Param, VariantSpec, register_variant
-from ..kernels.sparse import GLOBAL_ROWS, KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import GLOBAL_ROWS, KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 
 def longformer(q, k, v, ctx, window: int, num_global: int):
     """Band of reach ``window`` ∪ global columns 0…g−1, with the rows 0…g−1 attending everything."""
-    n = q.shape[-2]
-    kw = dict(window=window, num_global=num_global, causal=ctx.causal)
-    width = patterns.longformer(torch.zeros(1, dtype=torch.long, device=q.device), n, **kw)[0].shape[-1]
-    glob = patterns.global_rows(n, num_global, q.device)
-    reach = min(window, n - 1)
-    # the band: chunks of max(reach, 1) queries meet their own and neighbouring chunks, |i − j| ≤ reach
-    block = max(1, min(reach, n))
-    nb = -(-n // block)
-    blocks = (torch.arange(nb)[:, None] + torch.arange(-1, 1 if ctx.causal else 2))[None]
-    parts = [block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks,
-                                        allowed=lambda i, j: (i - j).abs() <= reach)]
-    if glob.numel():  # global columns outside the band
-        parts.append(columns_part(q, k, v, ctx.scale, ctx.causal, glob[None],
-                                           exclude=lambda i, j: (i - j).abs() <= reach))
-    out = merge(parts)
-    if glob.numel():
-        out[:, :, glob] = dense_rows(q, k, v, ctx.scale, ctx.causal, glob)
-    return lazy_views(out, lambda: sparse_attention(
-        q, k, v, ctx, lambda rows: patterns.longformer(rows, n, **kw), width=width, full_rows=glob,
-        compute_out=False), extra={"global_rows": glob})
+    return pattern_output(q, k, v, ctx, patterns.longformer(k.shape[-2], window=window, num_global=num_global,
+                                                           causal=ctx.causal))
 
 
 def cost(s, window, num_global):
-    g = min(num_global, s.n)
+    g = min(num_global, s.nk)
     band = (window + 1) if s.causal else 2 * window + 1
-    return sparse_cost(s, min(s.n, band + g), full_rows=g)
+    return sparse_cost(s, min(s.nk, band + g), full_rows=g * s.n // s.nk)
 
 
 register_variant(VariantSpec(
@@ -66,6 +48,7 @@ register_variant(VariantSpec(
               low=0, high="N"),
     ),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW, GLOBAL_ROWS),
     content_based=False,

@@ -10,13 +10,18 @@ before its own block, plus the raw keys of its own block up to itself (so nothin
 future leaks; s = 1 is then exact causal attention). Not causal: pooled blocks only.
 Cross-attention (N_q ≠ N_k, not causal): the N_k keys and values are pooled, the queries are
 any length; the matrix is (N_q × N_k).
-Compute: O(N·(N/s)·d) (causal: plus O(N·s·d)), in query chunks of O(c·(N/s + s)) memory.
+Compute: O(N·(N/s)·d) (causal: plus O(N·s·d)) in fused kernels (``_fused_out``: SDPA on the pooled
+keys; causal, merged with the own block's raw keys), O(N) memory; the matrix from query chunks.
 Liu et al. 2018, Generating Wikipedia by Summarizing Long Sequences (ICLR; arXiv:1801.10198), §4.2.3.
 """
 import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output
+from ..kernels.dense import merge
+from ..kernels.tiles import part_tiles
+from ..kernels.flex import fused_lse
+from ..kernels.patterns import blocked_local
 from ..kernels.segments import segment_means
 
 CHUNK_ELEMENTS = 1 << 24
@@ -59,12 +64,7 @@ def memory_compressed(q, k, v, ctx, stride: int):
     nb = -(-nk // stride)
     block = torch.arange(nk, device=q.device) // stride
     v_bar = segment_means(v_, block, nb)
-    out = q.new_empty(b, h, n, v.shape[-1])
-    for start, stop, p_pool, p_local, idx in _chunks(q, k, ctx, stride):
-        o = p_pool @ v_bar
-        if p_local is not None:
-            o = o + (p_local.unsqueeze(-2) @ v_[:, :, idx]).squeeze(-2)
-        out[:, :, start:stop] = o
+    out = _fused_out(q, k, v_, segment_means(k, block, nb), v_bar, ctx, stride)
 
     def matrix():
         size = torch.bincount(block, minlength=nb).to(cdt)
@@ -75,7 +75,18 @@ def memory_compressed(q, k, v, ctx, stride: int):
                 dense[:, :, start:stop].scatter_add_(-1, idx.expand(b, h, -1, -1), p_local)
         return dense.to(v.dtype)
 
-    return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"pooled_positions": block})  # (N,) block of each key
+    return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"pooled_positions": block})  # (N_k,) block of each key
+
+
+def _fused_out(q, k, v, k_bar, v_bar, ctx, stride: int):
+    """The output from fused kernels: SDPA on the pooled keys; causal, the pooled blocks before the
+    query's own (a block-causal mask) merged by log-sum-exp with its own block's raw keys j ≤ i
+    (a one-block pattern on the tiles). ``_chunks`` (the reference) gives the matrix."""
+    if not ctx.causal:
+        return fused_lse(q, k_bar, v_bar, ctx.scale)[0]
+    pooled = fused_lse(q, k_bar, v_bar, ctx.scale, allowed=lambda i, j: j < i // stride)
+    own = blocked_local(k.shape[-2], block=stride, look_back=0, look_forward=0, causal=True)
+    return merge([pooled, part_tiles(q * ctx.scale, k, v, own.parts[0], own)])
 
 
 def memory_compressed_cost(shape, stride):

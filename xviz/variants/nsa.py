@@ -29,7 +29,7 @@ Compute: per query chunk, the compressed logits against the ⌈(N − l)/δ⌉ +
 compressed branch and (by the overlap map) the block importances, in one pass; each chosen key
 block meets the queries that chose it in one matmul (``routed.selected_blocks_part``, dispatched
 by block) and the window is a gather-free band
-(``band.band_attention``). O(N·(N/δ + n·l′ + w)·d): O(N√N·d) at δ ≈ √N; no N×N tensor. The
+(``kernels.patterns.window`` on the tiles). O(N·(N/δ + n·l′ + w)·d): O(N√N·d) at δ ≈ √N; no N×N tensor. The
 dense reference (``matrix``) builds the three weights separately.
 Artifacts: the mask (the raw keys read: selected ∪ window; the compressed branch reads every
 earlier block in pooled form), ``branch_masks`` (the three branches' masks), ``selected_blocks``
@@ -42,7 +42,8 @@ import torch
 from ..core.errors import ParameterError
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import check_budget
-from ..kernels.band import band_attention
+from ..kernels import patterns
+from ..kernels.blocks import execute
 from ..kernels.blocks import lazy_views
 from ..kernels.costs import sparse_cost
 from ..kernels.dense import masked_softmax, work_dtype
@@ -116,7 +117,7 @@ def nsa(q, k, v, ctx, compress_block: int, compress_stride: int, select_block: i
     kc_, vc_ = compressed_blocks(kc, l, stride), compressed_blocks(vc, l, stride)
     o_cmp, ids, valid = compressed_and_selection(qc, kc_, vc_, ctx, n, l, stride, ls, top_n)
     o_slc, _ = selected_blocks_part(qc, kc, vc, ctx.scale, ctx.causal, ls, ids, valid)
-    o_win = band_attention(qc, kc, vc, ctx, back=window, forward=window)
+    o_win = execute(qc, kc, vc, ctx.scale, patterns.window(n, back=window, forward=window, causal=ctx.causal))
     g = branch_gates(n, l, ctx.causal, (gate_compressed, gate_selected, gate_window), q.device, cdt)
     out = (g[0, :, None] * o_cmp + g[1, :, None] * o_slc + g[2, :, None] * o_win).to(v.dtype)
     reach = min(window, n - 1)

@@ -8,8 +8,10 @@
 ``strength`` multiplies either bias; strength = 0 is exact attention. Nothing is learned: ALiBi's
 slopes are fixed in the paper too, and σ is a parameter here.
 Causal: the usual mask on top of the bias. Positional, so not content-based.
-Computed in query chunks: quadratic time, O(c·N) memory; the N×N bias exists only in the lazy
-"bias" artifact.
+Compute: both biases depend on i − j only, so ``flex.toeplitz_attention`` runs one fused kernel:
+SDPA with the bias as a zero-copy float ``attn_mask`` (a strided view of one vector per head, the
+keys reversed), FlexAttention with a score_mod on CUDA. Quadratic time, O(N) memory; the N×N bias
+exists only in the lazy "bias" artifact, and the weights only in the lazy matrix (query chunks).
 Press et al. 2022, Train Short, Test Long: Attention with Linear Biases Enables Input Length
 Extrapolation (ICLR; arXiv:2108.12409); Guo et al. 2019, Gaussian Transformer (AAAI).
 """
@@ -18,6 +20,7 @@ import torch
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output, check_budget
 from ..kernels.costs import quadratic_cost
+from ..kernels.flex import toeplitz_attention
 
 CHUNK_ELEMENTS = 1 << 24
 
@@ -44,13 +47,17 @@ def _weight_chunks(q, k, ctx, bias, strength, sigma):
         yield start, stop, torch.softmax(logits, dim=-1)
 
 
+def bias_vector(bias: str, n: int, heads: int, strength: float, sigma: float, dtype, device=None) -> torch.Tensor:
+    """u[h, s] = B at i − j = s − (N − 1), s ∈ [0, 2N − 2]: (H, 2N − 1) for alibi, (1, 2N − 1) for gaussian
+    (both biases are even in i − j, so row N − 1 of ``bias_rows`` over 2N − 1 columns is u reversed = u)."""
+    return bias_rows(bias, torch.tensor([n - 1], device=device), 2 * n - 1, heads, strength, sigma, dtype)[:, 0]
+
+
 def prior(q, k, v, ctx, bias: str, strength: float, sigma: float):
     b, h, n, _ = q.shape
     cdt = torch.promote_types(q.dtype, torch.float32)
-    q_, k_, v_ = q.to(cdt), k.to(cdt), v.to(cdt)
-    out = v_.new_empty(b, h, n, v.shape[-1])
-    for start, stop, p in _weight_chunks(q_, k_, ctx, bias, strength, sigma):
-        out[:, :, start:stop] = p @ v_
+    q_, k_ = q.to(cdt), k.to(cdt)
+    out = toeplitz_attention(q, k, v, ctx.scale, ctx.causal, bias_vector(bias, n, h, strength, sigma, cdt, q.device))
 
     def matrix():
         dense = q_.new_empty(b, h, n, n)
@@ -63,7 +70,7 @@ def prior(q, k, v, ctx, bias: str, strength: float, sigma: float):
         full = bias_rows(bias, torch.arange(n, device=q.device), n, h, strength, sigma, cdt)
         return full.expand(h, n, n)[None].to(q.dtype)
 
-    return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"bias": bias_matrix})  # (1, H, N, N) B
+    return Output(out=out, matrix=matrix, artifacts={"bias": bias_matrix})  # (1, H, N, N) B
 
 
 def prior_cost(s, bias, strength, sigma):

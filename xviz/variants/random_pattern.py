@@ -11,13 +11,16 @@ n·(1 − (1 − 1/n)^r) + about 1); the query itself is always attended, so no 
 Different heads draw differently; batch elements share the draw. Causal: row i draws from
 [0, i] (uniform over the past), so nothing reaches the future. Because of the replacement
 there is no finite keys_per_row that is guaranteed exact, so no exact limit is declared.
-Compute goes through xviz.sparse; no N×N tensor.
+Pattern: ``patterns.random_keys`` — a block table of one-position blocks (row i's tile holds its
+drawn keys and itself). Per-row keys share no tile, so the per-key gather of xviz.sparse is the
+fastest path here (O(N·r·d), memory-bound: ≈ 0.5 FLOP per byte gathered; no N×N tensor).
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋
+(its own key is c(i); draws are from the N_k keys).
 """
-import torch
-
 from ..kernels import patterns
+from ..kernels.blocks import pattern_output
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
-from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 _SALT = 0x7A4D
@@ -25,16 +28,15 @@ _SALT = 0x7A4D
 
 def random_pattern(q, k, v, ctx, keys_per_row: int):
     """Uniform random keys per row and head (with replacement, repeats dropped) plus the diagonal."""
-    n, h = q.shape[-2], q.shape[1]
+    n, h = k.shape[-2], q.shape[1]
     table = patterns.random_table(n, keys_per_row=keys_per_row, heads=h, generator=ctx.generator(_SALT),
                                   causal=ctx.causal)
-    dev = table.to(q.device)
-    return sparse_attention(q, k, v, ctx, lambda rows: patterns.random_keys(rows, n, table=dev), width=keys_per_row + 1,
-                            extra_artifacts={"random_keys": table})
+    return pattern_output(q, k, v, ctx, patterns.random_keys(n, table=table, causal=ctx.causal),
+                          extra={"random_keys": table})
 
 
 def cost(s, keys_per_row):
-    return sparse_cost(s, min(s.n, keys_per_row + 1))
+    return sparse_cost(s, min(s.nk, keys_per_row + 1))
 
 
 register_variant(VariantSpec(
@@ -51,6 +53,7 @@ register_variant(VariantSpec(
               low=1, high="N", log=True),
     ),
     causal=True,
+    cross=True,
     stochastic=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW, Artifact("random_keys", "ids", ("H", "N", "r"), "the random keys drawn for each query")),

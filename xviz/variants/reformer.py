@@ -40,7 +40,7 @@ from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..kernels.blocks import lazy_views
 from ..kernels.clustering import flat_rows, row_base, work_dtype
 from ..kernels.costs import sparse_cost
-from ..kernels.dense import masked_softmax
+from ..kernels.tiles import softmax_out
 from ..kernels.hashing import lsh_buckets, unit
 from ..kernels.sparse import CHUNK_ELEMENTS, KEYS_PER_ROW, MASK, sparse_attention
 
@@ -115,8 +115,8 @@ def lsh_attention(q, qn, v, scale: float, causal: bool, bkt, order, inv, chunk: 
                 c_r.append((valid.to(cdt) / c_ij.to(cdt)).sum(-1))
             else:
                 c_r.append(valid.sum(-1).to(cdt))
-            probs, lse = masked_softmax(logits, valid)
-            o_r.append(torch.matmul(probs, vb))
+            o, lse = softmax_out(logits, valid, vb)  # normalised after the product: one pass fewer
+            o_r.append(o)
             l_r.append(lse)
         dest = torch.where(sp >= 0, sp + base, torch.full_like(sp, b * h * n)).reshape(-1)
         outs.append(q.new_zeros(b * h * n + 1, dv).index_copy(0, dest, torch.cat(o_r, 2).reshape(-1, dv))[:-1])

@@ -49,14 +49,17 @@ def _chunks(qp, kcat, keyok, scale):
     b, h, nb, bs, _ = qp.shape
     rows = max(1, CHUNK_ELEMENTS // (b * h * 2 * bs))
     group, rc = (rows // bs, bs) if rows >= bs else (1, rows)
+    all_ok = bool(keyok.all())  # only a padded last block or an empty sorted slot needs the mask
     for g0 in range(0, nb, group):
         g1 = min(nb, g0 + group)
         kt = kcat[:, :, g0:g1].transpose(-1, -2)
         ok = keyok[:, :, g0:g1].unsqueeze(-2)
         for r0 in range(0, bs, rc):
             r1 = min(bs, r0 + rc)
-            logits = torch.matmul(qp[:, :, g0:g1, r0:r1], kt) * scale  # (B, H, G, rows, 2b)
-            yield g0, g1, r0, r1, torch.softmax(logits.masked_fill(~ok, float("-inf")), dim=-1)
+            logits = torch.matmul(qp[:, :, g0:g1, r0:r1] * scale, kt)  # (B, H, G, rows, 2b); scale on the small side
+            if not all_ok:
+                logits.masked_fill_(~ok, float("-inf"))
+            yield g0, g1, r0, r1, torch.softmax(logits, dim=-1)
 
 
 def sinkhorn(q, k, v, ctx, block: int, iterations: int, temperature: float):

@@ -2,28 +2,22 @@
 
 As in the local attention of Longformer (Beltagy et al. 2020) and Image Transformer
 (Parmar et al. 2018). ``window`` is the reach on each side, so window ≥ N − 1 is exact attention.
-Compute: blocks of queries against contiguous key spans (``band_attention``), O(N·w·d), no
-gather and no N×N tensor; the (N, 2w+1) key lists serve the matrix and mask for display.
+Pattern: ``patterns.window`` — tiles of queries against the contiguous key span around them (a
+strided view, no gather) thinned by |i − j| ≤ w: O(N·w·d), no N×N tensor; the key lists derived
+from the same pattern give the matrix and mask for display.
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
-import torch
-
 from ..core.registry import Param, VariantSpec, register_variant
-from ..kernels.band import band_attention
-from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels import patterns
+from ..kernels.blocks import pattern_output
+from ..kernels.sparse import KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 
-def window_offsets(window: int, n: int, causal: bool, device) -> torch.Tensor:
-    reach = min(window, n - 1)
-    return torch.arange(-reach, 1 if causal else reach + 1, device=device)
-
-
 def sliding_window(q, k, v, ctx, window: int):
-    offsets = window_offsets(window, q.shape[-2], ctx.causal, q.device)
-    result = sparse_attention(q, k, v, ctx, lambda rows: (rows[:, None] + offsets, None), width=offsets.numel(),
-                              compute_out=False)
-    result.out = band_attention(q, k, v, ctx, back=window, forward=window)
-    return result
+    """|i − j| ≤ window (causal: 0 ≤ i − j ≤ window)."""
+    return pattern_output(q, k, v, ctx, patterns.window(k.shape[-2], back=window, forward=window, causal=ctx.causal))
 
 
 register_variant(VariantSpec(
@@ -37,6 +31,7 @@ register_variant(VariantSpec(
     cost=lambda s, window: sparse_cost(s, (window + 1) if s.causal else 2 * window + 1),
     params=(Param("window", "int", 64, "keys on each side of the query (|i − j| ≤ window)", low=1, high="N"),),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW),
     content_based=False,

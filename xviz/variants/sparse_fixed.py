@@ -9,37 +9,29 @@ worked better than all heads sharing one. Our choices: both parts are united in 
 ``distinct_heads`` = True shifts head h's summary sub-block back by h·c (wrapping within the
 block; head 0 keeps the last c). Nothing is learned. stride = N (one block) is exact.
 Cost O(N·(l + c·N/l)·d): O(N√N·d) at l ≈ √N with c fixed; defaults l = 32, c = 4 suit N ≈ 1,024.
-Compute: the own block as one matmul per block and the summary columns as one matmul against
-the gathered ⌈N/l⌉·c summary keys, merged by their log-sum-exps (``patterns.block_sparse_part``,
-``columns_part``, ``merge``): no per-row gather, no N×N tensor. The key lists give the matrix
-and mask on request.
+Pattern: ``patterns.sparse_fixed`` — own-block tiles (one matmul per block, no gather) plus the
+summary columns as shared key columns met by one matmul per chunk of queries (minus the own
+block's, counted once), joined to the tile's logits for one softmax; no N×N tensor.
+Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position c(i) = ⌊(i + ½)·N_k/N_q⌋ and
+gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 import math
 
-import torch
-
 from ..kernels import patterns
-from ..kernels.blocks import block_sparse_part, columns_part, lazy_views, merge
+from ..kernels.blocks import pattern_output
 from ..core.errors import ParameterError
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
-from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 
 def sparse_fixed(q, k, v, ctx, stride: int, summary: int, distinct_heads: bool):
     """Own block ∪ summary columns (the last ``summary`` cells of every block)."""
-    n, h = q.shape[-2], q.shape[1]
-    kw = dict(stride=stride, summary=summary, distinct_heads=distinct_heads, heads=h)
-    width = stride + math.ceil(n / stride) * summary
-    residues = patterns.fixed_summary_residues(stride, summary, h, distinct_heads)  # (1 or H, c)
-    nb = math.ceil(n / stride)
-    cols = (torch.arange(nb)[None, :, None] * stride + residues[:, None, :]).flatten(1).sort(-1).values
-    own = block_sparse_part(q, k, v, ctx.scale, ctx.causal, stride, torch.arange(nb)[None, :, None])
-    summ = columns_part(q, k, v, ctx.scale, ctx.causal, cols,
-                                 exclude=lambda i, j: j // stride == i // stride)  # own block counted once
-    return lazy_views(merge([own, summ]), lambda: sparse_attention(
-        q, k, v, ctx, lambda rows: patterns.sparse_fixed(rows, n, causal=ctx.causal, **kw), width=width,
-        compute_out=False), extra={"summary_positions": residues.expand(h, -1)})
+    h = q.shape[1]
+    pattern = patterns.sparse_fixed(k.shape[-2], stride=stride, summary=summary, distinct_heads=distinct_heads,
+                                    heads=h, causal=ctx.causal)
+    residues = patterns.fixed_summary_residues(stride, summary, h, distinct_heads)
+    return pattern_output(q, k, v, ctx, pattern, extra={"summary_positions": residues.expand(h, -1)})
 
 
 def check(params, n, d, heads):
@@ -51,11 +43,11 @@ def check(params, n, d, heads):
 
 
 def cost(s, stride, summary, distinct_heads):
-    stride = min(stride, s.n)
+    stride = min(stride, s.nk)
     summary = min(summary, stride)
-    cols = math.ceil(s.n / stride) * summary
+    cols = math.ceil(s.nk / stride) * summary
     keys = ((stride + 1) / 2 + cols / 2) if s.causal else stride + cols
-    return sparse_cost(s, min(s.n, keys))
+    return sparse_cost(s, min(s.nk, keys))
 
 
 register_variant(VariantSpec(
@@ -74,6 +66,7 @@ register_variant(VariantSpec(
         Param("distinct_heads", "bool", False, "head h uses the summary sub-block shifted back by h·c"),
     ),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW, Artifact("summary_positions", "ids", ("H", "c"), "the positions in a block that serve as summary columns")),
     content_based=False,

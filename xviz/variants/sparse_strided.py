@@ -8,53 +8,33 @@ both and counts once). The paper's causal form is A¹ = {max(0, i − l), …, i
 mod l = 0, j ≤ i}; we use |i − j| < l for the local part as the catalog states, so the
 non-causal pattern is symmetric. Nothing is learned. stride = N with "union" is exact.
 Cost O(N·(l + N/l)·d): O(N√N·d) at l ≈ √N; the default l = 32 suits N ≈ 1,024.
-Compute: the local part as chunks of l queries against neighbouring chunks, the strided part
-as dense attention inside each residue class mod l (positions r, r + l, …), merged by their
-log-sum-exps (``patterns.block_sparse_part``, ``residue_part``, ``merge``): batched matmuls,
-no per-row gather and no N×N tensor. The key lists give the matrix and mask on request.
+Pattern: ``patterns.sparse_strided`` — the local part on band-shaped tiles, the strided part in the
+layout of residue classes mod l, where each class is one dense tile (positions r, r + l, …); the
+two parts of a "union" head merge by their log-sum-exps. Batched matmuls over strided views, no
+per-key gather, no N×N tensor. Cross-attention (N_q ≠ N_k, non-causal): query i sits at key position
+c(i) = ⌊(i + ½)·N_k/N_q⌋ and gets the keys the pattern gives c(i) (``blocks.centres``).
 """
 from dataclasses import replace
 
 import torch
 
 from ..kernels import patterns
-from ..kernels.blocks import block_sparse_part, lazy_views, merge, residue_part
+from ..kernels.blocks import pattern_output
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
-from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
+from ..kernels.sparse import KEYS_PER_ROW, MASK
 from ..kernels.costs import sparse_cost
 
 
 def sparse_strided(q, k, v, ctx, stride: int, heads: str):
     """Local (|i − j| < l) and strided ((i − j) mod l = 0) patterns, alternating over heads or united."""
-    n, h = q.shape[-2], q.shape[1]
-    kw = dict(stride=stride, heads_mode=heads, heads=h, causal=ctx.causal)
-    width = patterns.sparse_strided(torch.zeros(1, dtype=torch.long, device=q.device), n, **kw)[0].shape[-1]
+    h = q.shape[1]
     head_pattern = torch.arange(h) % 2 if heads == "alternate" else torch.full((h,), 2)  # 0 local, 1 strided, 2 both
-    if heads == "union":
-        out = merge([_local(q, k, v, ctx, stride),
-                              residue_part(q, k, v, ctx.scale, ctx.causal, stride, exclude_self=True)])
-    else:
-        out = q.new_empty(*q.shape[:3], v.shape[-1])
-        out[:, 0::2] = _local(q[:, 0::2], k[:, 0::2], v[:, 0::2], ctx, stride)[0]
-        if h > 1:
-            out[:, 1::2] = residue_part(q[:, 1::2], k[:, 1::2], v[:, 1::2], ctx.scale, ctx.causal, stride)[0]
-    return lazy_views(out, lambda: sparse_attention(
-        q, k, v, ctx, lambda rows: patterns.sparse_strided(rows, n, **kw), width=width, compute_out=False),
-        extra={"head_pattern": head_pattern})
-
-
-def _local(q, k, v, ctx, stride):
-    """|i − j| < l: chunks of l queries against their own and neighbouring chunks."""
-    n = q.shape[-2]
-    block = min(stride, n)
-    nb = -(-n // block)
-    blocks = (torch.arange(nb)[:, None] + torch.arange(-1, 1 if ctx.causal else 2))[None]
-    return block_sparse_part(q, k, v, ctx.scale, ctx.causal, block, blocks,
-                                      allowed=lambda i, j: (i - j).abs() < stride)
+    pattern = patterns.sparse_strided(k.shape[-2], stride=stride, heads_mode=heads, heads=h, causal=ctx.causal)
+    return pattern_output(q, k, v, ctx, pattern, extra={"head_pattern": head_pattern})
 
 
 def cost(s, stride, heads):
-    n = s.n
+    n = s.nk
     stride = min(stride, n)
     local = stride if s.causal else 2 * stride - 1
     steps = (n - 1) // stride
@@ -83,6 +63,7 @@ register_variant(VariantSpec(
               choices=("alternate", "union")),
     ),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW, Artifact("head_pattern", "ids", ("H",), "each head's pattern: 0 local, 1 strided, 2 both")),
     content_based=False,

@@ -8,7 +8,9 @@ The paper *learns* R (or R₁, R₂) as parameters, or keeps a random initialisa
 is that fixed random draw, seeded per head and shared across the batch. Q, K and the logit
 scale are not used, so the variant is not content-based. Causal: R's upper triangle is masked.
 R is generated and used in blocks of rows (a fixed block size for a given N, so ``out``,
-``matrix()`` and the "logits" artifact see the same R): quadratic time, O(block·N) memory.
+``matrix()`` and the "logits" artifact see the same R): quadratic time, O(block·N) memory; drawing
+the N² entries of "full" R (mt19937, one core) costs more than the attention itself. "factorized"
+is attention with queries R₁ and keys R₂: one fused SDPA call, no N² draws.
 Tay et al. 2021, Synthesizer: Rethinking Self-Attention for Transformer Models (ICML 2021;
 arXiv:2005.00743), §3.
 """
@@ -53,8 +55,11 @@ def synthesizer(q, k, v, ctx, mode: str, rank: int):
     v_ = v.to(cdt)
     out = v_.new_empty(b, heads, n, v.shape[-1])
     blocks = lambda: logit_blocks(ctx, heads, n, mode, rank, q.device, cdt)  # noqa: E731
-    for h, start, stop, r in blocks():
-        out[:, h, start:stop] = _weights(r, start, stop, ctx.causal) @ v_[:, h]
+    if mode == "factorized":  # softmax(R₁R₂ᵀ)V is attention with queries R₁ and keys R₂: one fused call
+        out = _factorized_out(ctx, heads, n, rank, v_)
+    else:
+        for h, start, stop, r in blocks():
+            out[:, h, start:stop] = _weights(r, start, stop, ctx.causal) @ v_[:, h]
 
     def matrix():
         dense = v_.new_empty(1, heads, n, n)
@@ -70,6 +75,20 @@ def synthesizer(q, k, v, ctx, mode: str, rank: int):
         return dense.to(v.dtype)
 
     return Output(out=out.to(v.dtype), matrix=matrix, artifacts={"logits": logits})  # (1, H, N, N) R
+
+
+def _factorized_out(ctx, heads: int, n: int, rank: int, v: torch.Tensor) -> torch.Tensor:
+    """SDPA(R₁, R₂, V, scale 1), R₁ and R₂ drawn exactly as ``logit_blocks`` draws them, zero-padded
+    to V's head size (the CPU flash kernel wants one head size; zero columns change no logit)."""
+    g = ctx.generator(1)
+    std = rank ** -0.25
+    r1 = (torch.randn(heads, n, rank, generator=g) * std).to(v.device, v.dtype)
+    r2 = (torch.randn(heads, n, rank, generator=g) * std).to(v.device, v.dtype)
+    width = max(rank, v.shape[-1])
+    pad = lambda x: torch.nn.functional.pad(x, (0, width - rank))[None].expand(v.shape[0], -1, -1, -1)  # noqa: E731
+    vp = torch.nn.functional.pad(v, (0, width - v.shape[-1]))
+    out = torch.nn.functional.scaled_dot_product_attention(pad(r1), pad(r2), vp, is_causal=ctx.causal, scale=1.0)
+    return out[..., : v.shape[-1]]
 
 
 def synthesizer_cost(s, mode, rank):

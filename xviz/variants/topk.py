@@ -5,13 +5,20 @@ Explicit Sparse Transformer (Zhao et al. 2019) and top-k attention (Gupta et al.
 k largest scores per query; content-based sparse methods (Reformer, Routing, clustering) are
 cheaper approximations of this choice, which makes it the reference for them. It is a
 *diagnostic*: choosing the keys needs every logit, O(N²·d), so it is quadratic. The logits
-are computed in query chunks (at most ~4M at a time) and only the (N, k) indices are kept;
-the softmax then runs through xviz.sparse on the chosen keys. Causal: the future is masked
-*before* choosing, so row i picks among j ≤ i (rows with i + 1 ≤ k keep every past key).
-Ties are broken by torch.topk. top_k = N is exact attention. (The parameter is ``top_k``, not
-``k``: ``xviz.run(name, q, k, v, ...)`` already has an argument named k.)
+are computed in query chunks (at most ~4M at a time); the output comes from those very logits
+(softmax over the chosen values, times the gathered values V_j), never recomputed. The key lists
+(``patterns.topk``, the same selection) give the matrix and mask on
+request, lazily. Causal: the future is masked *before* choosing, so row i picks among j ≤ i (rows
+with i + 1 ≤ k keep every past key). Ties are broken by torch.topk. top_k = N is exact attention.
+Cross-attention (N_q ≠ N_k, non-causal) needs no rule: each query picks among the N_k keys.
+(The parameter is ``top_k``, not ``k``: ``xviz.run(name, q, k, v, ...)`` already has an argument
+named k.)
 """
+import torch
+
 from ..kernels import patterns
+from ..kernels.blocks import lazy_views
+from ..kernels.dense import work_dtype
 from ..core.registry import Cost, Param, VariantSpec, register_variant
 from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
 from ..kernels.costs import sparse_cost
@@ -19,12 +26,24 @@ from ..kernels.costs import sparse_cost
 
 def topk(q, k, v, ctx, top_k: int):
     """Softmax over each query's top_k largest logits."""
-    keep = top_k
-    n = q.shape[-2]
-    return sparse_attention(
-        q, k, v, ctx,
-        lambda rows: patterns.topk(rows, n, q=q, k=k, keep=keep, scale=ctx.scale, causal=ctx.causal),
-        width=min(keep, n))
+    b, h, nq, _ = q.shape
+    n = k.shape[-2]
+    keep = min(top_k, n)
+    wd = work_dtype(q.dtype)
+    q_, k_, v_ = q.to(wd), k.to(wd), v.to(wd)
+    vflat = v_.reshape(b * h * n, -1)
+    base = torch.arange(b * h, device=q.device).view(b, h, 1, 1) * n
+    out = v_.new_empty(b, h, nq, v.shape[-1])
+    step = max(1, patterns.TOPK_LOGIT_ELEMENTS // max(1, b * h * n))
+    for s in range(0, nq, step):
+        rows = torch.arange(s, min(nq, s + step), device=q.device)
+        vals, idx = patterns.topk_logits(q_, k_, rows, keep, ctx.scale, ctx.causal)
+        probs = torch.softmax(vals, dim=-1)  # a causal row always holds itself: never all −inf
+        vg = vflat.index_select(0, (idx + base).flatten()).view(b, h, rows.numel(), keep, -1)
+        out[:, :, s:s + step] = torch.matmul(probs.unsqueeze(-2), vg).squeeze(-2)
+    return lazy_views(out.to(v.dtype), lambda: sparse_attention(
+        q, k, v, ctx, lambda r: patterns.topk(r, n, q=q_, k=k_, keep=keep, scale=ctx.scale, causal=ctx.causal),
+        width=keep, compute_out=False))
 
 
 def cost(s, top_k):
@@ -47,6 +66,7 @@ register_variant(VariantSpec(
         Param("top_k", "int", 32, "keys kept per query: its top_k largest logits", low=1, high="N", log=True),
     ),
     causal=True,
+    cross=True,
     row_stochastic=True,
     artifacts=(MASK, KEYS_PER_ROW),
     content_based=True,
