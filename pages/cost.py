@@ -65,7 +65,7 @@ def scaling(rows, ctx, where: str) -> None:
     with st.expander("Measurements", expanded=False):
         st.dataframe(df, hide_index=True, width="stretch")
     display.download_csv("⬇ CSV", df, "cost_scaling", "dl_cost", ctx)
-    roof = bench.roofline(rows) if hasattr(bench, "roofline") else None
+    roof = bench.roofline(rows)
     if roof:
         st.subheader("Roofline: achieved GFLOP/s in each variant's own FLOPs")
         rdf = pd.DataFrame(roof)
