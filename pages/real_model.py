@@ -26,8 +26,8 @@ def open_cell(text: str, model: str, layer: int, head: int, variant: str | None)
     st.session_state[OPEN] = {"head": int(head), **({"variant": variant} if variant else {})}
 
 
-def open_selected(text: str, model: str, variant: str | None) -> None:
-    ev = st.session_state.get("fig_rm_errors")
+def open_selected(text: str, model: str, variant: str | None, key: str = "fig_rm_errors") -> None:
+    ev = st.session_state.get(key)
     pts = getattr(getattr(ev, "selection", None), "points", None) or (
         ev.get("selection", {}).get("points") if isinstance(ev, dict) else None)
     if pts:
@@ -67,7 +67,9 @@ def thumbnails(ctx, layers, text: str, model: str) -> tuple[int, int]:
     with display.guard("Thumbnails"):
         fig = fx.thumbnail_grid(mats, list(layers[0].tokens), max_cells=THUMB_CELLS, font_size=ctx.font_size,
                                 selected=(layer, head))
-        display.show_figure(fig, "layer_head_thumbnails", ctx, key="fig_rm_thumbs")
+        display.show_figure(fig, "layer_head_thumbnails", ctx, key="fig_rm_thumbs",
+                            on_select=lambda: open_selected(text, model, None, "fig_rm_thumbs"))
+        st.caption("Click a thumbnail (its middle) to open that layer and head in the Explorer.")
     return layer, head
 
 

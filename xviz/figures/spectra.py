@@ -115,7 +115,8 @@ def layer_head_figure(z: Any, *, title: str, colorbar: str = "", zmin: float | N
 def thumbnail_grid(maps: Sequence[Any], tokens: Sequence[str] | None = None, *, max_cells: int = 32,
                    font_size: int = 13, selected: tuple[int, int] | None = None) -> go.Figure:
     """A layer × head grid of attention maps (``maps``: one (H, N, N) per layer), each mean-pooled to at most
-    ``max_cells`` a side, on one colour scale [0, max]; hover names the layer, head, query and key tokens."""
+    ``max_cells`` a side, on one colour scale [0, max]; hover names the layer, head, query and key tokens. A
+    click on a thumbnail's middle selects [layer, head] (its marker's customdata)."""
     mats = [to_numpy(m).astype(np.float64) for m in maps]
     L, H = len(mats), mats[0].shape[0]
     n = mats[0].shape[-1]
@@ -130,6 +131,12 @@ def thumbnail_grid(maps: Sequence[Any], tokens: Sequence[str] | None = None, *, 
             fig.add_trace(go.Heatmap(z=p.z, x=lab, y=lab, coloraxis="coloraxis",
                                      hovertemplate=f"layer {li}, head {h}<br>query %{{y}}<br>key %{{x}}<br>"
                                                    "%{z:.3f}<extra></extra>"), row=li + 1, col=h + 1)
+            # heatmaps cannot be selected: one transparent marker over the middle of each thumbnail can
+            mid = lab[len(lab) // 2]
+            fig.add_trace(go.Scatter(x=[mid], y=[mid], mode="markers", customdata=[[li, h]], showlegend=False,
+                                     marker=dict(size=30, color="rgba(0,0,0,0)", symbol="square"),
+                                     hovertemplate=f"layer {li}, head {h} — click to open<extra></extra>"),
+                          row=li + 1, col=h + 1)
     fig.update_xaxes(showticklabels=False, showgrid=False, type="category")
     fig.update_yaxes(showticklabels=False, showgrid=False, type="category", autorange="reversed")
     if selected is not None:
