@@ -34,6 +34,13 @@ TARGETS = {  # (change, N) -> seconds
 }
 
 
+def launch_chromium(playwright):
+    """Debian's Chromium, headless, with the flags this closed network needs."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"])
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -150,9 +157,7 @@ def main() -> int:
     args = ap.parse_args()
     ns = [int(x) for x in args.n.split(",")]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(p)
         first = first_page(browser)
         print(f"first page: {first:.1f} s", flush=True)
         rows = explorer_changes(browser, ns)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_bench import CHROMIUM, IDLE, start_server, timed_change, wait_idle  # noqa: E402
+from app_bench import IDLE, launch_chromium, start_server, timed_change, wait_idle  # noqa: E402
 
 SMALL = "source=synthetic&n=512&d=32&heads=4&variant=sliding_window"
 
@@ -123,9 +123,7 @@ def main() -> int:
     ap.add_argument("--reruns", type=int, default=100)
     args = ap.parse_args()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(p)
         cold = cold_start(browser)
         print(f"cold start: {cold[0]} of {cold[1]}", flush=True)
         m = neighbour_and_memory(browser, args.reruns)

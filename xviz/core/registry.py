@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from .catalog import Catalog, Spec
 from .errors import ParameterError, UnknownVariantError, XvizError
 
 FAMILIES = (
@@ -183,7 +184,7 @@ Capability = bool | Callable[[Mapping[str, Any]], bool]
 
 
 @dataclass(frozen=True)
-class VariantSpec:
+class VariantSpec(Spec):
     name: str
     display_name: str
     family: str
@@ -225,11 +226,6 @@ class VariantSpec:
         return self.complexity_class in SUBQUADRATIC
 
     @property
-    def module(self) -> str:
-        """Where the variant's code lives (named in every error a broken variant causes)."""
-        return getattr(self.fn, "__module__", None) or "?"
-
-    @property
     def builtin(self) -> bool:
         return self.module.startswith("xviz.variants.")
 
@@ -257,20 +253,9 @@ class VariantSpec:
                 return p
         raise ParameterError(f"{self.display_name} has no parameter {name!r}; it has: {self.param_names()}.")
 
-    def param_names(self) -> str:
-        return ", ".join(p.name for p in self.params) or "none"
-
-    def defaults(self) -> dict:
-        return {p.name: p.default for p in self.params}
-
     def resolve(self, params: Mapping[str, Any], n: int, d: int, heads: int) -> dict:
         """Defaults filled in, every value coerced and range-checked, cross-checks run."""
-        unknown = set(params) - {p.name for p in self.params}
-        if unknown:
-            names = ", ".join(sorted(repr(str(u)[:40]) for u in unknown)[:5])
-            raise ParameterError(f"{self.display_name} has no parameter {names}; it takes: {self.param_names()}.")
-        out = {p.name: p.coerce(params[p.name], n, d) if p.name in params else p.fit_default(n, d)
-               for p in self.params}
+        out = self.coerce_all(params, n, d, self.display_name)
         if self.check is not None:
             self.check(out, n=n, d=d, heads=heads)
         return out
@@ -282,8 +267,8 @@ class VariantSpec:
 
 
 # ----------------------------------------------------------------------------------------------- catalog
-_REGISTRY: dict[str, VariantSpec] = {}
-_LOCK = threading.RLock()  # re-entrant: loading the built-ins registers them from the same thread
+_CATALOG = Catalog("variant", "variants", UnknownVariantError)
+_LOCK = threading.RLock()  # the loading lock (re-entrant: loading the built-ins registers them from this thread)
 _LOADED = False
 _PLUGIN_ERRORS: dict[str, str] = {}
 
@@ -297,14 +282,7 @@ def register_variant(spec: VariantSpec | None = None, /, *, replace: bool = Fals
     developing it), so a plugin can never silently replace a built-in.
     """
     if spec is not None:
-        with _LOCK:
-            old = _REGISTRY.get(spec.name)
-            if old is not None and not replace:
-                raise XvizError(
-                    f"variant name {spec.name!r} (from {spec.module}) is already registered by {old.module}; "
-                    f"choose another name, or pass replace=True to replace it on purpose.")
-            _REGISTRY[spec.name] = spec
-        return spec
+        return _CATALOG.register(spec, replace)
 
     def decorate(fn: Callable) -> Callable:
         register_variant(VariantSpec(fn=fn, **fields), replace=replace)
@@ -314,8 +292,7 @@ def register_variant(spec: VariantSpec | None = None, /, *, replace: bool = Fals
 
 
 def unregister_variant(name: str) -> None:
-    with _LOCK:
-        _REGISTRY.pop(name, None)
+    _CATALOG.unregister(name)
 
 
 def _ensure_loaded() -> None:
@@ -374,16 +351,10 @@ def plugin_errors() -> list[str]:
 def list_variants(family: str | None = None) -> list[VariantSpec]:
     """Every registered variant's spec, in catalog order (family, then name)."""
     _ensure_loaded()
-    with _LOCK:
-        specs = [s for s in _REGISTRY.values() if family is None or s.family == family]
+    specs = [s for s in _CATALOG.values() if family is None or s.family == family]
     return sorted(specs, key=lambda s: (FAMILIES.index(s.family), s.name))
 
 
 def get_variant(name: str) -> VariantSpec:
     _ensure_loaded()
-    with _LOCK:
-        spec = _REGISTRY.get(name) if isinstance(name, str) else None
-        known = sorted(_REGISTRY)
-    if spec is None:
-        raise UnknownVariantError(f"unknown variant {str(name)[:80]!r}; known variants: {', '.join(known)}.")
-    return spec
+    return _CATALOG.get(name)

@@ -12,12 +12,12 @@ before anyone reads it, and a name already taken raises unless ``replace=True``.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..core import registry as variant_registry
 from ..core.errors import ParameterError, XvizError
+from ..core.catalog import Catalog, Spec
 from ..core.registry import Param
 
 # simulate()'s own keywords: a policy parameter may not take one of these names.
@@ -25,7 +25,7 @@ RESERVED = ("budget", "prefill", "scale", "causal", "policy", "q", "k", "v")
 
 
 @dataclass(frozen=True)
-class PolicySpec:
+class PolicySpec(Spec):
     """One KV-cache policy.
 
     evicts_once: a key that leaves the cache never returns (window, H2O, TOVA, SnapKV); the replay
@@ -55,28 +55,12 @@ class PolicySpec:
             raise XvizError(f"policy {self.name!r}: parameter name {taken[0]!r} is reserved by simulate().")
 
     @property
-    def module(self) -> str:
-        return getattr(self.fn, "__module__", None) or "?"
-
-    @property
     def builtin(self) -> bool:
         return self.module.startswith("xviz.decode.")
 
-    def param_names(self) -> str:
-        return ", ".join(p.name for p in self.params) or "none"
-
-    def defaults(self) -> dict:
-        return {p.name: p.default for p in self.params}
-
     def resolve(self, params: Mapping[str, Any], *, n: int, d: int, budget: int, prefill: int) -> dict:
         """Defaults filled in, every value coerced and range-checked, the cross-check run."""
-        unknown = set(params) - {p.name for p in self.params}
-        if unknown:
-            names = ", ".join(sorted(repr(str(u)[:40]) for u in unknown)[:5])
-            raise ParameterError(f"the {self.display_name} policy has no parameter {names}; "
-                                 f"it takes: {self.param_names()}.")
-        out = {p.name: p.coerce(params[p.name], n, d) if p.name in params else p.fit_default(n, d)
-               for p in self.params}
+        out = self.coerce_all(params, n, d, f"the {self.display_name} policy")
         if self.check is not None:
             self.check(out, budget=budget, n=n, prefill=prefill)
         return out
@@ -85,26 +69,18 @@ class PolicySpec:
         return int(self.sinks(params)) if self.sinks is not None else 0
 
 
-_POLICIES: dict[str, PolicySpec] = {}
-_LOCK = threading.Lock()  # held only around dict access, never while importing (no lock-order cycle)
+_CATALOG = Catalog("KV-cache policy", "policies", ParameterError)
 
 
 def register_policy(spec: PolicySpec, /, *, replace: bool = False) -> PolicySpec:
     """Add a policy to the catalog; a name already taken raises XvizError unless ``replace=True``."""
     if not isinstance(spec, PolicySpec):
         raise XvizError(f"register_policy needs a PolicySpec, got {type(spec).__name__}.")
-    with _LOCK:
-        old = _POLICIES.get(spec.name)
-        if old is not None and not replace:
-            raise XvizError(f"policy name {spec.name!r} (from {spec.module}) is already registered by "
-                            f"{old.module}; choose another name, or pass replace=True to replace it on purpose.")
-        _POLICIES[spec.name] = spec
-    return spec
+    return _CATALOG.register(spec, replace)
 
 
 def unregister_policy(name: str) -> None:
-    with _LOCK:
-        _POLICIES.pop(name, None)
+    _CATALOG.unregister(name)
 
 
 def _ensure_loaded() -> None:
@@ -118,16 +94,9 @@ def _ensure_loaded() -> None:
 def list_policies() -> list[PolicySpec]:
     """Every registered policy: the reference (full) first, then by name."""
     _ensure_loaded()
-    with _LOCK:
-        specs = list(_POLICIES.values())
-    return sorted(specs, key=lambda s: (s.uses_budget, s.name))
+    return sorted(_CATALOG.values(), key=lambda s: (s.uses_budget, s.name))
 
 
 def get_policy(name: str) -> PolicySpec:
     _ensure_loaded()
-    with _LOCK:
-        spec = _POLICIES.get(name) if isinstance(name, str) else None
-        known = sorted(_POLICIES)
-    if spec is None:
-        raise ParameterError(f"unknown KV-cache policy {str(name)[:80]!r}; known policies: {', '.join(known)}.")
-    return spec
+    return _CATALOG.get(name)
