@@ -47,7 +47,8 @@ def clustered(q, k, v, ctx, clusters: int, iterations: int, topk: int):
     sums, counts = cluster_sums(q, ids, c)  # differentiable means of the final members
     centroids = torch.where((counts > 0).unsqueeze(-1), sums / counts.clamp_min(1).unsqueeze(-1),
                             fitted.to(q.dtype))
-    a = torch.softmax(torch.matmul(centroids, k.transpose(-1, -2)) * ctx.scale, dim=-1)  # (B, H, C, N)
+    wd = work_dtype(q.dtype)  # centroid logits at float32 for half inputs (float16 overflows at 65504)
+    a = torch.softmax(torch.matmul(centroids.to(wd), k.to(wd).transpose(-1, -2)) * ctx.scale, dim=-1).to(q.dtype)
     out_c = torch.matmul(a, v)  # (B, H, C, dv)
     member = ids.unsqueeze(-1)
 

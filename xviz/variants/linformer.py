@@ -29,14 +29,14 @@ from ..kernels.segments import segment_ids
 
 
 def projection_matrix(ctx, kind: str, rank: int, n: int, salt: int) -> torch.Tensor | None:
-    """The k × N projection (float32, CPU), or None for the identity."""
+    """The k × N projection (CPU; Gaussian float32, pooling float64), or None for the identity."""
     if kind == "identity":
         return None
     if kind == "gaussian":
         return torch.randn(rank, n, generator=ctx.generator(salt)) / math.sqrt(rank)
     seg = segment_ids(n, rank)
-    e = torch.zeros(rank, n)
-    e[seg, torch.arange(n)] = 1.0 / torch.bincount(seg, minlength=rank).float()[seg]
+    e = torch.zeros(rank, n, dtype=torch.float64)  # 1/size in float64: float32 rows of thirds sum to 1 + 3e-8
+    e[seg, torch.arange(n)] = 1.0 / torch.bincount(seg, minlength=rank).double()[seg]
     return e
 
 

@@ -46,9 +46,11 @@ def longformer(q, k, v, ctx, window: int, num_global: int):
 
 
 def cost(s, window, num_global):
+    # what the block kernels compute: chunks of max(reach, 1) queries against 3 (causal: 2) chunks,
+    # plus g global columns per row and g dense rows
     g = min(num_global, s.n)
-    band = (window + 1) if s.causal else 2 * window + 1
-    return sparse_cost(s, min(s.n, band + g), full_rows=g)
+    block = max(1, min(window, s.n - 1, s.n))
+    return sparse_cost(s, (2 if s.causal else 3) * block + g, full_rows=g, cap=False)
 
 
 register_variant(VariantSpec(
