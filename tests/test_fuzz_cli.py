@@ -232,7 +232,10 @@ def test_run_at_large_n_says_so_before_starting(tmp_path, monkeypatch):
     assert "matrix" not in np.load(tmp_path / "r.npz").files
 
 
-@fuzz_settings(40)
+CLI_EXAMPLES = 300  # quick profile; the long one runs 25× as many
+
+
+@fuzz_settings(CLI_EXAMPLES)
 @given(st.data())
 def test_any_command_line(data):
     with tempfile.TemporaryDirectory() as folder, broken_plugins():

@@ -254,25 +254,33 @@ def test_regressions(case):
     check(case)
 
 
-@fuzz_settings(160)
+ANY_CASE_EXAMPLES = 3000  # quick profile; the long one runs 25× as many
+
+
+@fuzz_settings(ANY_CASE_EXAMPLES)
 @given(cases())
 def test_any_variant_any_case(case):
     check(case)
 
 
-@fuzz_settings(2)
-@given(st.data())
-def test_every_variant_at_every_bound(data):
-    """Each variant, each parameter alone at each bound and one past it, at a fixed small shape."""
+def bound_cases(pick):
+    """Each variant, each parameter alone at its default, at each bound and one past it, causal on and
+    off, at a fixed small shape; ``pick(options)`` chooses the dtype and the magnitude."""
     for name in NAMES:
         spec = SPECS[name]
         for p in spec.params:
             values = [p.default] + ([b for b in p.bounds(12, 4) if b is not None] if p.kind in ("int", "float") else [])
             for value in values + [v + s for v in values[1:] for s in (-1, 1)]:
                 for causal in (False, True) if spec.causal else (False,):
-                    dtype = data.draw(st.sampled_from(list(DTYPES)))
-                    check(Case(name, b=1, h=2, n=12, nk=12, d=4, dv=3, dtype=dtype, causal=causal,
-                               params=((p.name, value),), magnitude=data.draw(st.sampled_from([1.0, 30.0]))))
+                    yield Case(name, b=1, h=2, n=12, nk=12, d=4, dv=3, dtype=pick(list(DTYPES)), causal=causal,
+                               params=((p.name, value),), magnitude=pick([1.0, 30.0]))
+
+
+@fuzz_settings(2)
+@given(st.data())
+def test_every_variant_at_every_bound(data):
+    for case in bound_cases(lambda options: data.draw(st.sampled_from(options))):
+        check(case)
 
 
 # ------------------------------------------------------------------ honest costs
