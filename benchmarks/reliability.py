@@ -56,7 +56,6 @@ def _tally(strategy, classify, examples: int, extra=()) -> dict:
 
 
 def registry_suite(factor: int) -> dict:
-    from hypothesis import strategies as st
 
     from tests import test_fuzz_registry as R
 
@@ -76,7 +75,6 @@ def registry_suite(factor: int) -> dict:
 
 
 def inputs_suite(factor: int) -> dict:
-    from hypothesis import strategies as st
 
     from tests import test_fuzz_inputs as I
 
@@ -99,7 +97,6 @@ def inputs_suite(factor: int) -> dict:
 
 
 def cli_suite(factor: int) -> dict:
-    from hypothesis import strategies as st
 
     from tests import test_fuzz_cli as C
 

@@ -221,7 +221,8 @@ REGRESSIONS = [
     ("zero.npz", npz_bytes({r: npy_bytes((3, 0)) for r in "qkv"})),
     ("neg.safetensors", safetensors_bytes({r: {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 0]}
                                            for r in "qkv"}, b"")),
-    ("huge.csv", b"1e308\n-1e308\n1.7e308\n2\n"),
+    ("huge.csv", b"1.7e308\n1.7e308\n1\n2\n"),  # NaN q, k, v from the overflowing mean
+    ("huge.npy", npy_bytes((3, 2), "<f8", data=np.full((3, 2), 1.7e308).tobytes())),  # NaN after the layer norm
     ("ctrl.txt", "\x00\x01\x07\x1b".encode()),
 ]
 

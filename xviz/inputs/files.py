@@ -138,6 +138,9 @@ def project_hidden(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tens
     heads = max(1, min(8, dim // 64))
     g = generator(seed, 7)
     xd = x.to(torch.float64)
+    # the layer norm is scale-invariant per token: divide by the token's largest |x| first, so values
+    # near the float64 maximum (1e308) cannot overflow its sums into NaN q, k, v
+    xd = xd / xd.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     xd = (xd - xd.mean(-1, keepdim=True)) / xd.std(-1, keepdim=True, unbiased=False).clamp_min(1e-12)
     w = torch.randn(3, dim, heads * d, generator=g, dtype=torch.float64) / math.sqrt(dim)
     q, k, v = (torch.matmul(xd, w[i]).reshape(n, heads, d).transpose(0, 1)[None].to(x.dtype) for i in range(3))

