@@ -217,10 +217,15 @@ def check(filename: str, data: bytes) -> None:
 
 # Escapes found by this suite, kept as regression cases (each was an escape before its fix).
 REGRESSIONS = [
-    ("zero.npy", npy_bytes((0, 4))),  # reshape of an empty buffer
-    ("zero.npz", npz_bytes({r: npy_bytes((3, 0)) for r in "qkv"})),
+    ("zero.npy", npy_bytes((0, 4))),  # refused before too: kept as a guard
+    ("zero-dv.npz", npz_bytes({"q": npy_bytes((3, 2)), "k": npy_bytes((3, 2)), "v": npy_bytes((3, 0))})),  # d_v = 0 loaded
+    ("zero-batch.npz", npz_bytes({r: npy_bytes((0, 1, 3, 2)) for r in "qkv"})),  # B = 0 loaded
+    ("zero-dv.safetensors", safetensors_bytes(  # ValueError: both buffer length (0) and count (-1)…
+        {"q": {"dtype": "F32", "shape": [3, 2], "data_offsets": [0, 24]},
+         "k": {"dtype": "F32", "shape": [3, 2], "data_offsets": [24, 48]},
+         "v": {"dtype": "F32", "shape": [3, 0], "data_offsets": [48, 48]}}, bytes(48))),
     ("neg.safetensors", safetensors_bytes({r: {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 0]}
-                                           for r in "qkv"}, b"")),
+                                           for r in "qkv"}, b"")),  # a guard, as zero.npy
     ("huge.csv", b"1.7e308\n1.7e308\n1\n2\n"),  # NaN q, k, v from the overflowing mean
     ("huge.npy", npy_bytes((3, 2), "<f8", data=np.full((3, 2), 1.7e308).tobytes())),  # NaN after the layer norm
     ("ctrl.txt", "\x00\x01\x07\x1b".encode()),

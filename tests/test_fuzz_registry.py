@@ -77,7 +77,7 @@ class Case:
     b: int = 1
     h: int = 1
     n: int = 8
-    nk: int = 8
+    nk: int = -1  # keys; -1: as many as queries (self-attention)
     d: int = 4
     dv: int = 3
     dtype: str = "float64"
@@ -87,6 +87,10 @@ class Case:
     v_magnitude: float = 1.0
     params: tuple = ()
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nk < 0:
+            object.__setattr__(self, "nk", self.n)
 
     def tensors(self):
         g = torch.Generator().manual_seed(self.seed)
@@ -229,7 +233,17 @@ def outcome(case: Case) -> Outcome:
 REGRESSIONS = [
     Case("performer", n=48, d=8, dv=8, dtype="float32", magnitude=30.0),  # exact-zero rows at large logits
     Case("performer", n=48, d=8, dv=8, dtype="float32", magnitude=30.0, causal=True),
-    Case("nystrom", n=62, d=5, dv=3, magnitude=0.00205, params=(("landmarks", 29), ("pinv_iterations", 100))),
+    Case("nystrom", n=62, d=5, dv=3, magnitude=0.002, params=(("landmarks", 29), ("pinv_iterations", 100))),
+    Case("topk", h=2, n=21, nk=21, d=4, dv=2, dtype="float16", causal=True, scale=1e4, magnitude=3.0,
+         params=(("top_k", 3),), seed=1),  # float16 logits overflowed while choosing: empty rows (long profile)
+    Case("clustered", h=2, n=33, nk=33, d=1, dv=6, dtype="float16", scale=5379.0, magnitude=30.0,
+         params=(("iterations", 50),), seed=270),  # float16 centroid logits: NaN out
+    Case("linformer", b=2, h=2, n=3, nk=3, d=4, dv=4, scale=1e4, params=(("projection", "pool"), ("rank", 1))),
+    Case("cosformer", b=2, h=2, n=3, nk=3, d=1, dv=2, dtype="bfloat16", scale=1e-4, magnitude=1e-30,
+         v_magnitude=1e30, seed=402),  # products underflowed: matrix() @ v ≠ out
+    Case("linear", b=2, h=3, n=28, nk=28, d=4, dv=4, causal=True, scale=1e-4, magnitude=1e6, seed=2173),  # zero rows
+    Case("sinkhorn", b=2, h=3, n=5, nk=5, d=3, dv=2, dtype="float16", scale=1e4, magnitude=1e3,
+         params=(("iterations", 40), ("temperature", 0.01)), seed=9223372036854775806),  # float16 block logits: NaN
 ]
 
 

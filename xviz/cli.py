@@ -188,7 +188,6 @@ def _cmd_bench(args) -> int:
     import torch
 
     from .analysis.bench import run_engine_bench, targets_text, write_tables
-
     from .core.registry import get_variant
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

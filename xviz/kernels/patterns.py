@@ -264,11 +264,12 @@ def topk(rows, n, *, q: torch.Tensor, k: torch.Tensor, keep: int, scale: float, 
     b, h = q.shape[:2]
     keep = min(keep, n)
     step = max(1, TOPK_LOGIT_ELEMENTS // max(1, b * h * n))
-    kt = k.transpose(-1, -2)
+    wd = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32  # float16 logits overflow
+    kt = k.transpose(-1, -2).to(wd)
     parts = []
     for s in range(0, rows.numel(), step):
         r = rows[s:s + step]
-        logits = torch.matmul(q[:, :, r], kt) * scale  # (B, H, c', N)
+        logits = torch.matmul(q[:, :, r].to(wd), kt) * scale  # (B, H, c', N)
         if causal:
             logits = logits.masked_fill(torch.arange(n, device=q.device)[None, :] > r[:, None], float("-inf"))
         parts.append(logits.topk(keep, dim=-1).indices)
