@@ -25,6 +25,7 @@ import torch
 from ..core.errors import ParameterError
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output, check_budget
+from ..kernels.dense import cast_checked
 from ..kernels.segments import segment_ids
 
 
@@ -49,10 +50,10 @@ def linformer(q, k, v, ctx, rank: int, projection: str, shared: bool):
     k_proj = k.to(cdt) if e is None else e @ k.to(cdt)  # (B, H, k, d)
     v_proj = v.to(cdt) if f is None else f @ v.to(cdt)  # (B, H, k, dv)
     p = torch.softmax(q.to(cdt) @ k_proj.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, N, k)
-    out = (p @ v_proj).to(v.dtype)
+    out = cast_checked(p @ v_proj, v.dtype, "the Linformer output (random projections can exceed |v|)")
 
     def matrix():
-        return (p if f is None else p @ f).to(v.dtype)
+        return cast_checked(p if f is None else p @ f, v.dtype, "the Linformer weights")
 
     def proj():
         if e is None:

@@ -24,6 +24,7 @@ import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output
+from ..kernels.dense import cast_checked
 from ..kernels.segments import segment_ids, segment_means
 
 
@@ -63,9 +64,10 @@ def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
     a64 = a.double()
     a_pinv = (torch.linalg.pinv(a64) if pinv == "exact" else iterative_pinv(a64, pinv_iterations)).to(cdt)
     fw = f @ a_pinv  # (B, H, N, m)
-    out = (fw @ (bm @ v_)).to(v.dtype)
+    # an ill-conditioned landmark matrix gives signed weights and outputs far beyond |v|
+    out = cast_checked(fw @ (bm @ v_), v.dtype, "the Nyström output")
     dt = v.dtype
-    return Output(out=out, matrix=lambda: (fw @ bm).to(dt), artifacts={
+    return Output(out=out, matrix=lambda: cast_checked(fw @ bm, dt, "the Nyström weights"), artifacts={
         "landmarks": torch.stack([q_l, k_l]).to(dt),  # (2, B, H, m, d): query, then key landmarks
         "landmark_index": seg,  # (N,) segment of each token
         "F": lambda: f.to(dt),  # (B, H, N, m) softmax(Q K̃ᵀ)
