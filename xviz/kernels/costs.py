@@ -33,8 +33,3 @@ def linear_cost(s: Shape, m: int, feature_flops_per_token: float = 0.0) -> Cost:
         flops += s.b * s.h * 2 * n * c * (m + s.dv + 1)
         nbytes += 4 * s.b * s.h * c * c
     return Cost(float(flops), float(nbytes))
-
-
-def band_keys(n: int, back: int, forward: int, block: int = 64) -> int:
-    """Keys per query ``band_attention`` computes: a block of queries meets block + back + forward keys."""
-    return min(block, n) + min(back, n - 1) + min(forward, n - 1)

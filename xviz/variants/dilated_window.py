@@ -18,7 +18,7 @@ from ..kernels.blocks import lazy_views
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
 from ..kernels.band import band_attention
 from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
-from ..kernels.costs import band_keys, sparse_cost
+from ..kernels.costs import sparse_cost
 
 
 def _residue_band(q, k, v, ctx, window: int, dil: int) -> torch.Tensor:
@@ -55,9 +55,7 @@ def dilated_window(q, k, v, ctx, window: int, dilation: int, per_head: bool):
 
 
 def cost(s, window, dilation, per_head):
-    # band_attention on δ subsequences of ⌈N/δ⌉ positions (per_head: head 0 keeps δ = 1, the most work)
-    rows = -(-s.n // max(1, min(1 if per_head else dilation, s.n)))
-    return sparse_cost(s, band_keys(rows, window, 0 if s.causal else window), cap=False)
+    return sparse_cost(s, min(s.n, (window + 1) if s.causal else 2 * window + 1))
 
 
 register_variant(VariantSpec(

@@ -46,11 +46,11 @@ def longformer(q, k, v, ctx, window: int, num_global: int):
 
 
 def cost(s, window, num_global):
-    # what the block kernels compute: chunks of max(reach, 1) queries against 3 (causal: 2) chunks,
-    # plus g global columns per row and g dense rows
+    # keys per query of the algorithm, not capped at N: at window ≥ N the block kernels still compute
+    # three (causal: two) chunks of N − 1 keys per query, beyond what a cap at N would admit
     g = min(num_global, s.n)
-    block = max(1, min(window, s.n - 1, s.n))
-    return sparse_cost(s, (2 if s.causal else 3) * block + g, full_rows=g, cap=False)
+    band = min(window, s.n - 1) * (1 if s.causal else 2) + 1
+    return sparse_cost(s, band + g, full_rows=g, cap=False)
 
 
 register_variant(VariantSpec(
