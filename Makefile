@@ -10,7 +10,7 @@ STREAMLIT_FLAGS := --server.headless true --browser.gatherUsageStats false --ser
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .  # xviz installed: `xviz` on the PATH of .venv
 	touch $@
 
-.PHONY: app test bench
+.PHONY: app test bench fuzz reliability
 app: .venv/installed
 	$(PY) -m streamlit run app.py $(STREAMLIT_FLAGS)
 
@@ -20,3 +20,11 @@ test: .venv/installed
 bench: .venv/installed
 	$(PY) -m xviz bench --out bench-output
 	$(PY) benchmarks/app_bench.py --out bench-output
+
+# The fuzz suites' long profile (25x the CI examples, still derandomized); `make test` runs the quick one.
+fuzz: .venv/installed
+	XVIZ_FUZZ=long OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/test_fuzz_registry.py tests/test_fuzz_inputs.py tests/test_fuzz_cli.py
+
+# docs/reliability.md: every fuzz case tallied (PROFILE=long or PROFILE=quick,long).
+reliability: .venv/installed
+	OMP_NUM_THREADS=1 $(PY) benchmarks/reliability.py --profile $(or $(PROFILE),quick) --out docs/reliability.md

@@ -119,7 +119,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="bench-output/reliability-app.md")
+    ap.add_argument("--out", default="docs/reliability-app.md")
     ap.add_argument("--reruns", type=int, default=100)
     args = ap.parse_args()
     with sync_playwright() as p:

@@ -1,5 +1,6 @@
 """Uploads and sample files: good files round-trip exactly; every bad input gets one clear sentence."""
 import io
+import os
 import json
 import re
 import zipfile
@@ -158,15 +159,28 @@ def _plain(name, data, **kw):
     return lambda tmp_path, mp: (name, data() if callable(data) else data, kw)
 
 
+def _allowed(tmp_path, mp):
+    mp.setenv("XVIZ_MODEL_DIRS", str(tmp_path))
+
+
 def _folder_without_weights(tmp_path, mp):
+    _allowed(tmp_path, mp)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
     return "t.txt", b"hello", {"model": str(tmp_path)}
 
 
 def _folder_with_bad_config(tmp_path, mp):
+    _allowed(tmp_path, mp)
     (tmp_path / "config.json").write_text("{ not json")
     (tmp_path / "model.safetensors").write_bytes(safetensors.torch.save({"w": torch.zeros(1)}))
+    return "t.txt", b"hello", {"model": str(tmp_path)}
+
+
+def _folder_with_empty_weights(tmp_path, mp):
+    _allowed(tmp_path, mp)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "model.safetensors").write_bytes(safetensors.torch.save({}))
     return "t.txt", b"hello", {"model": str(tmp_path)}
 
 
@@ -241,12 +255,26 @@ BAD = [
     ("csv with only a header", _plain("s.csv", b"time,value\n"), r"s\.csv has a header but no data rows"),
     ("csv of blank lines", _plain("s.csv", b"\n\n,\n"), r"s\.csv has no rows"),
     ("not an image", _plain("p.png", b"\x89PNG but broken"), r"p\.png is not a readable PNG or JPEG image"),
-    ("model folder missing", _plain("t.txt", b"hello", model="/nonexistent/model/folder"),
-     r"the model folder /nonexistent/model/folder does not exist; give the path of a local Hugging Face model folder"),
-    ("model folder that is a file", lambda tmp, mp: ("t.txt", b"hello", {"model": str(samples_dir() / "harbour.png")}),
-     r"harbour\.png is a file, not a model folder"),
-    ("folder that is not a model", lambda tmp, mp: ("t.txt", b"hello", {"model": str(tmp)}),
+    ("model folder not allowed", _plain("t.txt", b"hello", model="/nonexistent/model/folder"),
+     r"the model folder '/nonexistent/model/folder' is not one this server allows; an operator allows model "
+     r"folders by listing their parent folders in XVIZ_MODEL_DIRS"),
+    ("server file not disclosed", _plain("t.txt", b"hello", model="/etc/passwd"),
+     r"the model folder '/etc/passwd' is not one this server allows"),
+    ("relative path not disclosed", _plain("t.txt", b"hello", model="../../" + "x" * 300),
+     r"the model folder '\.\./\.\./x{50,}…' is not one this server allows"),
+    ("model folder missing", lambda tmp, mp: (_allowed(tmp, mp), ("t.txt", b"hello", {"model": str(tmp / "gone")}))[1],
+     r"the model folder '.*gone' does not exist; give the path of a local Hugging Face model folder"),
+    ("model folder that is a file", lambda tmp, mp: (_allowed(tmp, mp), (tmp / "w.png").write_bytes(b"x"),
+                                                     ("t.txt", b"hello", {"model": str(tmp / "w.png")}))[2],
+     r"w\.png' is a file, not a model folder"),
+    ("folder that is not a model", lambda tmp, mp: (_allowed(tmp, mp), ("t.txt", b"hello", {"model": str(tmp)}))[1],
      r"is not a Hugging Face model folder \(it has no config\.json\)"),
+    ("model folder with empty weights", _folder_with_empty_weights,
+     r"the weights in the model folder '.*' hold no tensors; loading it would give a model with random weights"),
+    ("text of control characters", _plain("c.txt", "\x00\x01\x07\x1b\u200b".encode()),
+     r"the text has no characters the all-MiniLM-L6-v2 tokenizer reads as words"),
+    ("file name with a newline", _plain("evil\nname" + "y" * 200 + ".npz", b"junk"),
+     r"^evil\?namey{40,}…"),
     ("model folder without safetensors", _folder_without_weights,
      r"has no \.safetensors weights; xviz loads only safetensors weights, so that nothing is unpickled"),
     ("model folder with a broken config", _folder_with_bad_config, r"the config\.json in .* is not one transformers can read"),
@@ -264,6 +292,8 @@ def test_bad_input_gets_one_clear_sentence(factory, pattern, tmp_path, monkeypat
     # One sentence: a single line ending in a full stop, no chained traceback shown to the user.
     assert "\n" not in msg and msg.endswith(".") and msg.count(". ") == 0, msg
     assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
+    # Never a server path the user did not type: no working directory, no resolved folder.
+    assert os.getcwd() not in msg.replace(str(tmp_path), ""), msg
 
 
 def test_lying_zip_member_stops_at_declared_size():

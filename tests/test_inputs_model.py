@@ -1,5 +1,8 @@
 """Real models: the captured Q/K/V reproduce the model's own attention, for the default MiniLM and for
 tiny local GPT-2 (fused QKV, causal) and LLaMA (rotary, grouped-query, causal) folders."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +123,9 @@ def tiny_models(tmp_path_factory):
                                                       num_key_value_heads=2, max_position_embeddings=64,
                                                       sliding_window=4)),
     }
+    # The folders are served only because the operator's allow-list (XVIZ_MODEL_DIRS) names their root.
+    allow = pytest.MonkeyPatch()
+    allow.setenv(M.MODEL_DIRS_ENV, str(tmp_path_factory.getbasetemp()))
     paths = {}
     for name, (cls, cfg) in configs.items():
         path = tmp_path_factory.mktemp(name)
@@ -131,7 +137,8 @@ def tiny_models(tmp_path_factory):
         M._quiet_load(lambda: net.save_pretrained(path))
         tok.save_pretrained(path)
         paths[name] = str(path)
-    return paths
+    yield paths
+    allow.undo()
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -215,3 +222,31 @@ def test_model_that_masks_more_than_causal_gets_a_notice(tiny_models):
     # The reference is still the model's own (windowed) attention: zero beyond 4 keys back.
     ref = seq.reference_attention[0, :, 8]
     assert torch.equal(ref[:, :5], torch.zeros_like(ref[:, :5])) and (ref[:, 5:9].sum(-1) - 1).abs().max() < 1e-5
+
+
+def test_model_folders_come_from_the_allow_list(tiny_models, monkeypatch):
+    """A folder outside XVIZ_MODEL_DIRS is refused before anything about it is looked at; the bundled
+    model is always allowed."""
+    monkeypatch.delenv(M.MODEL_DIRS_ENV)
+    M._CACHE.clear()
+    with pytest.raises(xviz.InputError, match=r"is not one this server allows; an operator allows") as info:
+        inputs.model_info(tiny_models["gpt2"])
+    assert str(info.value).count("/") <= tiny_models["gpt2"].count("/")  # only what was typed
+    assert inputs.model_info()["layers"] == 6
+    monkeypatch.setenv(M.MODEL_DIRS_ENV, os.pathsep.join(["/nonexistent", str(Path(tiny_models["gpt2"]).parent)]))
+    assert inputs.model_info(tiny_models["gpt2"])["layers"] == 2
+
+
+def test_partly_random_weights_are_refused(tiny_models, tmp_path, monkeypatch):
+    import shutil
+
+    import safetensors.torch
+
+    folder = tmp_path / "half"
+    shutil.copytree(tiny_models["gpt2"], folder)
+    weights = safetensors.torch.load_file(folder / "model.safetensors")
+    keep = dict(list(weights.items())[:3])  # a valid file that names only a few of the tensors
+    safetensors.torch.save_file(keep, folder / "model.safetensors")
+    monkeypatch.setenv(M.MODEL_DIRS_ENV, str(tmp_path))
+    with pytest.raises(xviz.InputError, match=r"cover only \d+ of the model's \d+ tensors; the rest would be random"):
+        inputs.model_info(str(folder))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import BudgetError, InputError, ParameterError, VariantError
-from .registry import Shape, VariantSpec, get_variant
+from .registry import Cost, Shape, VariantSpec, get_variant
 from .result import Artifacts, AttentionResult, Output
 
 MAX_SEED = 2**63 - 1
@@ -128,6 +128,15 @@ def validate_output(spec: VariantSpec, result, shape: tuple[int, ...], dtype: to
         raise VariantError(f"{who} returned {bad} NaN or Inf values in out for finite inputs"
                            f"{'' if spec.builtin else ' (a bug in the plugin)'}.")
     return result
+
+
+def estimate(name: str, shape: Shape, **params) -> Cost:
+    """The theoretical cost of running ``name`` at ``shape`` (a ``Shape``: b, h, n, d, dv, causal, nk)
+    with ``params`` (defaults filled in and range-checked at that shape, as ``run`` would), without
+    touching any tensor: FLOPs (a multiply-add counts 2) and the bytes the algorithm materialises.
+    ``run`` refuses a cost.bytes over the work budget before starting; an app can also warn or refuse
+    on cost.flops against its own per-session budget. Raises ParameterError for bad parameters."""
+    return get_variant(name).cost_at(shape, params)
 
 
 def run(name: str, q, k, v, *, causal: bool = False, seed: int = 0, scale: float | None = None, **params) -> AttentionResult:

@@ -3,7 +3,6 @@ artifacts of any variant (drawn by their declared kind), patterns' mass and reac
 error-against-cost scatter. Pure functions of tensors and arrays; matrices are pooled first (``base``)."""
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 # A chart must stay under 4 MB. float32 cells cost 16/3 bytes each once base64-encoded, so a weight
 # heatmap gets at most 832² cells (3.7 MB) and three panels side by side 464² each (3.4 MB); masks

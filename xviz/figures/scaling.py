@@ -6,11 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from .attention import strip_figure
-from .base import (HIT_COLOUR, MISSED_COLOUR, QUALITATIVE, SEQUENTIAL, colour as _colour, labels, pool2d,
-                   pool_factor, rgba as _rgba, style, to_numpy)
+from .base import (colour as _colour, rgba as _rgba, style)
 
 
 # ----------------------------------------------------------------------------------------- sweeps

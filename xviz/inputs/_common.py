@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import torch
 
@@ -25,6 +26,13 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} bytes"  # unreachable
+
+
+def shown(name, limit: int = 60) -> str:
+    """A user-supplied name as messages show it: control, format and line-separator characters
+    replaced by '?', cut to ``limit`` characters with an ellipsis (a message stays one short line)."""
+    text = "".join("?" if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in str(name))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def plural(n: int, word: str) -> str:
@@ -52,6 +60,10 @@ def check_size(n: int, d: int, heads: int, batch: int = 1, what: str = "the inpu
                          f"of {LIMITS['max_elements']:,}; use fewer heads, a shorter sequence or a smaller d.")
 
 
+def _brief(shape) -> str:
+    return str(tuple(shape))[:80]
+
+
 def check_finite(name: str, t: torch.Tensor, where: str = "") -> None:
     if not torch.isfinite(t).all():
         raise InputError(f"{name}{where} contains NaN or Inf values; every entry must be a finite number.")
@@ -64,8 +76,11 @@ def check_qkv_shapes(shapes: dict[str, tuple[int, ...]], source: str = "") -> tu
     for name in ("q", "k", "v"):
         shape = shapes[name]
         if len(shape) not in (2, 3, 4):
-            raise InputError(f"{name}{where} has {plural(len(shape), 'dimension')} (shape {tuple(shape)}); "
+            raise InputError(f"{name}{where} has {plural(len(shape), 'dimension')} (shape {_brief(shape)}); "
                              f"expected (N, d), (H, N, d) or (B, H, N, d).")
+        if min(shape) < 1:
+            raise InputError(f"{name}{where} has shape {_brief(shape)}; every dimension (batch, heads, N and d) "
+                             f"must be at least 1.")
     if not (len(shapes["q"]) == len(shapes["k"]) == len(shapes["v"])):
         raise InputError(f"q, k and v{where} must have the same number of dimensions; got shapes "
                          f"{tuple(shapes['q'])}, {tuple(shapes['k'])} and {tuple(shapes['v'])}.")

@@ -28,7 +28,7 @@ import torch
 from ..core.engine import check_seed, generator
 from ..core.errors import InputError
 from .sequence import SequenceInput
-from ._common import LIMITS, as_4d, check_finite, check_qkv_shapes, check_size, fmt_bytes, plural
+from ._common import LIMITS, as_4d, check_finite, check_qkv_shapes, check_size, fmt_bytes, plural, shown
 from .synthetic import embed_patches, embed_series
 
 ACCEPTED = (".npz, .npy or .safetensors (arrays q, k, v or a hidden-state matrix x), .txt (text for the model), "
@@ -102,15 +102,19 @@ def _pick(names, what: str) -> tuple[str, dict[str, str]]:
         return "qkv", {r: lower[r] for r in ("q", "k", "v")}
     if "x" in lower:
         return "x", {"x": lower["x"]}
-    shown = ", ".join(sorted(names)) or "no arrays"
-    raise InputError(f"{what} holds {shown}; expected arrays named q, k and v (or one hidden-state matrix x).")
+    listed = sorted(names)
+    text = ", ".join(shown(n, 30) for n in listed[:6]) + (f" and {len(listed) - 6} more" if len(listed) > 6 else "")
+    raise InputError(f"{what} holds {text or 'no arrays'}; expected arrays named q, k and v (or one hidden-state "
+                     f"matrix x).")
 
 
 def _check_x_shape(shape, label: str) -> None:
     if len(shape) != 2:
-        raise InputError(f"{label} has {plural(len(shape), 'dimension')} (shape {tuple(shape)}); a hidden-state "
-                         f"matrix x must be 2-D, (N, D).")
+        raise InputError(f"{label} has {plural(len(shape), 'dimension')} (shape {str(tuple(shape))[:80]}); a "
+                         f"hidden-state matrix x must be 2-D, (N, D).")
     n, dim = shape
+    if dim < 1:
+        raise InputError(f"{label} has D = {dim} features; a hidden-state matrix x needs at least 1.")
     check_size(n, min(dim, 64), 1, what=label)
     if dim > LIMITS["max_d"] * LIMITS["max_heads"]:
         raise InputError(f"{label} has D = {dim:,} features, more than the limit of "
@@ -134,6 +138,9 @@ def project_hidden(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tens
     heads = max(1, min(8, dim // 64))
     g = generator(seed, 7)
     xd = x.to(torch.float64)
+    # the layer norm is scale-invariant per token: divide by the token's largest |x| first, so values
+    # near the float64 maximum (1e308) cannot overflow its sums into NaN q, k, v
+    xd = xd / xd.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     xd = (xd - xd.mean(-1, keepdim=True)) / xd.std(-1, keepdim=True, unbiased=False).clamp_min(1e-12)
     w = torch.randn(3, dim, heads * d, generator=g, dtype=torch.float64) / math.sqrt(dim)
     q, k, v = (torch.matmul(xd, w[i]).reshape(n, heads, d).transpose(0, 1)[None].to(x.dtype) for i in range(3))
@@ -180,7 +187,7 @@ def read_npz(name: str, data: bytes, seed: int = 0) -> SequenceInput:
     token_member = next((m for m in members if m.lower() == "tokens"), None)
     headers, notices = {}, []
     for m, info in members.items():  # only headers here: unused members are never decompressed further
-        label = f"array {m} in {name}"
+        label = f"array {shown(m, 30)} in {name}"
         try:
             with zf.open(info) as fp:
                 # every member's header is read: object arrays are refused even where unused
@@ -192,7 +199,8 @@ def read_npz(name: str, data: bytes, seed: int = 0) -> SequenceInput:
                              f"numpy.savez.") from None
     ignored = sorted(set(members) - used - {token_member})
     if ignored:
-        notices.append(f"{name}: arrays {', '.join(ignored)} were ignored (xviz reads q, k, v or x, and tokens).")
+        notices.append(f"{name}: arrays {', '.join(shown(m, 30) for m in ignored[:6])}"
+                       f"{' and more' if len(ignored) > 6 else ''} were ignored (xviz reads q, k, v or x, and tokens).")
     shapes = {r: headers[m][0] for r, m in roles.items()}
     if mode == "qkv":
         check_qkv_shapes(shapes, name)
@@ -202,7 +210,7 @@ def read_npz(name: str, data: bytes, seed: int = 0) -> SequenceInput:
     for role, m in roles.items():
         try:
             with zf.open(members[m]) as fp:
-                shape, fortran, dtype = _npy_header(fp, f"array {m} in {name}")
+                shape, fortran, dtype = _npy_header(fp, f"array {shown(m, 30)} in {name}")
                 arrays[role] = _npy_data(fp, shape, fortran, dtype, f"{role} in {name}")
         except InputError:
             raise
@@ -240,7 +248,7 @@ def read_npy(name: str, data: bytes, seed: int = 0) -> SequenceInput:
         check_qkv_shapes({"q": inner, "k": inner, "v": inner}, name)
         t = _npy_data(fp, shape, fortran, dtype, name)
         return _qkv_input({"q": t[0], "k": t[1], "v": t[2]}, "qkv", name, seed)
-    raise InputError(f"{name} has shape {shape}; a .npy must hold one hidden-state matrix x (N, D) or q, k, v "
+    raise InputError(f"{name} has shape {str(shape)[:80]}; a .npy must hold one hidden-state matrix x (N, D) or q, k, v "
                      f"stacked on a first axis of length 3: (3, N, d), (3, H, N, d) or (3, B, H, N, d).")
 
 
@@ -276,12 +284,17 @@ def read_safetensors(name: str, data: bytes, seed: int = 0) -> SequenceInput:
             dtype_name, shape, (begin, end) = entry["dtype"], [int(s) for s in entry["shape"]], entry["data_offsets"]
             begin, end = int(begin), int(end)
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{bad} (the header entry for {key!r} is malformed); {hint}.") from None
+            raise InputError(f"{bad} (the header entry for {shown(key, 30)!r} is malformed); {hint}.") from None
+        if any(s < 0 for s in shape):
+            raise InputError(f"{bad}: {shown(key, 30)} has a negative dimension in its shape "
+                             f"{str(tuple(shape))[:80]}; {hint}.")
         entries[key] = (dtype_name, shape, begin, end)
     mode, roles = _pick(list(entries), name)
     for role, key in roles.items():
         dtype_name, shape, begin, end = entries[key]
-        label = f"{key} in {name}"
+        label = f"{shown(key, 30)} in {name}"
+        if not isinstance(dtype_name, str):
+            raise InputError(f"{bad} (the dtype of {label} is not a name); {hint}.")
         if dtype_name in ("C64", "C128", "COMPLEX64"):
             raise InputError(f"{label} has complex dtype {dtype_name}; attention needs real numbers (float or int).")
         if dtype_name not in _ST_DTYPES:
@@ -289,9 +302,10 @@ def read_safetensors(name: str, data: bytes, seed: int = 0) -> SequenceInput:
                              f"numbers (float or int).")
         size = math.prod(shape) * _ST_DTYPES[dtype_name].itemsize
         if end - begin != size or begin < 0:
-            raise InputError(f"{bad}: {key} has shape {tuple(shape)} but {end - begin:,} bytes of data; {hint}.")
+            raise InputError(f"{bad}: {label} has shape {str(tuple(shape))[:80]} but {end - begin:,} bytes of data; "
+                             f"{hint}.")
         if end > body:
-            raise InputError(f"{name} is truncated: {key} ends at byte {end:,} of a {body:,}-byte data section; "
+            raise InputError(f"{name} is truncated: {shown(key, 30)} ends at byte {end:,} of a {body:,}-byte data section; "
                              f"save it again.")
     shapes = {r: tuple(entries[k][1]) for r, k in roles.items()}
     if mode == "qkv":
@@ -307,7 +321,8 @@ def read_safetensors(name: str, data: bytes, seed: int = 0) -> SequenceInput:
         check_finite(role, t, f" in {name}")
         arrays[role] = t
     ignored = sorted(set(entries) - set(roles.values()))
-    notices = [f"{name}: tensors {', '.join(ignored)} were ignored (xviz reads q, k, v or x)."] if ignored else []
+    notices = ([f"{name}: tensors {', '.join(shown(t, 30) for t in ignored[:6])}{' and more' if len(ignored) > 6 else ''} "
+                f"were ignored (xviz reads q, k, v or x)."] if ignored else [])
     return _qkv_input(arrays, mode, name, seed, notices=notices)
 
 
@@ -429,12 +444,13 @@ _READERS = {
 
 def load_upload(filename: str, data: bytes, *, seed: int = 0, model=None, layer: int = 0) -> SequenceInput:
     """Read an uploaded file (its name decides the type) into a SequenceInput; InputError on anything bad."""
-    name = os.path.basename(str(filename)) or "the upload"
+    base = os.path.basename(str(filename))
+    name = shown(base) if base else "the upload"
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError(f"the contents of {name} must be bytes, not {type(data).__name__}.")
-    ext = os.path.splitext(name)[1].lower()
+    ext = os.path.splitext(base)[1].lower()
     if ext not in _READERS:
-        what = f"the extension {ext!r}" if ext else "no extension"
+        what = f"the extension {shown(ext, 20)!r}" if ext else "no extension"
         raise InputError(f"{name} has {what}; accepted files are {ACCEPTED}.")
     if len(data) == 0:
         raise InputError(f"{name} is empty (0 bytes); upload a non-empty {ext} file.")

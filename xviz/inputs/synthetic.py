@@ -221,6 +221,9 @@ def embed_series(x: torch.Tensor, d: int, heads: int, g: torch.Generator, window
     v = √2·cos(Ω′w + b′) with independent Ω′, b′ (unit-variance entries)."""
     x = x.to(torch.float64).flatten()
     n = x.numel()
+    # Standardising is scale-invariant: divide by the largest |x| first, so sums of values near the
+    # float64 maximum (1e308 in a CSV) cannot overflow into NaN q, k, v.
+    x = x / x.abs().amax().clamp_min(torch.finfo(torch.float64).tiny) if n else x
     std = x.std() if n > 1 else torch.tensor(0.0, dtype=torch.float64)
     x = (x - x.mean()) / (std if std > 0 else 1.0)
     L = max(1, min(int(window), n))

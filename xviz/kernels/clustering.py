@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .dense import masked_softmax, work_dtype  # noqa: F401  (work_dtype: for the clustering variants)
-from .hashing import unit
+from .dense import masked_softmax, unit, work_dtype  # noqa: F401  (work_dtype: for the clustering variants)
 from .sparse import CHUNK_ELEMENTS
 
 # Elements of one (rows × clusters) similarity block in an assignment step.
@@ -152,8 +151,9 @@ def grouped_attention(q, k, v, scale: float, causal: bool, q_group: torch.Tensor
         valid = kval[:, :, s0:s1].unsqueeze(-2) & rvalid[:, :, s0:s1].unsqueeze(-1)  # (B, H, pc, S, W)
         if causal:
             valid = valid & (kp.unsqueeze(-2) <= qp.unsqueeze(-1))
-        probs, _ = masked_softmax(torch.matmul(qb, kb.transpose(-1, -2)) * scale, valid)
-        outs.append(torch.matmul(probs, vb))
+        wd = work_dtype(q.dtype)  # logits and softmax at float32 for half inputs
+        probs, _ = masked_softmax(torch.matmul(qb.to(wd), kb.to(wd).transpose(-1, -2)) * scale, valid)
+        outs.append(torch.matmul(probs.to(q.dtype), vb))
         counts.append(valid.sum(-1, dtype=torch.int32))
     dest = torch.where(rvalid, qpos + base[..., None, None], torch.full_like(qpos, b * h * n)).reshape(-1)
     out = q.new_zeros(b * h * n + 1, dv).index_copy(0, dest, torch.cat(outs, dim=2).reshape(-1, dv))

@@ -13,9 +13,10 @@ def quadratic_cost(s: Shape, **_) -> Cost:
     return Cost(float(flops), float(4 * s.b * s.h * (s.n + s.nk) * (s.d + s.dv)))
 
 
-def sparse_cost(s: Shape, keys_per_row: float, full_rows: int = 0) -> Cost:
-    """Sparse attention with ``keys_per_row`` keys per query plus ``full_rows`` dense rows."""
-    kk = min(keys_per_row, s.nk)
+def sparse_cost(s: Shape, keys_per_row: float, full_rows: int = 0, cap: bool = True) -> Cost:
+    """Sparse attention with ``keys_per_row`` keys per query plus ``full_rows`` dense rows. ``cap=False``
+    for kernels that compute whole blocks or spans, which may exceed N keys per row (padding, edges)."""
+    kk = min(keys_per_row, s.nk) if cap else keys_per_row
     flops = s.b * s.h * (2 * s.n * kk * (s.d + s.dv) + full_rows * 2 * s.nk * (s.d + s.dv))
     nbytes = 4 * s.b * s.h * (s.n * (2 * s.d + 2 * s.dv) + s.n * kk * 2)  # inputs/outputs + logits and indices
     return Cost(float(flops), float(nbytes))

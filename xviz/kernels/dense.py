@@ -8,12 +8,35 @@ from __future__ import annotations
 
 import torch
 
+from ..core.errors import InputError
 from ..core.result import check_budget
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half/bfloat16 inputs, else the input's (float32 or float64)."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm, in x's dtype; a zero row stays zero. Computed at the work dtype
+    after dividing by max|x|: a norm clamped at an eps divides short vectors by the eps (and a
+    float16 eps of 1e−12 is 0, so 0/0)."""
+    w = x.to(work_dtype(x.dtype))
+    top = w.abs().amax(-1, keepdim=True)
+    w = w / torch.where(top > 0, top, torch.ones_like(top))
+    return torch.nn.functional.normalize(w, dim=-1).to(x.dtype)
+
+
+def cast_checked(x: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor:
+    """``x`` (computed at the work dtype) cast to ``dtype``, or InputError when finite values lie beyond
+    ``dtype``'s range (float16 ends at 65,504): a signed method's output or weights can, and inf in
+    place of a number would be a silent lie."""
+    out = x.to(dtype)
+    if out.dtype != x.dtype and out.is_floating_point() and torch.isfinite(x).all() and not torch.isfinite(out).all():
+        top = x.detach().abs().max().item()
+        raise InputError(f"{what} reaches {top:.3g}, beyond the range of {str(dtype).removeprefix('torch.')} "
+                         f"({torch.finfo(dtype).max:.3g}); run in float32 or rescale v.")
+    return out
 
 
 def causal_mask(n: int, nk: int | None = None, device=None) -> torch.Tensor:

@@ -1,12 +1,7 @@
-"""Hashing building blocks: unit rows and the angular LSH of Reformer."""
+"""Hashing building blocks: the angular LSH of Reformer."""
 from __future__ import annotations
 
 import torch
-
-
-def unit(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows scaled to unit L2 norm (a zero row stays zero)."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def lsh_buckets(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:

@@ -275,11 +275,12 @@ def topk_logits(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, keep: int,
     n = k.shape[-2]
     keep = min(keep, n)
     step = max(1, TOPK_LOGIT_ELEMENTS // max(1, b * h * n))
-    kt = k.transpose(-1, -2)
+    wd = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32  # float16 logits overflow
+    kt = k.transpose(-1, -2).to(wd)
     vals, idx = [], []
     for s in range(0, rows.numel(), step):
         r = rows[s:s + step]
-        logits = torch.matmul(q[:, :, r], kt) * scale  # (B, H, c', N)
+        logits = torch.matmul(q[:, :, r].to(wd), kt) * scale  # (B, H, c', N)
         if causal:
             logits = logits.masked_fill(torch.arange(n, device=q.device)[None, :] > r[:, None], float("-inf"))
         top = logits.topk(keep, dim=-1)

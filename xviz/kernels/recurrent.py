@@ -41,9 +41,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import InputError
 from ..core.registry import Artifact, Cost, Param, Shape
 from ..core.result import Output
-from .dense import work_dtype
+from .dense import cast_checked, work_dtype
 
 CHUNK = 64  # tokens a chunk: c × c blocks stay small; N / c sequential steps stay few
 MATRIX_BLOCK = 512  # rows (decay) or columns (delta rule) of an implicit matrix built at a time
@@ -217,37 +218,44 @@ def delta_rule_matrix(q, k, beta, log_decay, chunk: int = CHUNK) -> torch.Tensor
     return a
 
 
-def _safe(den: torch.Tensor) -> torch.Tensor:
-    return torch.where(den == 0, torch.ones_like(den), den)
-
-
-def recurrent_output(q, k, v, log_decay, beta=None, normalize: bool = False, artifacts: dict | None = None) -> Output:
+def recurrent_output(q, k, v, log_decay, beta=None, artifacts: dict | None = None) -> Output:
     """A recurrence variant's Output from its prepared q, k (at the work dtype) and v (any dtype):
-    out at v's dtype, the lazy implicit matrix, and the STATE / STATE_NORM / DECAY artifacts.
-
-    ``normalize``: divide by the same recurrence run on ones (Σ_j D_ij q_i·k_j), as in normalised
-    linear attention; the state artifacts are then the numerator's state."""
-    cdt = q.dtype
-    vw = v.to(cdt)
+    out at v's dtype, the lazy implicit matrix, and the STATE / STATE_NORM / DECAY artifacts."""
     log_decay, beta = per_step(log_decay, q), None if beta is None else per_step(beta, q)
-    if normalize:
-        raw = scan_output(q, scan(k, torch.cat([vw, torch.ones_like(vw[..., :1])], -1), log_decay, beta))
-        out = raw[..., :-1] / _safe(raw[..., -1:])
-    else:
-        out = scan_output(q, scan(k, vw, log_decay, beta))
+    out = scan_output(q, scan(k, v.to(q.dtype), log_decay, beta))
+    _check_overflow(out, q, k, v)
 
     def matrix():
         a = decay_matrix(q, k, log_decay) if beta is None else delta_rule_matrix(q, k, beta, log_decay)
-        return (a.div_(_safe(a.sum(-1, keepdim=True))) if normalize else a).to(v.dtype)
+        # the weights are unbounded: at half precision they (and the output) can leave the range
+        return cast_checked(a, v.dtype, "the weights")
 
-    def wide_scan():  # state analysis in float64: the norm identity cancels
+    return Output(out=cast_checked(out, v.dtype, "the output"), matrix=matrix,
+                  artifacts={**state_artifacts(k, v, log_decay, beta), **(artifacts or {})})
+
+
+def _check_overflow(out, q, k, v) -> None:
+    """InputError when ``out`` is not finite because its true values are beyond the dtype: the weights
+    q_i·k_j are unbounded, so |out| may reach N·max‖q‖·max‖k‖·max|v| (a bug would stay a VariantError)."""
+    if torch.isfinite(out).all():
+        return
+    bound = q.shape[-2] * float(q.norm(dim=-1).amax()) * float(k.norm(dim=-1).amax()) * float(v.abs().amax())
+    if bound >= torch.finfo(out.dtype).max:
+        raise InputError(f"the output overflows {str(out.dtype).removeprefix('torch.')} (beyond "
+                         f"{torch.finfo(out.dtype).max:.3g}): these weights are unbounded, so |out| can reach "
+                         f"N·max‖q‖·max‖k‖·max|v|; rescale q, k or v.")
+
+
+def state_artifacts(k, v, log_decay, beta=None) -> dict:
+    """The STATE / STATE_NORM / DECAY artifacts of the recurrence that writes k, v with ``log_decay``
+    (B, H, N) and, for the delta rule, ``beta``: computed on request, in float64 (the norm identity cancels)."""
+    def wide_scan():
         dd = torch.float64
         return scan(k.to(dd), v.to(dd), log_decay.to(dd), None if beta is None else beta.to(dd))
 
-    arts = {"state": lambda: wide_scan().final.to(v.dtype),
+    return {"state": lambda: wide_scan().final.to(v.dtype),
             "state_norm": lambda: scan_state_norms(wide_scan()).to(v.dtype),
             "decay": lambda: log_decay.exp().to(v.dtype)}
-    return Output(out=out.to(v.dtype), matrix=matrix, artifacts={**arts, **(artifacts or {})})
 
 
 def work(x: torch.Tensor) -> torch.Tensor:

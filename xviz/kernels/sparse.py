@@ -17,6 +17,7 @@ import torch
 
 from ..core.registry import Artifact
 from ..core.result import Output, check_budget
+from .dense import work_dtype
 
 CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 gathered keys+values per chunk
 
@@ -81,10 +82,11 @@ def iter_chunks(q, k, v, scale: float, causal: bool, keys_for: KeysFor, width: i
         if with_probs:
             full_idx = idx.expand(b, h, -1, -1)
             kg = k[bi, hi, full_idx]  # (B, H, c, K, d)
-            logits = torch.matmul(kg, q[:, :, start:stop, :, None]).squeeze(-1) * scale
+            cdt = work_dtype(q.dtype)  # logits and softmax at float32 for half inputs
+            logits = torch.matmul(kg.to(cdt), q[:, :, start:stop, :, None].to(cdt)).squeeze(-1) * scale
             logits = logits.masked_fill(~valid, float("-inf"))
             probs = torch.softmax(logits, dim=-1)
-            probs = torch.nan_to_num(probs, nan=0.0)  # a row with no key at all: zero weights
+            probs = torch.nan_to_num(probs, nan=0.0).to(q.dtype)  # a row with no key at all: zero weights
         yield Chunk(start, stop, idx, valid, probs)
 
 
@@ -147,11 +149,12 @@ caller (a faster path such as ``blocks.execute``) and keeps the rest."""
 
 
 def _full_row_probs(q, k, rows: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
-    logits = torch.matmul(q[:, :, rows], k.transpose(-1, -2)) * scale  # (B, H, G, N)
+    wd = work_dtype(q.dtype)  # float32 logits for half inputs (float16 overflows at 65,504)
+    logits = torch.matmul(q[:, :, rows].to(wd), k.to(wd).transpose(-1, -2)) * scale  # (B, H, G, N)
     if causal:
         cols = torch.arange(k.shape[-2], device=q.device)
         logits = logits.masked_fill(cols[None, :] > rows[:, None], float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    return torch.softmax(logits, dim=-1).to(q.dtype)
 
 
 # The artifacts every key-list pattern returns (see ``sparse_attention``).

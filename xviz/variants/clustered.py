@@ -49,7 +49,8 @@ def clustered(q, k, v, ctx, clusters: int, iterations: int, topk: int):
     sums, counts = cluster_sums(q, ids, c)  # differentiable means of the final members
     centroids = torch.where((counts > 0).unsqueeze(-1), sums / counts.clamp_min(1).unsqueeze(-1),
                             fitted.to(q.dtype))
-    a = torch.softmax(torch.matmul(centroids, k.transpose(-1, -2)) * ctx.scale, dim=-1)  # (B, H, C, N)
+    wd = work_dtype(q.dtype)  # centroid logits at float32 for half inputs (float16 overflows at 65504)
+    a = torch.softmax(torch.matmul(centroids.to(wd), k.to(wd).transpose(-1, -2)) * ctx.scale, dim=-1).to(q.dtype)
     out_c = torch.matmul(a, v)  # (B, H, C, dv)
     member = ids.unsqueeze(-1)
 
@@ -79,8 +80,9 @@ def clustered(q, k, v, ctx, clusters: int, iterations: int, topk: int):
         own_top = top.gather(2, member.expand(b, h, n, topk))  # (B, H, N_q, k) each query's centroid's top-k
         dense.scatter_(-1, own_top, 0.0)
         on_top = torch.zeros_like(dense, dtype=torch.bool).scatter_(-1, own_top, True)
-        exact_on_top, _ = masked_softmax(torch.matmul(q, k.transpose(-1, -2)) * ctx.scale, on_top)
-        return dense + m_row * exact_on_top
+        logits = torch.matmul(q.to(wd), k.to(wd).transpose(-1, -2)) * ctx.scale  # float32 for half inputs
+        exact_on_top, _ = masked_softmax(logits, on_top)
+        return dense + m_row * exact_on_top.to(q.dtype)
 
     return Output(out=out, matrix=matrix, artifacts=artifacts)
 

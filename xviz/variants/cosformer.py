@@ -3,7 +3,8 @@
 Weights s_ij = ReLU(q_i)ᵀReLU(k_j) · cos(π(i − j)/(2M)), normalised per row, with M = N.
 Since cos(a − b) = cos a cos b + sin a sin b, the weight is a dot product of 2d features
 [ReLU(q_i) cos(πi/2M), ReLU(q_i) sin(πi/2M)] · [ReLU(k_j) cos(πj/2M), ReLU(k_j) sin(πj/2M)],
-so xviz.kernel.linear_attention computes it without the N × N product (causal: prefix sums).
+computed without the N × N product from log features (xviz.kernels.logfeature; causal: chunked
+prefix sums), so tiny or huge inputs neither underflow nor overflow.
 With M = N, |i − j| < M and every cos is positive, so weights are non-negative; but a query
 whose ReLU features share no positive coordinate with any key gets all-zero weights and a zero
 output, so rows are not guaranteed to sum to one (row_stochastic = False). ReLU features are
@@ -22,7 +23,8 @@ import torch
 
 from ..core.registry import Artifact, VariantSpec, register_variant
 from ..kernels.costs import linear_cost
-from ..kernels.feature import kernel_output
+from ..core.result import Output
+from ..kernels.logfeature import log_feature_attention
 
 
 def reweighting(n: int, device, dtype) -> torch.Tensor:
@@ -31,14 +33,22 @@ def reweighting(n: int, device, dtype) -> torch.Tensor:
     return torch.stack([torch.cos(angle), torch.sin(angle)])
 
 
+def _log_relu(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)), torch.full_like(x, float("-inf")))
+
+
 def cosformer(q, k, v, ctx):
     n = q.shape[-2]
     cdt = torch.promote_types(q.dtype, torch.float32)
     rw = reweighting(n, q.device, cdt)
     relu_q, relu_k = torch.relu(q.to(cdt)), torch.relu(k.to(cdt))
-    phi_q = torch.cat([relu_q * rw[0, :, None], relu_q * rw[1, :, None]], dim=-1)
-    phi_k = torch.cat([relu_k * rw[0, :, None], relu_k * rw[1, :, None]], dim=-1)
-    return kernel_output(phi_q, phi_k, v, ctx.causal, {
+    # log features: log ReLU(x) + log cos / log sin, so tiny and huge inputs neither underflow nor overflow
+    log_rw = _log_relu(rw)
+    lq = torch.cat([_log_relu(q.to(cdt)) + log_rw[0, :, None], _log_relu(q.to(cdt)) + log_rw[1, :, None]], dim=-1)
+    lk = torch.cat([_log_relu(k.to(cdt)) + log_rw[0, :, None], _log_relu(k.to(cdt)) + log_rw[1, :, None]], dim=-1)
+    out, matrix = log_feature_attention(lq, lk, v.to(cdt), ctx.causal)
+    dt = v.dtype
+    return Output(out=out.to(dt), matrix=lambda: matrix().to(dt), artifacts={
         "features": lambda: torch.stack([relu_q, relu_k]).to(q.dtype),  # (2, B, H, N, d): ReLU(Q), ReLU(K)
         "reweighting": rw.to(q.dtype),  # (2, N): cos, sin of πi/2M
     })

@@ -17,14 +17,14 @@ reference (tests). Implicit matrix: o = A v with A lower triangular and A_ij =
 Complexity: O(N·c·(d + d_v) + N·d·d_v) time, O(N·c + (N/c)·d·d_v) memory (c = 64).
 Artifacts: the final state (as M = Sᵀ: keys on rows), ‖S_t‖_F over t, the decay (1 every step).
 """
-import torch.nn.functional as F
 
 from ..core.registry import VariantSpec, register_variant
+from ..kernels.dense import unit
 from ..kernels.recurrent import BETA, RECURRENT_ARTIFACTS, recurrent_cost, recurrent_output, work
 
 
 def deltanet(q, k, v, ctx, beta: float):
-    q, k = F.normalize(work(q), dim=-1) * ctx.scale, F.normalize(work(k), dim=-1)
+    q, k = unit(work(q)) * ctx.scale, unit(work(k))
     return recurrent_output(q, k, v, q.new_zeros(()), q.new_tensor(beta))
 
 

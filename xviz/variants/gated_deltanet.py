@@ -16,14 +16,14 @@ Complexity: O(N·c·(d + d_v) + N·d·d_v) time, O(N·c + (N/c)·d·d_v) memory 
 Artifacts: the final state (as M = Sᵀ), ‖S_t‖_F over t, the per-step decay α.
 """
 import torch
-import torch.nn.functional as F
 
 from ..core.registry import Param, VariantSpec, register_variant
+from ..kernels.dense import unit
 from ..kernels.recurrent import BETA, RECURRENT_ARTIFACTS, head_decays, recurrent_cost, recurrent_output, work
 
 
 def gated_deltanet(q, k, v, ctx, decay: float, beta: float):
-    q, k = F.normalize(work(q), dim=-1) * ctx.scale, F.normalize(work(k), dim=-1)
+    q, k = unit(work(q)) * ctx.scale, unit(work(k))
     return recurrent_output(q, k, v, torch.log(head_decays(q.shape[1], decay)), q.new_tensor(beta))
 
 

@@ -2,7 +2,8 @@
 
     out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / φ(q_i)ᵀ (Σ_j φ(k_j)),
 
-so the N × N product is never formed (xviz.kernel.linear_attention). φ(x) = elu(x) + 1 is applied
+so the N × N product is never formed; computed from log φ (xviz.kernels.logfeature) so that no
+row underflows to zero and no product overflows at extreme inputs. φ(x) = elu(x) + 1 is applied
 to q and k as they are: the paper has no 1/√d, so the logit scale (``scale``) is not used.
 Features are positive, so the implicit weights are row-stochastic.
 Causal: prefix sums Σ_{j≤i} (the paper's "transformers are RNNs" form), chunked in xviz.kernel.
@@ -15,15 +16,19 @@ import torch.nn.functional as F
 
 from ..core.registry import Artifact, VariantSpec, register_variant
 from ..kernels.costs import linear_cost
-from ..kernels.feature import kernel_output
+from ..core.result import Output
+from ..kernels.logfeature import log_elu1, log_feature_attention
 
 
 def linear(q, k, v, ctx):
     cdt = torch.promote_types(q.dtype, torch.float32)
-    phi_q, phi_k = F.elu(q.to(cdt)) + 1, F.elu(k.to(cdt)) + 1
+    lq, lk = log_elu1(q.to(cdt)), log_elu1(k.to(cdt))
+    # the same weights φ(q)·φ(k) computed from log features (xviz.kernels.logfeature): no row underflows
+    out, matrix = log_feature_attention(lq, lk, v.to(cdt), ctx.causal)
+    dt = v.dtype
     # features: (2, B, H, N, d) = φ(Q), φ(K)
-    return kernel_output(phi_q, phi_k, v, ctx.causal,
-                         {"features": lambda: torch.stack([phi_q, phi_k]).to(q.dtype)})
+    return Output(out=out.to(dt), matrix=lambda: matrix().to(dt),
+                  artifacts={"features": lambda: (F.elu(torch.stack([q, k]).to(cdt)) + 1).to(q.dtype)})
 
 
 register_variant(VariantSpec(

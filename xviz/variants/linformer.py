@@ -27,18 +27,19 @@ import torch
 from ..core.errors import ParameterError
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output, check_budget
+from ..kernels.dense import cast_checked
 from ..kernels.segments import segment_ids
 
 
 def projection_matrix(ctx, kind: str, rank: int, n: int, salt: int) -> torch.Tensor | None:
-    """The k × N projection (float32, CPU), or None for the identity."""
+    """The k × N projection (CPU; Gaussian float32, pooling float64), or None for the identity."""
     if kind == "identity":
         return None
     if kind == "gaussian":
         return torch.randn(rank, n, generator=ctx.generator(salt)) / math.sqrt(rank)
     seg = segment_ids(n, rank)
-    e = torch.zeros(rank, n)
-    e[seg, torch.arange(n)] = 1.0 / torch.bincount(seg, minlength=rank).float()[seg]
+    e = torch.zeros(rank, n, dtype=torch.float64)  # 1/size in float64: float32 rows of thirds sum to 1 + 3e-8
+    e[seg, torch.arange(n)] = 1.0 / torch.bincount(seg, minlength=rank).double()[seg]
     return e
 
 
@@ -51,10 +52,10 @@ def linformer(q, k, v, ctx, rank: int, projection: str, shared: bool):
     k_proj = k.to(cdt) if e is None else e @ k.to(cdt)  # (B, H, k, d)
     v_proj = v.to(cdt) if f is None else f @ v.to(cdt)  # (B, H, k, dv)
     p = torch.softmax(q.to(cdt) @ k_proj.transpose(-1, -2) * ctx.scale, dim=-1)  # (B, H, N, k)
-    out = (p @ v_proj).to(v.dtype)
+    out = cast_checked(p @ v_proj, v.dtype, "the Linformer output (random projections can exceed |v|)")
 
     def matrix():
-        return (p if f is None else p @ f).to(v.dtype)
+        return cast_checked(p if f is None else p @ f, v.dtype, "the Linformer weights")
 
     def proj():
         if e is None:

@@ -28,9 +28,10 @@ def longformer(q, k, v, ctx, window: int, num_global: int):
 
 
 def cost(s, window, num_global):
+    # keys per query of the algorithm, not capped at N (the tiles of a window ≥ N still compute their keys)
     g = min(num_global, s.nk)
-    band = (window + 1) if s.causal else 2 * window + 1
-    return sparse_cost(s, min(s.nk, band + g), full_rows=g * s.n // s.nk)
+    band = min(window, s.nk - 1) * (1 if s.causal else 2) + 1
+    return sparse_cost(s, band + g, full_rows=g * s.n // s.nk, cap=False)
 
 
 register_variant(VariantSpec(

@@ -45,9 +45,12 @@ def stacked(k, v) -> torch.Tensor:
 
 def principal_subspace(x: torch.Tensor, rank: int):
     """Top-``rank`` right singular vectors of x (B, N, D) from the float64 Gram matrix: U (B, D, r)
-    and the eigenvalues (B, D) in decreasing order."""
-    gram = x.double().transpose(-1, -2) @ x.double()
-    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    and the eigenvalues (B, D) of x's Gram matrix over max|x|², in decreasing order (only their ratios
+    are used)."""
+    x = x.double()
+    top = x.abs().amax((-2, -1), keepdim=True).clamp(min=1e-300)
+    xs = x / top  # the subspace does not depend on x's scale, and values near 1e300 would square to inf
+    evals, evecs = torch.linalg.eigh(xs.transpose(-1, -2) @ xs)  # ascending
     evals, evecs = evals.flip(-1).clamp(min=0), evecs.flip(-1)
     return evecs[..., :rank], evals
 

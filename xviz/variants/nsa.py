@@ -103,9 +103,9 @@ def branch_gates(n, l, causal, gates, device, dtype):
     rows = torch.arange(n, device=device)
     on = torch.stack([rows >= l - 1 if causal else torch.ones_like(rows, dtype=torch.bool),
                       torch.ones_like(rows, dtype=torch.bool), torch.ones_like(rows, dtype=torch.bool)])
-    g = torch.tensor(gates, device=device, dtype=dtype)[:, None] * on.to(dtype)
+    g = torch.tensor(gates, device=device, dtype=torch.float64)[:, None] * on  # float64: a gate of 1e−300 counts
     total = g.sum(0, keepdim=True)
-    return g / torch.where(total > 0, total, torch.ones_like(total))
+    return (g / torch.where(total > 0, total, torch.ones_like(total))).to(dtype)
 
 
 def nsa(q, k, v, ctx, compress_block: int, compress_stride: int, select_block: int, top_n: int, window: int,

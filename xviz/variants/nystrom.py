@@ -28,19 +28,31 @@ import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output
+from ..kernels.dense import cast_checked
 from ..kernels.segments import segment_ids, segment_means
 
 
 def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
-    """The Nyströmformer pseudo-inverse of a batch of matrices a (..., m_q, m) (square unless cross)."""
+    """The Nyströmformer pseudo-inverse of a batch of matrices a (..., m_q, m) (square unless cross).
+
+    For a singular A (near-uniform softmax rows at small logits, repeated landmarks) the iteration
+    multiplies its rounding errors in A's null space by p(0) = 13/4 per step, so run long enough it
+    diverges (all-NaN at 100 steps, in float64 too). Each step's residual ‖A Z A − A‖_F (the first
+    Penrose condition) is measured and each matrix keeps the iterate where it was smallest: while
+    the iteration converges that is the last one, so the result is unchanged, and it never diverges."""
     eye = torch.eye(a.shape[-2], dtype=a.dtype, device=a.device)  # A Z is m_q × m_q
     norm_1 = a.abs().sum(-2).amax(-1)[..., None, None]  # largest column sum
     norm_inf = a.abs().sum(-1).amax(-1)[..., None, None]  # largest row sum (1 for softmax rows)
     z = a.transpose(-1, -2) / (norm_1 * norm_inf)
-    for _ in range(iterations):
+    best, best_res = z, torch.full(a.shape[:-2], float("inf"), dtype=a.dtype, device=a.device)
+    for step in range(iterations + 1):
         az = a @ z
-        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
-    return z
+        res = torch.linalg.matrix_norm(az @ a - a)
+        better = (res <= best_res)[..., None, None]  # NaN residuals (a diverged step) are never better
+        best, best_res = torch.where(better, z, best), torch.where(better[..., 0, 0], res, best_res)
+        if step < iterations:
+            z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return best
 
 
 def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
@@ -56,9 +68,10 @@ def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
     a64 = a.double()
     a_pinv = (torch.linalg.pinv(a64) if pinv == "exact" else iterative_pinv(a64, pinv_iterations)).to(cdt)
     fw = f @ a_pinv  # (B, H, N_q, m_q)
-    out = (fw @ (bm @ v_)).to(v.dtype)
+    # an ill-conditioned landmark matrix gives signed weights and outputs far beyond |v|
+    out = cast_checked(fw @ (bm @ v_), v.dtype, "the Nyström output")
     dt = v.dtype
-    return Output(out=out, matrix=lambda: (fw @ bm).to(dt), artifacts={
+    return Output(out=out, matrix=lambda: cast_checked(fw @ bm, dt, "the Nyström weights"), artifacts={
         # (2, B, H, m, d): query, then key landmarks; cross with m_q < m: (1, B, H, m_q + m, d), queries first
         "landmarks": torch.stack([q_l, k_l]).to(dt) if mq == m else torch.cat([q_l, k_l], -2).to(dt)[None],
         "landmark_index": seg,  # (N_k,) segment of each key
@@ -72,7 +85,8 @@ def nystrom(q, k, v, ctx, landmarks: int, pinv_iterations: int, pinv: str):
 def nystrom_cost(s, landmarks, pinv_iterations, pinv):
     b, h, n, d, dv = s.b, s.h, max(s.n, s.nk), s.d, s.dv
     m = min(landmarks, s.nk)
-    pinv_flops = 2 * m**3 * (1 + 4 * pinv_iterations) if pinv == "iterative" else 25 * m**3  # SVD ≈ 21 m³
+    # iterative: 4 products per step plus the residual A Z A (2), once more for the last iterate
+    pinv_flops = 2 * m**3 * (1 + 6 * pinv_iterations + 2) if pinv == "iterative" else 25 * m**3  # SVD ≈ 21 m³
     flops = b * h * (2 * n * d * 2  # landmark means
                      + 2 * n * m * d * 2 + 2 * m * m * d  # F, B, A logits
                      + 2 * m * n * dv + 2 * n * m * m + 2 * n * m * dv  # B V, F A⁺, (F A⁺)(B V)

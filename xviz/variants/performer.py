@@ -10,11 +10,16 @@ m × d matrix of random rows w ~ N(0, I_d):
 ``orthogonal`` draws W in blocks of d mutually orthogonal rows (Haar-random, from a QR
 decomposition with the sign fix), each row rescaled by an independent χ_d-distributed norm so
 it is marginally N(0, I_d) like an iid row: still unbiased, lower variance (the paper's Thm 2).
-``stabilize`` subtracts, before the exp, the row's maximum for each query and one global maximum
-over all keys (per batch element and head): a per-row factor cancels in that row's
-normalisation and a global one in every row, so the output is unchanged up to rounding while
-exp no longer overflows. The maxima are constants for autograd (detached), as they are for the
-output. One W is drawn per run (seeded) and shared by every batch element and head; the paper
+``stabilize`` keeps every number in range with shifts that cancel exactly. Positive features are
+handled in log space (xviz.kernels.logfeature): a per-feature maximum over the keys is moved from
+the keys to the queries (the product φ(q)ᵀφ(k) is unchanged) and each query row is shifted by its
+own maximum (cancels in its normalisation), so every row's largest term is exactly 1 and no row
+can underflow to zero, however large the logits (an earlier version subtracted one global key
+maximum and lost most rows at inputs ×30 in float32); causal rows use a running per-feature
+maximum and exact in-chunk weights. Trig features subtract each query's ‖x‖²/2 and the keys'
+largest. The trig shifts are constants for autograd (detached), as they are for the output.
+Without ``stabilize`` features that overflow or underflow are refused with a ParameterError.
+One W is drawn per run (seeded) and shared by every batch element and head; the paper
 redraws it during training, which is not a learned choice.
 out = D⁻¹ φ(Q)(φ(K)ᵀV) through xviz.kernel.linear_attention; causal via its chunked prefix sums.
 Compute: O(N·m·d) time, O(N·m) memory.
@@ -24,9 +29,12 @@ import math
 
 import torch
 
+from ..core.errors import ParameterError
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
+from ..core.result import Output
 from ..kernels.costs import linear_cost
 from ..kernels.feature import kernel_output
+from ..kernels.logfeature import log_feature_attention
 
 
 def draw_projection(gen: torch.Generator, m: int, d: int, orthogonal: bool) -> torch.Tensor:
@@ -60,18 +68,52 @@ def feature_map(x: torch.Tensor, w: torch.Tensor, kernel: str, stabilize: bool, 
     return torch.exp(log_scale) * torch.cat([torch.sin(u), torch.cos(u)], dim=-1) / math.sqrt(m)
 
 
+def log_positive_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """log φ(x) = Wx − ‖x‖²/2 − log √m for the positive features (x already multiplied by scale^½)."""
+    return x @ w.mT - (x * x).sum(-1, keepdim=True) / 2 - 0.5 * math.log(w.shape[-2])
+
+
 def performer(q, k, v, ctx, features: int, kernel: str, orthogonal: bool, stabilize: bool):
     d = q.shape[-1]
     cdt = torch.promote_types(q.dtype, torch.float32)
     w = draw_projection(ctx.generator(1), features, d, orthogonal)
     w_c = w.to(q.device, cdt)
     root = math.sqrt(ctx.scale)
-    phi_q = feature_map(q.to(cdt) * root, w_c, kernel, stabilize, is_query=True)
-    phi_k = feature_map(k.to(cdt) * root, w_c, kernel, stabilize, is_query=False)
-    return kernel_output(phi_q, phi_k, v, ctx.causal, {
+    xq, xk = q.to(cdt) * root, k.to(cdt) * root
+    if kernel == "positive" and stabilize:
+        lq, lk = log_positive_features(xq, w_c), log_positive_features(xk, w_c)
+        out, matrix = log_feature_attention(lq, lk, v.to(cdt), ctx.causal)
+        dt = v.dtype
+        return Output(out=out.to(dt), matrix=lambda: matrix().to(dt), artifacts={
+            # (2, B, H, N, m): φ(Q), φ(K), each divided by its largest entry (display)
+            "features": lambda: torch.stack([torch.exp(lq - lq.amax((-1, -2), keepdim=True)),
+                                             torch.exp(lk - lk.amax((-1, -2), keepdim=True))]).to(q.dtype),
+            "projection": w.to(q.device, q.dtype),  # (m, d) W
+        })
+    phi_q = feature_map(xq, w_c, kernel, stabilize, is_query=True)
+    phi_k = feature_map(xk, w_c, kernel, stabilize, is_query=False)
+    result = kernel_output(phi_q, phi_k, v, ctx.causal, {
         "features": lambda: torch.stack([phi_q, phi_k]).to(q.dtype),  # (2, B, H, N, m or 2m): φ(Q), φ(K)
         "projection": w.to(q.device, q.dtype),  # (m, d) W
     })
+    _check_features(phi_q, phi_k, result.out, kernel, stabilize)
+    return result
+
+
+def _check_features(phi_q, phi_k, out, kernel: str, stabilize: bool) -> None:
+    """Refuse, naming the parameter, what floating point cannot represent on the unstabilised or
+    trigonometric paths: non-finite features or output, or (positive features) a row whose every
+    weight underflowed to zero."""
+    finite = bool(torch.isfinite(phi_q).all() and torch.isfinite(phi_k).all() and torch.isfinite(out).all())
+    empty = False
+    if finite and kernel == "positive":
+        empty = bool((phi_q.sum(-1) == 0).any() or (phi_k.sum((-1, -2)) == 0).any())
+    if not finite or empty:
+        what = "overflowed" if not finite else "underflowed to zero for some rows"
+        fix = ("use stabilize = True or smaller inputs" if not stabilize or kernel == "positive"
+               else "use kernel = 'positive', or smaller inputs")
+        raise ParameterError(f"kernel = {kernel!r} with stabilize = {stabilize}: the random features {what} at "
+                             f"these logits; {fix}.")
 
 
 def performer_cost(s, features, kernel, orthogonal, stabilize):

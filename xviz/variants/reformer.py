@@ -41,7 +41,8 @@ from ..kernels.blocks import lazy_views
 from ..kernels.clustering import flat_rows, row_base, work_dtype
 from ..kernels.costs import sparse_cost
 from ..kernels.tiles import softmax_out
-from ..kernels.hashing import lsh_buckets, unit
+from ..kernels.dense import unit
+from ..kernels.hashing import lsh_buckets
 from ..kernels.sparse import CHUNK_ELEMENTS, KEYS_PER_ROW, MASK, sparse_attention
 
 __all__ = ["lsh_buckets", "lsh_attention", "reformer", "effective_buckets", "reformer_rotations"]
@@ -185,8 +186,8 @@ def reformer_cost(s, buckets, rounds, chunk):
     b, h, n, d = s.b, s.h, s.n, s.d
     m = min(chunk, n)
     nc = math.ceil(n / m)
-    per_row = min(n, rounds * m * (1 if nc == 1 else 2))
-    base = sparse_cost(s, per_row)
+    per_row = rounds * m * (1 if nc == 1 else 2)  # every round attends its chunks, even beyond N keys in all
+    base = sparse_cost(s, per_row, cap=False)
     hashing = b * h * rounds * (2 * n * d * (effective_buckets(buckets) // 2) + n * math.log2(max(n, 2)))
     index_bytes = 8 * b * h * rounds * n * 3  # bucket ids, sort order, inverse order
     return Cost(base.flops + float(hashing), base.bytes + float(index_bytes))

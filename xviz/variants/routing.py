@@ -36,7 +36,7 @@ from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..kernels.blocks import lazy_views
 from ..kernels.clustering import group_table, grouped_attention, kmeans, work_dtype
 from ..kernels.costs import sparse_cost
-from ..kernels.hashing import unit
+from ..kernels.dense import unit
 from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
 
 _SALT = 202

@@ -50,16 +50,18 @@ def _chunks(qp, kcat, keyok, scale):
     rows = max(1, CHUNK_ELEMENTS // (b * h * 2 * bs))
     group, rc = (rows // bs, bs) if rows >= bs else (1, rows)
     all_ok = bool(keyok.all())  # only a padded last block or an empty sorted slot needs the mask
+    wd = torch.promote_types(qp.dtype, torch.float32)
     for g0 in range(0, nb, group):
         g1 = min(nb, g0 + group)
         kt = kcat[:, :, g0:g1].transpose(-1, -2)
         ok = keyok[:, :, g0:g1].unsqueeze(-2)
         for r0 in range(0, bs, rc):
             r1 = min(bs, r0 + rc)
-            logits = torch.matmul(qp[:, :, g0:g1, r0:r1] * scale, kt)  # (B, H, G, rows, 2b); scale on the small side
+            # logits at float32 for half inputs; scale on the small side
+            logits = torch.matmul(qp[:, :, g0:g1, r0:r1].to(wd) * scale, kt.to(wd))  # (B, H, G, rows, 2b)
             if not all_ok:
                 logits.masked_fill_(~ok, float("-inf"))
-            yield g0, g1, r0, r1, torch.softmax(logits, dim=-1)
+            yield g0, g1, r0, r1, torch.softmax(logits, dim=-1).to(qp.dtype)
 
 
 def sinkhorn(q, k, v, ctx, block: int, iterations: int, temperature: float):
@@ -76,9 +78,10 @@ def sinkhorn(q, k, v, ctx, block: int, iterations: int, temperature: float):
     qp, kp, vp = blocks(q), blocks(k), blocks(v)
     real = (torch.arange(padded, device=q.device) < n).reshape(nb, bs)  # (nb, b) real token slots
     count = real.sum(-1).to(q.dtype).unsqueeze(-1)
-    scores = torch.matmul(qp.sum(3) / count, (kp.sum(3) / count).transpose(-1, -2)) * ctx.scale  # (B, H, nb, nb)
-    wd = torch.promote_types(q.dtype, torch.float32)
-    perm = sinkhorn_normalise(scores.to(wd) / temperature, iterations).to(q.dtype)
+    wd = torch.promote_types(q.dtype, torch.float32)  # block sums and scores at float32 for half inputs
+    scores = torch.matmul(qp.to(wd).sum(3) / count.to(wd), (kp.to(wd).sum(3) / count.to(wd)).transpose(-1, -2))
+    scores = scores * ctx.scale  # (B, H, nb, nb)
+    perm = sinkhorn_normalise(scores / temperature, iterations).to(q.dtype)
 
     # sorted slot s of block i mixes the real slots s of all blocks j with weights P_ij / norm_is
     norm = torch.matmul(perm, real.to(q.dtype))  # (B, H, nb, b)
@@ -107,7 +110,7 @@ def sinkhorn(q, k, v, ctx, block: int, iterations: int, temperature: float):
             dense[:, :, g0:g1, r0:r1] = contrib
         return dense.reshape(b, h, padded, padded)[:, :, :n, :n]
 
-    return Output(out=out, matrix=matrix, artifacts={"permutation": perm, "block_scores": scores})
+    return Output(out=out, matrix=matrix, artifacts={"permutation": perm, "block_scores": scores.to(q.dtype)})
 
 
 def sinkhorn_cost(s, block, iterations, temperature):
