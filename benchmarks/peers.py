@@ -8,7 +8,7 @@ with --no-deps, so none of them can pull a torch), never from the app or the lib
 Each entry names the xviz variant and the parameters that give it the peer's math, and builds the
 peer as a function of (q, k, v) on (B, H, N, d); the comments say where the two still differ.
 Timing is ``xviz.analysis.bench.measure`` on both (median after a warm-up); the targets
-(``bench.peer_targets``: xviz ≤ 1.25× its best peer) are printed and written to peers.md.
+(``targets.peer_targets``: xviz ≤ 1.25× its best peer) are printed and written to peers.md.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xviz  # noqa: E402
-from xviz.analysis import bench  # noqa: E402
+from xviz.analysis import bench, targets  # noqa: E402
 
 
 @dataclass
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
                      args.variants.split(",") if args.variants else None)
     title = f"{bench.device_label(torch.device('cpu'))}, float32, d={args.d}, heads={args.heads}, batch=1"
     path = bench.write_peer_tables(rows, args.out, title)
-    print("\n".join(["Targets:"] + [t.line() for t in bench.peer_targets(rows)]))
+    print("\n".join(["Targets:"] + [t.line() for t in targets.peer_targets(rows)]))
     print(f"wrote {path}")
     return 0
 

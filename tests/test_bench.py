@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from xviz.analysis import bench
+from xviz.analysis import bench, targets
 from xviz.analysis.bench import PeerRow, Row
 
 
@@ -28,7 +28,7 @@ def test_peak_share_target_takes_the_worst_n_at_or_above_4k_for_pattern_families
             row("bigbird", 8192, 1.0, flops=25e9, peak=100),  # 25 %: the worst, so missed
             row("routing", 4096, 1.0, flops=31e9, peak=100, family="learnable pattern"),
             row("performer", 4096, 1.0, flops=1e9, peak=100, family="kernel")]  # not a pattern family
-    got = {t.what.split()[0]: t for t in bench.peak_share_targets(rows)}
+    got = {t.what.split()[0]: t for t in targets.peak_share_targets(rows)}
     assert set(got) == {"bigbird", "routing"}
     assert got["bigbird"].measured == pytest.approx(0.25) and got["bigbird"].met is False
     assert "N = 8192" in got["bigbird"].what
@@ -39,7 +39,7 @@ def test_speedup_targets_at_4k():
     rows = [row("sliding_window", 4096, 1.0, fused=4.5), row("longformer", 4096, 1.0, fused=3.9),
             row("performer", 4096, 1.0, fused=3.0, family="kernel"), row("linear", 4096, 1.0, fused=2.9),
             row("sliding_window", 2048, 1.0, fused=1.0)]  # other N: not judged
-    got = {t.what.split()[0]: t for t in bench.speedup_targets(rows)}
+    got = {t.what.split()[0]: t for t in targets.speedup_targets(rows)}
     assert got["sliding_window"].met and got["sliding_window"].measured == pytest.approx(4.5)
     assert got["longformer"].met is False  # window-like: ≥ 4×
     assert got["performer"].met and got["linear"].met is False  # kernels: ≥ 3×
@@ -49,7 +49,7 @@ def test_speedup_targets_at_4k():
 def test_bias_target_is_time_over_fused_exact():
     rows = [row("prior", 1024, 1.0, fused=0.9), row("prior", 4096, 1.0, fused=0.8),
             row("prior[bias=gaussian]", 4096, 1.0, fused=0.5), row("topk", 4096, 1.0, fused=0.1)]
-    got = bench.bias_targets(rows)
+    got = targets.bias_targets(rows)
     assert [t.met for t in got] == [True, False, False]  # 1.11× ok; 1.25× and 2× missed; topk is not biased
     assert got[0].measured == pytest.approx(1 / 0.9)
 
@@ -57,7 +57,7 @@ def test_bias_target_is_time_over_fused_exact():
 def test_peer_target_uses_the_fastest_peer_and_skips_failed_ones():
     peers = [PeerRow("sliding_window", "a", 4096, 1.0, 1.0), PeerRow("sliding_window", "b", 4096, 1.0, 0.5),
              PeerRow("linear", "c", 4096, 1.2, 1.0), PeerRow("linear", "d", 4096, 1.0, None, "peer failed")]
-    got = {t.what.split()[0]: t for t in bench.peer_targets(peers)}
+    got = {t.what.split()[0]: t for t in targets.peer_targets(peers)}
     assert got["sliding_window"].measured == pytest.approx(2.0) and got["sliding_window"].met is False  # vs b
     assert "vs b" in got["sliding_window"].what
     assert got["linear"].measured == pytest.approx(1.2) and got["linear"].met  # ≤ 1.25×
@@ -65,7 +65,7 @@ def test_peer_target_uses_the_fastest_peer_and_skips_failed_ones():
 
 def test_targets_text_marks_every_target():
     rows = [row("sliding_window", 4096, 1.0, flops=50e9, fused=5.0), row("prior", 4096, 1.0, fused=0.5)]
-    text = bench.targets_text(rows, [PeerRow("sliding_window", "p", 4096, 1.0, 2.0)])
+    text = targets.targets_text(rows, [PeerRow("sliding_window", "p", 4096, 1.0, 2.0)])
     assert text.count("met ") == 3 and text.count("MISS") == 1  # share 50 %, 5×, peer 0.5× met; prior 2× missed
 
 
@@ -93,4 +93,4 @@ def test_tables_hold_the_roofline_and_the_targets(tmp_path):
 def test_memory_growth_ignores_page_noise():
     rows = [Row("a", 1024, 1.0, 4096.0, 1.0), Row("a", 16384, 1.0, 64e6, 1.0),  # 4 KB: page noise
             Row("b", 1024, 1.0, 2e6, 1.0), Row("b", 16384, 1.0, 30e6, 1.0)]
-    assert bench.memory_growth(rows, 1024, 16384) == {"b": pytest.approx(15.0)}
+    assert targets.memory_growth(rows, 1024, 16384) == {"b": pytest.approx(15.0)}
