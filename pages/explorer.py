@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 import xviz
-from pages.ui import compute, display, widgets
+from pages.ui import compute, display, selection, widgets
 from pages.ui.sidebar import context
 from xviz import appstate, figures
 from xviz.figures import state as state_figures
@@ -164,7 +164,7 @@ def heatmaps(ctx, key, mats, spec, name: str, view: dict, tokens) -> None:
         return fig.update_layout(title_text=f"{fig.layout.title.text} — head {head}")
 
     fig = compute.derived(key + ("heat", head, view["window"], view["colour"], ctx.font_size, cell), make)
-    display.show_figure(fig, f"attention_{name}_head{head}", ctx, key="fig_heat", on_select=pick_cell)
+    display.show_figure(fig, f"attention_{name}_head{head}", ctx, key="fig_heat", on_select=selection.pick_cell)
     st.caption("Click a cell (up to 64 × 64 cells drawn) to inspect its query; the box marks it in all three panels.")
     display.download_npz("⬇ NPZ (matrices)", lambda: {"exact": mats["exact"][0, head], "approx": mats["approx"][0, head]},
                          f"attention_{name}_head{head}", "dl_npz", ctx)
@@ -173,17 +173,6 @@ def heatmaps(ctx, key, mats, spec, name: str, view: dict, tokens) -> None:
     fig = figures.query_lines(mats["exact"][0, head, q], mats["approx"][0, head, q], tokens, query=q,
                               names=("exact", spec.display_name), font_size=ctx.font_size)
     display.show_figure(fig, f"query{q}_{name}", ctx, key="fig_query")
-
-
-def pick_cell() -> None:
-    """A click on a heatmap cell (callback, before the next run): the inspector's query and the marked key
-    (the Explorer's own keys)."""
-    ev = st.session_state.get("fig_heat")
-    pts = getattr(getattr(ev, "selection", None), "points", None) or (
-        ev.get("selection", {}).get("points") if isinstance(ev, dict) else None)
-    if pts and isinstance(pts[0].get("customdata"), (list, tuple)):
-        q, k = int(pts[0]["customdata"][0]), int(pts[0]["customdata"][1])
-        st.session_state["query"], st.session_state["qkey"] = q, k
 
 
 def token_view(ctx, mats, spec, head: int, query: int) -> None:

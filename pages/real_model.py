@@ -1,11 +1,14 @@
 """Real model: a text through the model, every layer's and head's attention as thumbnails (token labels on
 hover), a cell opened in the Explorer, and a layer × head map of any variant's error on the model's own heads."""
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 import xviz
-from pages.ui import compute, display, router, sidebar, widgets
+from pages.ui import compute, display, router, widgets
+from pages.ui.selection import OPEN_CELL, open_cell, open_selected
 from pages.ui.sidebar import context, model_info
 from xviz import appstate, figures
 from xviz.analysis import spectra
@@ -16,26 +19,6 @@ from xviz.figures import spectra as fx
 
 THUMB_CELLS = 32  # each thumbnail is mean-pooled to at most this many cells a side
 ERROR_GUARD_FLOPS = 2e11  # a variant over every layer above this waits for a click
-OPEN = "_rm_open"
-
-
-def open_cell(text: str, model: str, layer: int, head: int, variant: str | None) -> None:
-    """Callback (runs before the next script run): the sidebar switches to this text and layer; the next run
-    opens the Explorer on this head and variant through the URL."""
-    sidebar.open_text(text, model, layer)
-    st.session_state[OPEN] = {"head": int(head), **({"variant": variant} if variant else {})}
-
-
-def open_selected(text: str, model: str, variant: str | None, key: str = "fig_rm_errors") -> None:
-    ev = st.session_state.get(key)
-    pts = getattr(getattr(ev, "selection", None), "points", None) or (
-        ev.get("selection", {}).get("points") if isinstance(ev, dict) else None)
-    if pts:
-        cd = pts[0].get("customdata")
-        if isinstance(cd, (list, tuple)) and len(cd) == 2:
-            open_cell(text, model, int(cd[0]), int(cd[1]), variant)
-
-
 def controls(ctx, own: bool, names: list[str]):
     text = ctx.spec.text if own else None
     if not own:
@@ -68,7 +51,7 @@ def thumbnails(ctx, layers, text: str, model: str) -> tuple[int, int]:
         fig = fx.thumbnail_grid(mats, list(layers[0].tokens), max_cells=THUMB_CELLS, font_size=ctx.font_size,
                                 selected=(layer, head))
         display.show_figure(fig, "layer_head_thumbnails", ctx, key="fig_rm_thumbs",
-                            on_select=lambda: open_selected(text, model, None, "fig_rm_thumbs"))
+                            on_select=partial(open_selected, text, model, None, "fig_rm_thumbs"))
         st.caption("Click a thumbnail (its middle) to open that layer and head in the Explorer.")
     return layer, head
 
@@ -95,7 +78,7 @@ def error_map(ctx, layers, spec, metric: str, budget_in: int, text: str, model: 
                                colorscale="Viridis" if recall else "Reds", fmt=fmt, selectable=True,
                                font_size=ctx.font_size)
     st.plotly_chart(fig, config=figures.chart_config(ctx.img, f"layer_head_{spec.name}_{metric}"),
-                    key="fig_rm_errors", on_select=lambda: open_selected(text, model, spec.name),
+                    key="fig_rm_errors", on_select=partial(open_selected, text, model, spec.name, "fig_rm_errors"),
                     selection_mode=("points",), width="stretch")
     if np.all(np.isnan(z)):
         st.info(f"{METRIC_LABELS[metric]} needs an effective attention matrix, which {spec.display_name} does not "
@@ -114,8 +97,8 @@ def error_map(ctx, layers, spec, metric: str, budget_in: int, text: str, model: 
 
 
 ctx = context()
-if OPEN in st.session_state:
-    router.go("explorer", **st.session_state.pop(OPEN))
+if OPEN_CELL in st.session_state:
+    router.go("explorer", **st.session_state.pop(OPEN_CELL))
 display.page_header("Real model", ctx)
 own = ctx.spec is not None and ctx.spec.source == "text"
 model = ctx.spec.model if own else ""

@@ -200,3 +200,17 @@ def test_bad_inputs_show_a_message(params, kind, needle):
 def test_a_bad_page_setting_in_a_link_is_named(route_name, params, needle):
     at = run_page(route_name, {**SMALL, **params})
     assert needle in texts(at, "warning"), texts(at, "warning")
+
+
+def test_a_session_keeps_only_the_matrices_of_the_input_it_shows():
+    """Memory across reruns: after ten seeds the session holds the current input's matrices (exact and
+    the variant), not ten inputs' worth (which it did, up to its 1.25 GiB budget, before)."""
+    at = run_page("explorer", {**SMALL, "variant": "sliding_window"})
+    for seed in range(10, 20):
+        at.query_params["seed"] = str(seed)
+        at.sidebar.number_input(key="seed").set_value(seed)
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+    kept = at.session_state["_matrices"]
+    assert 1 <= len(kept) <= 2, list(kept)
+    assert all(key[4] == 19 for key in kept), [key[4] for key in kept]  # ctx.key(): (input, device, dtype, causal, seed)

@@ -150,6 +150,24 @@ def test_bounded_cache_evicts_by_bytes_and_makes_once():
     assert len(calls) == 1  # four sessions asking at once: one computation
 
 
+def test_bounded_cache_drops_entries_left_unused(monkeypatch):
+    from xviz.core import cache
+
+    clock = [1000.0]
+    monkeypatch.setattr(cache.time, "monotonic", lambda: clock[0])
+    c = BoundedCache(1000)
+    c.get("old", lambda: torch.zeros(10))
+    clock[0] += 50
+    c.get("new", lambda: torch.zeros(10))
+    clock[0] += 50
+    assert c.expire(60) == 1 and "old" not in c and "new" in c and c.total == 40
+    c.get("new", lambda: None)  # a hit counts as a use
+    clock[0] += 59
+    assert c.expire(60) == 0 and "new" in c
+    clock[0] += 2
+    assert c.expire(60) == 1 and len(c) == 0 and c.total == 0
+
+
 def test_allowance_refuses_then_recovers():
     a = Allowance(10.0, window=60)
     assert a.take(6, now=0) is None and a.take(4, now=1) is None

@@ -330,6 +330,25 @@ def test_bad_uploads_get_a_sentence(server, page, name, make):
     assert page.locator('[data-testid="stAlert"] strong').count() == 0
 
 
+def test_upload_with_keys_of_another_length_is_cross_attention(server, page):
+    """An .npz whose k and v are longer than q: the Explorer draws the N_q × N_k rectangle."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = npz_bytes(q=rng.standard_normal((2, 12, 8), np.float32), k=rng.standard_normal((2, 20, 8), np.float32),
+                     v=rng.standard_normal((2, 20, 8), np.float32))
+    page.goto(f"{server}/?source=upload&variant=exact")
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        files=[{"name": "cross.npz", "mimeType": "application/octet-stream", "buffer": data}])
+    time.sleep(1.0)
+    wait_idle(page)
+    shot(page, "cross_upload")
+    assert_healthy(page)
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
+    assert "N_k = 20" in caption, caption
+
+
 def test_eight_sessions_on_a_cold_server(browser):
     """Eight visitors open the app at the same moment on a server that has loaded nothing yet: all get
     their page (the catalog loads once, completely, before anyone reads it)."""

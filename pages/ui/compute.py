@@ -21,7 +21,7 @@ import xviz
 from xviz.analysis import metrics as metrics_lib
 from xviz.analysis.budget import Allowance, budget_params
 from xviz.analysis.reference import exact_in_chunks
-from xviz.core.cache import BoundedCache
+from xviz.core.cache import BoundedCache, release_memory_every
 from xviz.core.errors import BudgetError, XvizError
 from xviz.core.registry import Shape
 from xviz.inputs import InputSpec, SequenceInput
@@ -37,8 +37,11 @@ SESSION_MATRIX_BYTES = int(float(os.environ.get("XVIZ_APP_SESSION_MATRIX_GB", 1.
 METRIC_ROWS = 1024  # above this many queries, the matrix metrics are measured on this many, evenly spaced
 GUARD_FLOPS = 4e11  # work above this waits for a click (tens of seconds on a CPU)
 HEAVY_ALLOWANCE = float(os.environ.get("XVIZ_APP_HEAVY_FLOPS", 2e13))  # per session per 10 minutes
+RELEASE_MEMORY_S = 30  # how often freed memory goes back to the system (sessions end without a hook)
+CACHE_IDLE_S = float(os.environ.get("XVIZ_APP_CACHE_IDLE_S", 600))  # shared entries unused this long are dropped
 MATRIX_MAX_N = 4096  # matrix-based metrics and heatmaps up to this N (memory: B·H·N² floats)
 DTYPES = ("float32", "bfloat16", "float16")
+release_memory_every(RELEASE_MEMORY_S, (INPUTS, RESULTS, SMALL, REPLAYS), CACHE_IDLE_S)
 
 
 @st.cache_resource(show_spinner=False)
@@ -158,9 +161,12 @@ def default_budget(n: int) -> int:
 # --------------------------------------------------------------------------------------------- matrices
 def matrix_of(ctx, key: tuple, result) -> torch.Tensor:
     """The effective matrix of one run, kept for this session under the run's own key (the exact
-    reference's survives a change of variant); the least recently used are dropped to stay within
-    SESSION_MATRIX_BYTES. Raises BudgetError when it alone would not fit."""
+    reference's survives a change of variant, not a change of input); the least recently used are
+    dropped to stay within SESSION_MATRIX_BYTES. Raises BudgetError when it alone would not fit."""
     kept = st.session_state.setdefault("_matrices", OrderedDict())
+    here = ctx.key()
+    for old in [k for k in kept if k[:len(here)] != here]:  # another input (a new seed): not coming back soon
+        del kept[old]
     if key in kept:
         kept.move_to_end(key)
         return kept[key][0]

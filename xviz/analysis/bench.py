@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..core.engine import run
+from ..core.cache import libc
 from ..core.errors import XvizError
 from ..core.registry import Shape, get_variant, list_variants
 from .targets import peer_targets, targets_text
@@ -95,10 +96,10 @@ def tune_malloc(strict: bool = True) -> None:
     timings must see: with strict settings every large allocation page-faults afresh, which would
     charge an algorithm for its allocation count rather than its work)."""
     global _libc
-    import ctypes
-
     if _libc is None:
-        _libc = ctypes.CDLL("libc.so.6")
+        _libc = libc()
+    if _libc is None:
+        return
     limit = 128 * 1024 if strict else 1 << 30
     _libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
     _libc.mallopt(-1, limit)  # M_TRIM_THRESHOLD

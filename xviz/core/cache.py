@@ -6,7 +6,11 @@ A value larger than the bound is returned but not kept. ``nbytes(value)`` measur
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
@@ -29,6 +33,48 @@ def tensor_bytes(value: Any) -> int:
     return 0
 
 
+def libc():
+    """The C library (glibc on Linux), or None where there is none to load."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the kernel. glibc keeps freed blocks of a
+    few MB in its arenas (its mmap threshold rises after the first large free), so without the trim
+    a server's resident memory stays at its peak after the tensors are gone."""
+    gc.collect()
+    c = libc()
+    if c is not None and hasattr(c, "malloc_trim"):
+        c.malloc_trim(0)
+
+
+_LOCK = threading.Lock()
+_RELEASER: threading.Thread | None = None
+
+
+def release_memory_every(seconds: float, caches: tuple["BoundedCache", ...] = (),
+                         max_idle_s: float | None = None) -> threading.Thread:
+    """Start (once per process) a daemon thread that every ``seconds`` drops the entries of ``caches``
+    unused for ``max_idle_s`` (when given) and calls ``release_memory``."""
+    global _RELEASER
+    with _LOCK:
+        if _RELEASER is None:
+            def loop():
+                while True:
+                    time.sleep(seconds)
+                    if max_idle_s is not None:
+                        for c in caches:
+                            c.expire(max_idle_s)
+                    release_memory()
+
+            _RELEASER = threading.Thread(target=loop, name="xviz-release-memory", daemon=True)
+            _RELEASER.start()
+    return _RELEASER
+
+
 class BoundedCache:
     def __init__(self, max_bytes: int, nbytes: Callable[[Any], int] = tensor_bytes):
         self.max_bytes = int(max_bytes)
@@ -36,6 +82,7 @@ class BoundedCache:
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._making: dict[Hashable, threading.Lock] = {}
+        self._used: dict[Hashable, float] = {}  # key -> time.monotonic() of its last get or put
         self.total = 0
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -59,6 +106,7 @@ class BoundedCache:
         """A hit: most recently used now, and measured again (a result grows as its lazy artifacts
         are built), evicting others if it grew past the bound. Holds the lock."""
         value, old = self._items[key]
+        self._used[key] = time.monotonic()
         size = self._nbytes(value)
         self._items[key] = (value, size)
         self._items.move_to_end(key)
@@ -73,6 +121,7 @@ class BoundedCache:
                 self._items.move_to_end(keep)
                 oldest = next(iter(self._items))
             self.total -= self._items.pop(oldest)[1]
+            self._used.pop(oldest, None)
 
     def put(self, key: Hashable, value: Any) -> None:
         size = self._nbytes(value)
@@ -80,8 +129,10 @@ class BoundedCache:
             if key in self._items:
                 self.total -= self._items.pop(key)[1]
             if size > self.max_bytes:
+                self._used.pop(key, None)
                 return
             self._items[key] = (value, size)
+            self._used[key] = time.monotonic()
             self.total += size
             self._evict()
 
@@ -90,9 +141,21 @@ class BoundedCache:
         with self._lock:
             return self._hit(key) if key in self._items else default
 
+    def expire(self, max_idle_s: float) -> int:
+        """Drop the entries unused for ``max_idle_s`` seconds (so a server left alone returns its memory);
+        returns how many went."""
+        cutoff = time.monotonic() - max_idle_s
+        with self._lock:
+            old = [k for k in self._items if self._used.get(k, 0.0) < cutoff]
+            for k in old:
+                self.total -= self._items.pop(k)[1]
+                self._used.pop(k, None)
+        return len(old)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._used.clear()
             self.total = 0
 
     def __len__(self) -> int:

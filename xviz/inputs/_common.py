@@ -71,7 +71,8 @@ def check_finite(name: str, t: torch.Tensor, where: str = "") -> None:
 
 def check_qkv_shapes(shapes: dict[str, tuple[int, ...]], source: str = "") -> tuple[int, int, int, int]:
     """Check q, k, v shapes ((N, d), (H, N, d) or (B, H, N, d)) before any data is read; ``source`` names the
-    file in messages. Returns (B, H, N, d) of q."""
+    file in messages. k and v may be longer or shorter than q (cross-attention: N_k keys for N_q queries).
+    Returns (B, H, N, d) of q."""
     where = f" in {source}" if source else ""
     for name in ("q", "k", "v"):
         shape = shapes[name]
@@ -89,14 +90,12 @@ def check_qkv_shapes(shapes: dict[str, tuple[int, ...]], source: str = "") -> tu
         raise InputError(f"q and k{where} must have the same head dimension d; got {q[-1]} and {k[-1]}.")
     if k[-2] != v[-2]:
         raise InputError(f"k and v{where} must have the same length N; got {k[-2]} and {v[-2]}.")
-    if q[-2] != k[-2]:
-        raise InputError(f"q and k{where} must have the same length N (self-attention); got {q[-2]} and {k[-2]}.")
     if not (q[:-2] == k[:-2] == v[:-2]):
         raise InputError(f"q, k and v{where} must share their leading (batch, head) dimensions; got shapes "
                          f"{q}, {k} and {v}.")
     full = (1,) * (4 - len(q)) + q
     b, h, n, d = full
-    check_size(n, max(d, v[-1]), h, b, what=source or "the input")
+    check_size(max(n, k[-2]), max(d, v[-1]), h, b, what=source or "the input")
     return b, h, n, d
 
 

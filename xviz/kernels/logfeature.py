@@ -11,6 +11,7 @@ inputs ×30, most of Performer's rows did). Three shifts cancel exactly and keep
   z_m = Σ_j exp(ℓk_jm − a_m) ≥ 1, row i's largest term is exactly 1, so its normaliser is ≥ 1.
 
 Non-causal: out = D⁻¹ Q̃ (K̃ᵀ V) with Q̃ = exp(ℓq + a − t), K̃ = exp(ℓk − a): O(N·m·d), no N×N.
+(Computed as (Q̃·z)(diag(1/z) K̃ᵀV): the normaliser is then a plain row sum.)
 Causal: the same in query chunks of c, a_m being the running maximum over the keys seen so far (the
 state Σ K̃ᵀV and z are rescaled when it grows, as in an online softmax); inside a chunk the weights
 exp(L_ij) with L_ij = logsumexp_m(ℓq_im + ℓk_jm) are formed exactly, a (c, c, m) block, because the
@@ -31,11 +32,6 @@ def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def _row_shift(lq: torch.Tensor, a: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
-    """t_i = max_m (ℓq_im + a_m + log z_m); 0 for a row with no usable term (all −inf)."""
-    return _finite_or_zero((lq + a + log_z).amax(-1, keepdim=True))
-
-
 def _chunk(bh: int, m: int, n: int) -> int:
     return max(1, min(n, 64, int((BLOCK_ELEMENTS / max(1, bh * m)) ** 0.5)))
 
@@ -51,20 +47,22 @@ def log_feature_attention(lq: torch.Tensor, lk: torch.Tensor, v: torch.Tensor, c
     all at the work dtype. Returns (out (B, H, N, dv), matrix() -> (B, H, N, N_k)). A row with no
     positive weight at all (only possible with −inf features) gets zero output and zero weights."""
     if not causal:
-        a = lk.amax(-2, keepdim=True)  # (B, H, 1, m)
-        a = _finite_or_zero(a)
-        kt = torch.exp(lk - a)  # ≤ 1
+        a = _finite_or_zero(lk.amax(-2, keepdim=True))  # (B, H, 1, m)
+        kt = (lk - a).exp_()  # ≤ 1
         z = kt.sum(-2, keepdim=True)  # (B, H, 1, m), ≥ 1 where the feature is used at all
-        t = _row_shift(lq, a, torch.log(z))
-        qt = torch.exp(lq + a - t)  # ≤ 1 wherever z ≥ 1
-        qt = torch.where(z > 0, qt, torch.zeros_like(qt))
-        den = (qt * z).sum(-1, keepdim=True)
+        # w = Q̃·z = exp(ℓq + a + log z − t): the row's terms of the normaliser, z folded in so that
+        # the N×m work is two passes (a feature with z = 0 has log z = −∞, so w = 0 there)
+        w = lq + (a + torch.log(z))
+        w = w.sub_(_finite_or_zero(w.amax(-1, keepdim=True)).detach()).exp_()  # the shift t cancels
+        den = w.sum(-1, keepdim=True)
         safe = torch.where(den > 0, den, torch.ones_like(den))
-        out = torch.matmul(qt, torch.matmul(kt.transpose(-1, -2), v)) / safe
+        used = z > 0
+        inv_z = torch.where(used, 1 / torch.where(used, z, torch.ones_like(z)), torch.zeros_like(z)).mT
+        out = torch.matmul(w, torch.matmul(kt.transpose(-1, -2), v) * inv_z) / safe  # Q̃ = w / z
 
         def matrix() -> torch.Tensor:
-            check_budget((*qt.shape[:-1], kt.shape[-2]), qt.element_size(), "the implicit attention matrix")
-            return torch.matmul(qt, kt.transpose(-1, -2)) / safe
+            check_budget((*w.shape[:-1], kt.shape[-2]), w.element_size(), "the implicit attention matrix")
+            return torch.matmul(w * inv_z.mT, kt.transpose(-1, -2)) / safe
 
         return out, matrix
     return _causal(lq, lk, v), lambda: causal_matrix(lq, lk)

@@ -70,7 +70,7 @@ def feature_map(x: torch.Tensor, w: torch.Tensor, kernel: str, stabilize: bool, 
 
 def log_positive_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """log φ(x) = Wx − ‖x‖²/2 − log √m for the positive features (x already multiplied by scale^½)."""
-    return x @ w.mT - (x * x).sum(-1, keepdim=True) / 2 - 0.5 * math.log(w.shape[-2])
+    return (x @ w.mT).sub_((x * x).sum(-1, keepdim=True) / 2 + 0.5 * math.log(w.shape[-2]))
 
 
 def performer(q, k, v, ctx, features: int, kernel: str, orthogonal: bool, stabilize: bool):
