@@ -5,6 +5,7 @@ import csv
 import pytest
 
 from xviz.analysis import bench, targets
+from xviz.core.errors import ParameterError
 from xviz.analysis.bench import PeerRow, Row
 
 
@@ -72,6 +73,9 @@ def test_targets_text_marks_every_target():
 def test_parse_config():
     assert bench.parse_config("prior") == ("prior", {})
     assert bench.parse_config("prior[bias=gaussian,strength=2]") == ("prior", {"bias": "gaussian", "strength": "2"})
+    for bad in ("prior[bias]", "prior[bias=gaussian"):
+        with pytest.raises(ParameterError, match="name\\[param=value"):
+            bench.parse_config(bad)
 
 
 def test_tables_hold_the_roofline_and_the_targets(tmp_path):

@@ -173,7 +173,8 @@ def _cmd_check(args) -> int:
 def _cmd_bench(args) -> int:
     import torch
 
-    from .analysis.bench import device_label, run_engine_bench, targets_text, write_tables
+    from .analysis.bench import device_label, parse_config, run_engine_bench, write_tables
+    from .analysis.targets import targets_text
     from .core.registry import get_variant
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -186,7 +187,7 @@ def _cmd_bench(args) -> int:
     ns = args.n
     variants = [x.strip() for x in args.variants.split(",") if x.strip()] if args.variants else None
     for name in variants or ():
-        get_variant(name)  # an unknown name is refused before the first timing, not after
+        get_variant(parse_config(name)[0])  # an unknown name is refused before the first timing, not after
     rows = run_engine_bench(variants, ns=ns, d=args.d, heads=args.heads, batch=args.batch, device=device,
                             dtype=dtype, causal=args.causal, repeats=args.repeats,
                             max_quadratic_n=args.max_quadratic_n, progress=lambda m: print(m, flush=True))

@@ -25,7 +25,7 @@ import torch
 
 from ..core.engine import run
 from ..core.cache import libc
-from ..core.errors import XvizError
+from ..core.errors import ParameterError, XvizError
 from ..core.registry import Shape, get_variant, list_variants
 from .targets import peer_targets, targets_text
 
@@ -195,8 +195,11 @@ def parse_config(label: str) -> tuple[str, dict]:
     if "[" not in label:
         return label, {}
     name, rest = label.split("[", 1)
-    params = dict(item.split("=", 1) for item in rest.rstrip("]").split(",") if item)
-    return name, params
+    items = [item for item in rest.rstrip("]").split(",") if item]
+    if not label.endswith("]") or any("=" not in item for item in items):
+        raise ParameterError(f"{label[:80]!r}: a configuration is written name[param=value,...], e.g. "
+                             f"prior[bias=gaussian].")
+    return name, dict(item.split("=", 1) for item in items)
 
 
 def default_variants(causal: bool) -> list[str]:
