@@ -259,6 +259,35 @@ def test_cosformer_is_the_cos_reweighted_relu_form(causal):
     assert torch.allclose(rw[0].square() + rw[1].square(), torch.ones(n, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("magnitude", [1.0, 1e-25, 1e25])
+def test_cosformer_plain_path_equals_the_log_space_path(magnitude):
+    """The fast path (plain features scaled to ≤ 1) against the log-space path it falls back to, on
+    float32 inputs from tiny to huge (homogeneity: the scaling cancels). Tolerance 1e-5: float32
+    sums over 64 keys in two orders."""
+    from xviz.kernels.logfeature import log_feature_attention
+    from xviz.variants import cosformer as cf
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 64, 16, generator=g) for _ in range(3))
+    q, k = q * magnitude, k * magnitude
+    rw = cf.reweighting(64, q.device, q.dtype)
+    fast = cf._plain(q, k, v, rw)
+    assert fast is not None
+    lq = torch.cat([cf._log_relu(q) + cf._log_relu(rw)[0, :, None], cf._log_relu(q) + cf._log_relu(rw)[1, :, None]], -1)
+    lk = torch.cat([cf._log_relu(k) + cf._log_relu(rw)[0, :, None], cf._log_relu(k) + cf._log_relu(rw)[1, :, None]], -1)
+    out, matrix = log_feature_attention(lq, lk, v, causal=False)
+    assert torch.allclose(fast[0], out, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(fast[1](), matrix(), atol=1e-6, rtol=1e-5)
+
+
+def test_cosformer_plain_path_hands_a_zero_row_to_the_log_path():
+    q, k, v = make_qkv(b=1, h=1, n=16)
+    q[..., 3, :] = -1.0
+    from xviz.variants import cosformer as cf
+
+    assert cf._plain(q, k, v, cf.reweighting(16, q.device, q.dtype)) is None
+
+
 def test_cosformer_row_without_shared_support_gives_zero():
     q, k, v = make_qkv(b=1, h=1, n=16)
     q[..., 3, :] = -1.0  # ReLU(q_3) = 0: no weight on any key
