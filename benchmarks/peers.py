@@ -193,7 +193,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", help="comma-separated xviz variants (default: every peer)")
     ap.add_argument("--out", default="bench-output")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as the engine tables, on a shared machine)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     rows = run_peers([int(x) for x in args.n.split(",")], args.heads, args.d, args.repeats,
                      args.variants.split(",") if args.variants else None)
     title = f"{bench.device_label(torch.device('cpu'))}, float32, d={args.d}, heads={args.heads}, batch=1"

@@ -96,18 +96,19 @@ def performer(q, k, v, ctx, features: int, kernel: str, orthogonal: bool, stabil
         "features": lambda: torch.stack([phi_q, phi_k]).to(q.dtype),  # (2, B, H, N, m or 2m): φ(Q), φ(K)
         "projection": w.to(q.device, q.dtype),  # (m, d) W
     })
-    _check_features(phi_q, phi_k, result.out, kernel, stabilize)
+    _check_features(phi_q, phi_k, result.out, kernel, stabilize, ctx.causal)
     return result
 
 
-def _check_features(phi_q, phi_k, out, kernel: str, stabilize: bool) -> None:
+def _check_features(phi_q, phi_k, out, kernel: str, stabilize: bool, causal: bool) -> None:
     """Refuse, naming the parameter, what floating point cannot represent on the unstabilised or
     trigonometric paths: non-finite features or output, or (positive features) a row whose every
     weight underflowed to zero."""
     finite = bool(torch.isfinite(phi_q).all() and torch.isfinite(phi_k).all() and torch.isfinite(out).all())
     empty = False
-    if finite and kernel == "positive":
-        empty = bool((phi_q.sum(-1) == 0).any() or (phi_k.sum((-1, -2)) == 0).any())
+    if finite and kernel == "positive":  # each row's normaliser φ(q_i)·Σ_j φ(k_j), over j ≤ i when causal
+        keys = phi_k.cumsum(-2) if causal else phi_k.sum(-2, keepdim=True)
+        empty = bool(((phi_q * keys).sum(-1) == 0).any())
     if not finite or empty:
         what = "overflowed" if not finite else "underflowed to zero for some rows"
         fix = ("use stabilize = True or smaller inputs" if not stabilize or kernel == "positive"

@@ -75,8 +75,8 @@ def lsh_attention(q, qn, v, scale: float, causal: bool, bkt, order, inv, chunk: 
     nc = math.ceil(n / m)
     span = m if nc == 1 else 2 * m
     base = row_base(b, h, n, q.device)[..., None, None]
-    qf, kf, vf = flat_rows(q), flat_rows(qn), flat_rows(v)
-    cdt = torch.promote_types(q.dtype, torch.float32)  # key counts are exact in float32
+    cdt = torch.promote_types(q.dtype, torch.float32)  # logits and key counts at float32 for half inputs
+    qf, kf, vf = flat_rows(q).to(cdt), flat_rows(qn).to(cdt), flat_rows(v).to(cdt)
     step = max(1, CHUNK_ELEMENTS // max(1, b * h * m * span * max(rounds, 2)))  # chunks per pass
 
     bkt32 = bkt.to(torch.int32)  # (B, H, R, N) bucket of each position per round
@@ -120,8 +120,8 @@ def lsh_attention(q, qn, v, scale: float, causal: bool, bkt, order, inv, chunk: 
             o_r.append(o)
             l_r.append(lse)
         dest = torch.where(sp >= 0, sp + base, torch.full_like(sp, b * h * n)).reshape(-1)
-        outs.append(q.new_zeros(b * h * n + 1, dv).index_copy(0, dest, torch.cat(o_r, 2).reshape(-1, dv))[:-1])
-        lses.append(q.new_full((b * h * n + 1,), float("-inf")).index_copy(0, dest, torch.cat(l_r, 2).reshape(-1))[:-1])
+        outs.append(vf.new_zeros(b * h * n + 1, dv).index_copy(0, dest, torch.cat(o_r, 2).reshape(-1, dv))[:-1])
+        lses.append(qf.new_full((b * h * n + 1,), float("-inf")).index_copy(0, dest, torch.cat(l_r, 2).reshape(-1))[:-1])
         kcount.append(torch.zeros(b * h * n + 1, dtype=cdt, device=q.device).index_copy(
             0, dest, torch.cat(c_r, 2).reshape(-1))[:-1])
     lse = torch.stack(lses)  # (R, B·H·N)
@@ -130,7 +130,7 @@ def lsh_attention(q, qn, v, scale: float, causal: bool, bkt, order, inv, chunk: 
     e = torch.exp(lse - torch.where(alone, torch.zeros_like(mx), mx).detach())
     wts = e / torch.where(alone, torch.ones_like(mx), e.sum(0))
     out = (wts.unsqueeze(-1) * torch.stack(outs)).sum(0)
-    out = torch.where(alone.unsqueeze(-1), vf, out).view(b, h, n, dv)
+    out = torch.where(alone.unsqueeze(-1), vf, out).view(b, h, n, dv).to(v.dtype)
     counts = torch.where(alone, torch.ones_like(mx, dtype=cdt), torch.stack(kcount).sum(0)).round()
     return out, counts.to(torch.int32).view(b, h, n)
 
