@@ -259,33 +259,46 @@ def test_cosformer_is_the_cos_reweighted_relu_form(causal):
     assert torch.allclose(rw[0].square() + rw[1].square(), torch.ones(n, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("magnitude", [1.0, 1e-25, 1e25])
-def test_cosformer_plain_path_equals_the_log_space_path(magnitude):
-    """The fast path (plain features scaled to ≤ 1) against the log-space path it falls back to, on
-    float32 inputs from tiny to huge (homogeneity: the scaling cancels). Tolerance 1e-5: float32
-    sums over 64 keys in two orders."""
-    from xviz.kernels.logfeature import log_feature_attention
+def _plain_and_log_features(name, q, k):
+    """(plain features, log features) of q and k as the variant forms them."""
+    from xviz.kernels.logfeature import log_elu1
     from xviz.variants import cosformer as cf
+
+    if name == "linear":
+        return (torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1), (log_elu1(q), log_elu1(k))
+    rw = cf.reweighting(q.shape[-2], q.device, q.dtype)
+    lrw = cf._log_relu(rw)[..., None]
+    logs = tuple(torch.cat([cf._log_relu(x) + lrw[0], cf._log_relu(x) + lrw[1]], -1) for x in (q, k))
+    return (cf._features(torch.relu(q), rw), cf._features(torch.relu(k), rw)), logs
+
+
+@pytest.mark.parametrize("name", ["linear", "cosformer"])
+@pytest.mark.parametrize("magnitude", [1.0, 1e-25, 1e25])
+def test_scaled_plain_path_equals_the_log_space_path(name, magnitude):
+    """The fast path (plain features scaled to ≤ 1) against the log-space path it falls back to, on
+    float32 inputs from tiny to huge. Tolerance 1e-5: float32 sums over 64 keys in two orders."""
+    from xviz.kernels.logfeature import log_feature_attention, scaled_feature_attention
 
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, 3, 64, 16, generator=g) for _ in range(3))
     q, k = q * magnitude, k * magnitude
-    rw = cf.reweighting(64, q.device, q.dtype)
-    fast = cf._plain(q, k, v, rw)
+    (fq, fk), (lq, lk) = _plain_and_log_features(name, q, k)
+    fast = scaled_feature_attention(fq, fk, v)
     assert fast is not None
-    lq = torch.cat([cf._log_relu(q) + cf._log_relu(rw)[0, :, None], cf._log_relu(q) + cf._log_relu(rw)[1, :, None]], -1)
-    lk = torch.cat([cf._log_relu(k) + cf._log_relu(rw)[0, :, None], cf._log_relu(k) + cf._log_relu(rw)[1, :, None]], -1)
     out, matrix = log_feature_attention(lq, lk, v, causal=False)
     assert torch.allclose(fast[0], out, atol=1e-5, rtol=1e-5)
     assert torch.allclose(fast[1](), matrix(), atol=1e-6, rtol=1e-5)
 
 
-def test_cosformer_plain_path_hands_a_zero_row_to_the_log_path():
-    q, k, v = make_qkv(b=1, h=1, n=16)
-    q[..., 3, :] = -1.0
-    from xviz.variants import cosformer as cf
+def test_scaled_plain_path_hands_a_zero_row_to_the_log_path():
+    from xviz.kernels.logfeature import scaled_feature_attention
 
-    assert cf._plain(q, k, v, cf.reweighting(16, q.device, q.dtype)) is None
+    q, k, v = make_qkv(b=1, h=1, n=16)
+    q[..., 3, :] = -1.0  # ReLU(q_3) = 0: a row with no shared support
+    (fq, fk), _ = _plain_and_log_features("cosformer", q, k)
+    assert scaled_feature_attention(fq, fk, v) is None
+    fq, fk = torch.nn.functional.elu(q.float() - 200) + 1, torch.nn.functional.elu(k.float()) + 1  # φ(q) underflows
+    assert scaled_feature_attention(fq, fk, v.float()) is None
 
 
 def test_cosformer_row_without_shared_support_gives_zero():

@@ -32,6 +32,26 @@ def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
+def scaled_feature_attention(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor):
+    """Non-causal feature attention from plain non-negative features fq (B, H, N, m), fk (B, H, N_k, m),
+    or None where it cannot be trusted. A positive factor per query row cancels in that row's
+    normalisation and one factor for all keys cancels everywhere, so each query row is divided by its
+    largest feature and the keys by their largest (per batch and head): every feature is ≤ 1 and
+    nothing overflows. A row whose normaliser is 0 or below the normal range (no shared support, or an
+    underflow: they look alike here) returns None, and the caller takes the log-space path.
+    Returns (out, matrix()) like ``log_feature_attention``."""
+    tiny = torch.finfo(fq.dtype).tiny
+    fq = fq / fq.amax(-1, keepdim=True).clamp_min(tiny)
+    fk = fk / fk.amax((-1, -2), keepdim=True).clamp_min(tiny)
+    den = torch.matmul(fq, fk.sum(-2, keepdim=True).mT)  # (B, H, N, 1)
+    if not bool((den >= tiny * 2**24).all()):  # also false for NaN
+        return None
+    out = torch.matmul(fq, torch.matmul(fk.mT, v)) / den
+    if not bool(torch.isfinite(out).all()):
+        return None
+    return out, lambda: torch.matmul(fq, fk.mT) / den
+
+
 def _chunk(bh: int, m: int, n: int) -> int:
     return max(1, min(n, 64, int((BLOCK_ELEMENTS / max(1, bh * m)) ** 0.5)))
 

@@ -26,7 +26,7 @@ import torch
 from ..core.registry import Artifact, VariantSpec, register_variant
 from ..kernels.costs import linear_cost
 from ..core.result import Output
-from ..kernels.logfeature import log_feature_attention
+from ..kernels.logfeature import log_feature_attention, scaled_feature_attention
 
 
 def reweighting(n: int, device, dtype) -> torch.Tensor:
@@ -46,29 +46,13 @@ def _features(x: torch.Tensor, rw: torch.Tensor) -> torch.Tensor:
     return torch.cat([x * rw[0, :, None], x * rw[1, :, None]], dim=-1)
 
 
-def _plain(qc, kc, v, rw):
-    """The non-causal form in plain features, or None where it cannot be trusted. ReLU is positively
-    homogeneous, so dividing each query row by its largest entry and the keys by their largest (per
-    batch and head) changes no row's weights, and every feature is ≤ 1: nothing overflows. A row whose
-    normaliser comes out 0 or below the normal range (a row with no shared support, or an underflow:
-    the two look alike here) sends the whole input to the log-space path."""
-    tiny = torch.finfo(qc.dtype).tiny
-    fq, fk = torch.relu(qc), torch.relu(kc)
-    fq = _features(fq / fq.amax(-1, keepdim=True).clamp_min(tiny), rw)
-    fk = _features(fk / fk.amax((-1, -2), keepdim=True).clamp_min(tiny), rw)
-    den = torch.matmul(fq, fk.sum(-2, keepdim=True).mT)  # (B, H, N, 1)
-    if not bool((den >= tiny * 2**24).all()):  # also false for NaN
-        return None
-    out = torch.matmul(fq, torch.matmul(fk.mT, v)) / den
-    return out, lambda: torch.matmul(fq, fk.mT) / den
-
-
 def cosformer(q, k, v, ctx):
     n = q.shape[-2]
     cdt = torch.promote_types(q.dtype, torch.float32)
     rw = reweighting(n, q.device, cdt)
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
-    plain = None if ctx.causal else _plain(qc, kc, vc, rw)
+    plain = None if ctx.causal else scaled_feature_attention(_features(torch.relu(qc), rw),
+                                                              _features(torch.relu(kc), rw), vc)
     if plain is not None:
         out, matrix = plain
     else:  # log features: log ReLU(x) + log cos / log sin, so tiny and huge inputs neither underflow nor overflow

@@ -2,8 +2,9 @@
 
     out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / φ(q_i)ᵀ (Σ_j φ(k_j)),
 
-so the N × N product is never formed; computed from log φ (xviz.kernels.logfeature) so that no
-row underflows to zero and no product overflows at extreme inputs. φ(x) = elu(x) + 1 is applied
+so the N × N product is never formed. Non-causal: plain features scaled to at most 1 (the factors
+cancel in the normalisation); where a row's normaliser would vanish, and causal, from log φ
+(xviz.kernels.logfeature), so that no row underflows to zero and no product overflows. φ(x) = elu(x) + 1 is applied
 to q and k as they are: the paper has no 1/√d, so the logit scale (``scale``) is not used.
 Features are positive, so the implicit weights are row-stochastic.
 Causal: prefix sums Σ_{j≤i} (the paper's "transformers are RNNs" form), chunked in xviz.kernel.
@@ -17,14 +18,17 @@ import torch.nn.functional as F
 from ..core.registry import Artifact, VariantSpec, register_variant
 from ..kernels.costs import linear_cost
 from ..core.result import Output
-from ..kernels.logfeature import log_elu1, log_feature_attention
+from ..kernels.logfeature import log_elu1, log_feature_attention, scaled_feature_attention
 
 
 def linear(q, k, v, ctx):
     cdt = torch.promote_types(q.dtype, torch.float32)
-    lq, lk = log_elu1(q.to(cdt)), log_elu1(k.to(cdt))
-    # the same weights φ(q)·φ(k) computed from log features (xviz.kernels.logfeature): no row underflows
-    out, matrix = log_feature_attention(lq, lk, v.to(cdt), ctx.causal)
+    qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
+    plain = None if ctx.causal else scaled_feature_attention(F.elu(qc) + 1, F.elu(kc) + 1, vc)
+    if plain is not None:
+        out, matrix = plain
+    else:  # the same weights from log features (xviz.kernels.logfeature): no row underflows
+        out, matrix = log_feature_attention(log_elu1(qc), log_elu1(kc), vc, ctx.causal)
     dt = v.dtype
     # features: (2, B, H, N, d) = φ(Q), φ(K)
     return Output(out=out.to(dt), matrix=lambda: matrix().to(dt),
