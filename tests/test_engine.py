@@ -205,3 +205,16 @@ def test_what_a_variant_returns_is_checked_and_named(returns, match):
         assert "tests.test_engine" in str(info.value)  # the module that defined it is named
     finally:
         xviz.unregister_variant("test_broken_return")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_finds_every_kind_of_non_finite_value(dtype):
+    from xviz.core.result import all_finite
+
+    x = torch.randn(2, 3, 17, 5).to(dtype)
+    assert all_finite(x) and all_finite(x[:, :, :0]) and all_finite(torch.tensor(7))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[1, 2, 16, 4] = bad
+        assert not all_finite(y), bad
+        assert not all_finite(y.transpose(1, 2)), bad  # any layout

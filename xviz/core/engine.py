@@ -14,7 +14,7 @@ import torch
 
 from .errors import BudgetError, InputError, ParameterError, VariantError
 from .registry import Cost, Shape, VariantSpec, get_variant
-from .result import Artifacts, AttentionResult, Output
+from .result import Artifacts, AttentionResult, Output, all_finite
 
 MAX_SEED = 2**63 - 1
 # Bytes a run's own algorithm may materialise (its Cost.bytes), checked before any work starts.
@@ -93,7 +93,7 @@ def as_4d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cross: bool = Fa
     for name, t in (("q", q), ("k", k), ("v", v)):
         # One reduction is cheap and finite for any finite input of sane size; only if it is not,
         # look element-wise (a sum can overflow on huge but finite values).
-        if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
+        if not all_finite(t):
             raise InputError(f"{name} contains NaN or Inf values; attention needs finite inputs.")
     return q, k, v, squeeze
 
@@ -123,7 +123,7 @@ def validate_output(spec: VariantSpec, result, shape: tuple[int, ...], dtype: to
         raise VariantError(f"{who} returned out of shape {tuple(out.shape)}; expected {tuple(shape)} (B, H, N, d_v).")
     if out.dtype != dtype or out.device != device:
         raise VariantError(f"{who} returned out as {out.dtype} on {out.device}; expected {dtype} on {device}.")
-    if not torch.isfinite(out).all():
+    if not all_finite(out):
         bad = int((~torch.isfinite(out)).sum())
         raise VariantError(f"{who} returned {bad} NaN or Inf values in out for finite inputs"
                            f"{'' if spec.builtin else ' (a bug in the plugin)'}.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..core.errors import InputError
-from ..core.result import check_budget
+from ..core.result import all_finite, check_budget
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -32,7 +32,7 @@ def cast_checked(x: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor
     ``dtype``'s range (float16 ends at 65,504): a signed method's output or weights can, and inf in
     place of a number would be a silent lie."""
     out = x.to(dtype)
-    if out.dtype != x.dtype and out.is_floating_point() and torch.isfinite(x).all() and not torch.isfinite(out).all():
+    if out.dtype != x.dtype and out.is_floating_point() and all_finite(x) and not all_finite(out):
         top = x.detach().abs().max().item()
         raise InputError(f"{what} reaches {top:.3g}, beyond the range of {str(dtype).removeprefix('torch.')} "
                          f"({torch.finfo(dtype).max:.3g}); run in float32 or rescale v.")

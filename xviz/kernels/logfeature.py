@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.result import check_budget
+from ..core.result import all_finite, check_budget
 
 BLOCK_ELEMENTS = 1 << 22  # elements of one (B, H, c, c, m) or (B, H, r, N, m) block
 
@@ -47,7 +47,7 @@ def scaled_feature_attention(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor
     if not bool((den >= tiny * 2**24).all()):  # also false for NaN
         return None
     out = torch.matmul(fq, torch.matmul(fk.mT, v)) / den
-    if not bool(torch.isfinite(out).all()):
+    if not all_finite(out):
         return None
     return out, lambda: torch.matmul(fq, fk.mT) / den
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..core.errors import InputError
 from ..core.registry import Artifact, Cost, Param, Shape
-from ..core.result import Output
+from ..core.result import Output, all_finite
 from .dense import cast_checked, work_dtype
 
 CHUNK = 64  # tokens a chunk: c × c blocks stay small; N / c sequential steps stay few
@@ -237,7 +237,7 @@ def recurrent_output(q, k, v, log_decay, beta=None, artifacts: dict | None = Non
 def _check_overflow(out, q, k, v) -> None:
     """InputError when ``out`` is not finite because its true values are beyond the dtype: the weights
     q_i·k_j are unbounded, so |out| may reach N·max‖q‖·max‖k‖·max|v| (a bug would stay a VariantError)."""
-    if torch.isfinite(out).all():
+    if all_finite(out):
         return
     bound = q.shape[-2] * float(q.norm(dim=-1).amax()) * float(k.norm(dim=-1).amax()) * float(v.abs().amax())
     if bound >= torch.finfo(out.dtype).max:

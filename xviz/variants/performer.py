@@ -31,7 +31,7 @@ import torch
 
 from ..core.errors import ParameterError
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
-from ..core.result import Output
+from ..core.result import Output, all_finite
 from ..kernels.costs import linear_cost
 from ..kernels.feature import kernel_output
 from ..kernels.logfeature import log_feature_attention
@@ -104,7 +104,7 @@ def _check_features(phi_q, phi_k, out, kernel: str, stabilize: bool, causal: boo
     """Refuse, naming the parameter, what floating point cannot represent on the unstabilised or
     trigonometric paths: non-finite features or output, or (positive features) a row whose every
     weight underflowed to zero."""
-    finite = bool(torch.isfinite(phi_q).all() and torch.isfinite(phi_k).all() and torch.isfinite(out).all())
+    finite = all_finite(phi_q) and all_finite(phi_k) and all_finite(out)
     empty = False
     if finite and kernel == "positive":  # each row's normaliser φ(q_i)·Σ_j φ(k_j), over j ≤ i when causal
         keys = phi_k.cumsum(-2) if causal else phi_k.sum(-2, keepdim=True)
