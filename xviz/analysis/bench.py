@@ -86,25 +86,20 @@ def _status_bytes(key: str) -> int:
         return int(f.read().split(key + ":")[1].split()[0]) * 1024
 
 
-_libc = None
-
-
 def tune_malloc(strict: bool = True) -> None:
     """strict: make glibc hand blocks of 128 KB and more straight back to the kernel when freed, so a
     later allocation shows up as new resident pages instead of silently reusing a cached block (what
     ``PeakRSS`` needs). Not strict: let it keep freed blocks (what a program normally gets, and what
     timings must see: with strict settings every large allocation page-faults afresh, which would
     charge an algorithm for its allocation count rather than its work)."""
-    global _libc
-    if _libc is None:
-        _libc = libc()
-    if _libc is None:
+    c = libc()
+    if c is None:
         return
     limit = 128 * 1024 if strict else 1 << 30
-    _libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
-    _libc.mallopt(-1, limit)  # M_TRIM_THRESHOLD
+    c.mallopt(-3, limit)  # M_MMAP_THRESHOLD (fixed: no dynamic raising)
+    c.mallopt(-1, limit)  # M_TRIM_THRESHOLD
     if strict:
-        _libc.malloc_trim(0)  # hand back what the relaxed setting kept, so it cannot be reused unseen
+        c.malloc_trim(0)  # hand back what the relaxed setting kept, so it cannot be reused unseen
 
 
 class PeakRSS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import threading
 import time
@@ -33,8 +34,9 @@ def tensor_bytes(value: Any) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=1)
 def libc():
-    """The C library (glibc on Linux), or None where there is none to load."""
+    """The C library (glibc on Linux), loaded once, or None where there is none to load."""
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:

@@ -46,6 +46,12 @@ def _features(x: torch.Tensor, rw: torch.Tensor) -> torch.Tensor:
     return torch.cat([x * rw[0, :, None], x * rw[1, :, None]], dim=-1)
 
 
+def _log_features(x: torch.Tensor, rw: torch.Tensor) -> torch.Tensor:
+    """log of ``_features``: [log ReLU(x) + log cos(πi/2M), log ReLU(x) + log sin(πi/2M)]."""
+    lx, lrw = _log_relu(x), _log_relu(rw)[..., None]
+    return torch.cat([lx + lrw[0], lx + lrw[1]], dim=-1)
+
+
 def cosformer(q, k, v, ctx):
     n = q.shape[-2]
     cdt = torch.promote_types(q.dtype, torch.float32)
@@ -55,12 +61,8 @@ def cosformer(q, k, v, ctx):
                                                               _features(torch.relu(kc), rw), vc)
     if plain is not None:
         out, matrix = plain
-    else:  # log features: log ReLU(x) + log cos / log sin, so tiny and huge inputs neither underflow nor overflow
-        log_rw = _log_relu(rw)[..., None]  # (2, N, 1)
-        lrq, lrk = _log_relu(qc), _log_relu(kc)
-        lq = torch.cat([lrq + log_rw[0], lrq + log_rw[1]], dim=-1)
-        lk = torch.cat([lrk + log_rw[0], lrk + log_rw[1]], dim=-1)
-        out, matrix = log_feature_attention(lq, lk, vc, ctx.causal)
+    else:  # log features, so tiny and huge inputs neither underflow nor overflow
+        out, matrix = log_feature_attention(_log_features(qc, rw), _log_features(kc, rw), vc, ctx.causal)
     dt = v.dtype
     return Output(out=out.to(dt), matrix=lambda: matrix().to(dt), artifacts={
         "features": lambda: torch.stack([torch.relu(qc), torch.relu(kc)]).to(q.dtype),  # (2, B, H, N, d): ReLU(Q), ReLU(K)
