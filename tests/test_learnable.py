@@ -189,6 +189,8 @@ def reference_routing_mask(q, k, qc, kc, centroids, window, causal):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("clusters, window", [(5, 4), (3, 40), (0, 6)])
 def test_routing_pattern_is_own_cluster_nearest_keys(causal, clusters, window):
+    """Not causal: k-means centroids and the ``window`` keys nearest them. Causal: the seeded centroids as
+    drawn (no fit on the sequence) and every earlier key of the cluster."""
     q, k, v = make_qkv(b=1, h=2, n=40, seed=4)
     r = xviz.run("routing", q, k, v, causal=causal, clusters=clusters, window=window, iterations=4, seed=2)
     c = clusters or math.ceil(math.sqrt(40))
@@ -202,7 +204,8 @@ def test_routing_pattern_is_own_cluster_nearest_keys(causal, clusters, window):
         # every query and key sits in its nearest centroid (cosine), as k-means' final assignment
         assert torch.equal(qc, (unit(q[0, head]) @ ce.T).argmax(-1))
         assert torch.equal(kc, (unit(k[0, head]) @ ce.T).argmax(-1))
-        ref_mask = reference_routing_mask(q[0, head], k[0, head], qc, kc, ce, window, causal)
+        # causal: every earlier key of the cluster (no window cap ranked among later keys)
+        ref_mask = reference_routing_mask(q[0, head], k[0, head], qc, kc, ce, 40 if causal else window, causal)
         assert torch.equal(r.artifacts["mask"][0, head], ref_mask)
         assert torch.equal(r.artifacts["keys_per_row"][0, head], ref_mask.sum(-1).to(torch.int32))
         # float64, same weights, other summation order

@@ -241,22 +241,29 @@ def test_linear_attention_weights(causal):
     assert torch.equal(r.out, xviz.run("linear", q, k, v, causal=causal, scale=0.01).out)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_cosformer_is_the_cos_reweighted_relu_form(causal):
+@pytest.mark.parametrize("causal, horizon, m", [(False, 0, 30), (True, 0, 8192), (False, 45, 45), (True, 30, 30)])
+def test_cosformer_is_the_cos_reweighted_relu_form(causal, horizon, m):
+    """M = N by default when not causal; causal, a fixed M (8192 by default), so appending moves nothing."""
     q, k, v = make_qkv(n=30)
     n = q.shape[-2]
-    r = xviz.run("cosformer", q, k, v, causal=causal)
+    r = xviz.run("cosformer", q, k, v, causal=causal, horizon=horizon)
     i = torch.arange(n, dtype=torch.float64)
-    cos = torch.cos(math.pi * (i[:, None] - i[None, :]) / (2 * n))
+    cos = torch.cos(math.pi * (i[:, None] - i[None, :]) / (2 * m))
     w = (torch.relu(q) @ torch.relu(k).transpose(-1, -2)) * cos
     if causal:
         w = w.tril()
-    assert (cos > 0).all()  # M = N keeps every re-weighting positive
+    assert (cos > 0).all()  # M ≥ N keeps every re-weighting positive
     ref = torch.nan_to_num(w / w.sum(-1, keepdim=True))  # a row with no shared support: zero weights
     assert rel_err(r.matrix(), ref) < 1e-12
     assert rel_err(r.out, ref @ v) < 1e-12
     rw = r.artifacts["reweighting"]
     assert torch.allclose(rw[0].square() + rw[1].square(), torch.ones(n, dtype=torch.float64))
+
+
+def test_cosformer_refuses_a_horizon_shorter_than_the_sequence():
+    q, k, v = make_qkv(n=30)
+    with pytest.raises(xviz.ParameterError, match="horizon = 20 is shorter than the sequence"):
+        xviz.run("cosformer", q, k, v, horizon=20)
 
 
 def _plain_and_log_features(name, q, k):
@@ -266,7 +273,7 @@ def _plain_and_log_features(name, q, k):
 
     if name == "linear":
         return (torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1), (log_elu1(q), log_elu1(k))
-    rw = cf.reweighting(q.shape[-2], q.device, q.dtype)
+    rw = cf.reweighting(q.shape[-2], q.shape[-2], q.device, q.dtype)
     return (cf._features(torch.relu(q), rw), cf._features(torch.relu(k), rw)), (cf._log_features(q, rw), cf._log_features(k, rw))
 
 
@@ -457,7 +464,8 @@ def test_runs_at_65k_tokens(name, causal, long_qkv):
     """No N×N tensor on the compute path (tests/test_scale.py caps the memory; here: it runs, finite)."""
     q, k, v = long_qkv
     t = time.perf_counter()
-    out = xviz.run(name, q, k, v, causal=causal).out
+    params = {"horizon": 65_536} if name == "cosformer" and causal else {}  # causal M is fixed at 8192
+    out = xviz.run(name, q, k, v, causal=causal, **params).out
     seconds = time.perf_counter() - t
     print(f"{name} causal={causal}: {seconds:.2f} s at N = 65,536")
     assert out.shape == (1, 1, 65_536, 64) and torch.isfinite(out).all()

@@ -266,6 +266,7 @@ def test_etc_matches_a_loop_over_queries(radius, g):
 def naive_grid_mask(n, width, bh, bw, mh, mw, causal):
     rows = -(-n // width)
     bh, bw = min(bh, rows), min(bw, width)
+    generated = block_raster(width, bh, bw)
     mask = torch.zeros(n, n, dtype=torch.bool)
     for i in range(n):
         r, c = divmod(i, width)
@@ -273,8 +274,16 @@ def naive_grid_mask(n, width, bh, bw, mh, mw, causal):
         for j in range(n):
             rj, cj = divmod(j, width)
             inside = r0 - mh <= rj < r0 + bh + (0 if causal else mh) and c0 - mw <= cj < c0 + bw + mw
-            mask[i, j] = inside and (j <= i or not causal)
+            mask[i, j] = inside and (not causal or generated(j) <= generated(i))
     return mask
+
+
+def block_raster(width, bh, bw):
+    """The paper's generation order (§3.2): query blocks in raster order of blocks, raster inside one."""
+    def generated(p):
+        r, c = divmod(p, width)
+        return (r // bh, c // bw, r % bh, c % bw)
+    return generated
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -291,6 +300,19 @@ def test_image_2d_mask_and_output_match_the_grid_definition(causal, width, bh, b
     logits = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~mask, float("-inf"))
     assert rel_err(r.out, torch.softmax(logits, -1) @ v) < TOL
     assert int(r.artifacts["grid"][:, 1].max()) == w - 1
+
+
+def test_image_2d_causal_follows_the_block_raster_order_not_the_token_order():
+    """Width 4, blocks 2 × 2, one memory row and column: query 4 (block 0, second row) must not see key 2
+    (block 1, first row), which raster order would allow; query 2 (block 1) sees key 5 (block 0, second
+    row), which raster order would hide."""
+    q, k, v = make_qkv(n=8)
+    r = xviz.run("image_local_2d", q, k, v, causal=True, width=4, block_rows=2, block_cols=2, mem_rows=1,
+                 mem_cols=1)
+    mask = r.artifacts["mask"][0, 0]
+    assert not mask[4, 2] and not mask[5, 2]
+    assert mask[2, 5] and mask[3, 5]
+    assert torch.equal(mask, naive_grid_mask(8, 4, 2, 2, 1, 1, True))
 
 
 @pytest.mark.parametrize("causal", [False, True])

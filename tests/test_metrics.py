@@ -45,11 +45,41 @@ def test_kl_clamps_zero_approx_weights():
     assert m.kl == pytest.approx(expected, rel=1e-12)
 
 
-def test_kl_ignores_zero_exact_weights_and_negative_approx():
+def test_kl_ignores_zero_exact_weights():
     a = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
-    b = torch.tensor([[0.8, -0.1, 0.3]], dtype=torch.float64)  # Nyström-like negative weight
-    m = compare(a, b, k=1)
-    assert m.kl == pytest.approx(math.log(1 / 0.8), rel=1e-12)
+    b = torch.tensor([[0.8, 0.0, 0.2]], dtype=torch.float64)
+    assert compare(a, b, k=1).kl == pytest.approx(math.log(1 / 0.8), rel=1e-12)
+
+
+@pytest.mark.parametrize("b", [[[0.8, -0.1, 0.3]],  # Nyström-like negative weight
+                               [[1.5, 0.7, 0.2]]])  # an unnormalised mixer's row (sums to 2.4)
+def test_kl_and_tv_are_undefined_for_matrices_that_are_not_distributions(b):
+    a = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    m = compare(a, torch.tensor(b, dtype=torch.float64), k=1)
+    assert math.isnan(m.kl) and math.isnan(m.tv)
+    assert math.isfinite(m.corr) and math.isfinite(m.rel_fro)
+
+
+def test_scaled_output_error_and_correlation_forgive_a_scale():
+    """3·A is A up to a scale: the scaled output error is 0 and the weights correlate perfectly, while the
+    plain output error is 2 (values known by hand: ‖3O − O‖ = 2‖O‖)."""
+    a = torch.softmax(torch.randn(1, 2, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), -1)
+    v = torch.randn(1, 2, 12, 3, dtype=torch.float64)
+    m = compare(a, 3 * a, v=v)
+    assert m.rel_out == pytest.approx(2.0, rel=TIGHT)
+    assert m.rel_out_scaled == pytest.approx(0.0, abs=1e-7)  # sqrt of a cancellation at 1e-16 relative
+    assert m.corr == pytest.approx(1.0, rel=TIGHT)
+    assert math.isnan(m.kl)  # rows sum to 3
+
+
+@pytest.mark.parametrize("name", ["retnet", "mamba2", "linformer", "nystrom", "deltanet", "performer"])
+def test_no_variant_gets_a_negative_kl_or_a_total_variation_above_one(name):
+    q, k, v = (torch.randn(1, 2, 64, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(s)) for s in range(3))
+    causal = xviz.get_variant(name).causal_only
+    m = compare(xviz.run("exact", q, k, v, causal=causal), xviz.run(name, q, k, v))
+    assert math.isnan(m.kl) or m.kl >= 0
+    assert math.isnan(m.tv) or m.tv <= 1
+    assert -1 <= m.corr <= 1 and m.rel_out_scaled <= m.rel_out + 1e-12
 
 
 def test_topk_recall_counts_missed_keys():

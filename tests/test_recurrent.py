@@ -5,6 +5,7 @@ The chunked kernels are held to the plain references (token loops, dense forms) 
 means equal up to summation order: relative errors of ~1e-15 are seen, 1e-10 is the bar. The
 registry suite already checks shapes, dtypes, matrix() @ v == out, causality, seeds and costs.
 """
+import contextlib
 import math
 
 import pytest
@@ -192,14 +193,51 @@ def test_mamba2_selective_decay_is_the_recurrence_of_its_own_decays():
     r = xviz.run("mamba2", q, k, v, seed=7)
     decay = r.artifacts["decay"]
     assert decay.min() > 0 and decay.max() < 1 and decay.std(-1).min() > 0  # selective: varies per step
-    loop, _ = naive.decay_loop(q / math.sqrt(q.shape[-1]), k, v, decay.log())
+    step = r.artifacts["step"]
+    assert torch.allclose(decay, torch.exp(-step), rtol=1e-14)  # a_t = exp(−Δ_t·A), A = 1
+    loop, _ = naive.decay_loop(q / math.sqrt(q.shape[-1]), k * step[..., None], v, decay.log())
     assert rel_err(r.out, loop) < TOL
     assert not torch.equal(r.out, xviz.run("mamba2", q, k, v, seed=8).out)  # the seed draws the projection
 
 
-def test_mamba2_with_fixed_decays_is_retnet():
+def test_mamba2_with_fixed_decays_is_retnet_times_its_step():
     q, k, v = make_qkv(n=N)
-    assert rel_err(xviz.run("mamba2", q, k, v, gate="fixed").out, xviz.run("retnet", q, k, v).out) < TOL
+    step = -torch.log(retnet_gammas(q.shape[1]))[:, None, None]  # Δ_h = −log γ_h scales each head's input
+    assert rel_err(xviz.run("mamba2", q, k, v, gate="fixed").out, step * xviz.run("retnet", q, k, v).out) < TOL
+
+
+@contextlib.contextmanager
+def float64_kept():
+    """transformers' torch scan casts to float32 with ``.float()``; keep float64 tensors float64 so the
+    outside reference runs at float64 (nothing else changes in its arithmetic)."""
+    original = torch.Tensor.float
+    torch.Tensor.float = lambda self, *a, **kw: self if self.dtype == torch.float64 else original(self, *a, **kw)
+    try:
+        yield
+    finally:
+        torch.Tensor.float = original
+
+
+@pytest.mark.parametrize("gate", ["selective", "fixed"])
+@pytest.mark.parametrize("n", [37, 130])  # one partial chunk; several chunks of the reference's 64
+def test_mamba2_is_transformers_mamba2_scan(gate, n):
+    """The outside reference: transformers' Mamba-2 torch path (``mamba2_chunk_scan``: x·Δ, A·Δ, the
+    SSD chunks), with C = q·scale, B = k, x = v, A = −1 and xviz's own Δ_t (the ``step`` artifact)."""
+    from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
+
+    q, k, v = make_qkv(b=2, h=3, n=n, d=6, dv=5)
+    r = xviz.run("mamba2", q, k, v, gate=gate, seed=4)
+    dt = r.artifacts["step"]  # (B, H, N)
+    with float64_kept():
+        ref = mamba2_chunk_scan(v.transpose(1, 2), dt.transpose(1, 2), -torch.ones(3, dtype=torch.float64),
+                                k.transpose(1, 2), (q / math.sqrt(6)).transpose(1, 2), chunk_size=64)
+    assert ref.dtype == torch.float64
+    assert rel_err(r.out, ref.transpose(1, 2)) < TOL
+    # the test can fail: the input not scaled by Δ (the earlier form) is far from the reference
+    unscaled = xviz.run("decayed_linear", q, k, v, decay=0.5)  # any other recurrence
+    assert rel_err(unscaled.out, ref.transpose(1, 2)) > 0.1
+    # Δ enters as the input's weight: a token with a vanishing step is not written
+    assert rel_err(r.matrix() @ v, r.out) < TOL
 
 
 # --- precision, parameters, cost ------------------------------------------------------------------

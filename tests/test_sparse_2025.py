@@ -171,6 +171,23 @@ def test_nsa_is_the_gated_mix_of_its_three_branches(causal):
     assert rel_err(mix.matrix() @ v, mix.out) < TOL
 
 
+def test_nsa_causal_reads_complete_compression_blocks_only():
+    """Eq. 7: query t reads compressed block i once i·δ + l ≤ t + 1. At N = 5 with blocks of 2 (stride 2),
+    the block [4, 6) is cut by the end of the sequence: row 4 must not read key 4 as a one-token block."""
+    q, k, v = make_qkv(n=5)
+    params = dict(compress_block=2, compress_stride=2, select_block=2, top_n=1, window=0)
+    r = xviz.run("nsa", q, k, v, causal=True, **params)
+    compressed = r.artifacts["branch_masks"][0]  # (B, H, N, N): the keys the compressed branch covers
+    assert compressed[..., 4, :4].all() and not compressed[..., 4, 4].any()
+    assert not compressed[..., 0, :].any()  # no block is complete before t = 1
+    # appending a token completes the block; row 4 is unchanged, row 5 reads it
+    q6, k6, v6 = make_qkv(n=6)
+    r6 = xviz.run("nsa", q6, k6, v6, causal=True, **params)
+    assert rel_err(r6.out[:, :, :5], xviz.run("nsa", q6[:, :, :5], k6[:, :, :5], v6[:, :, :5], causal=True,
+                                               **params).out) < 1e-12  # float64, the same sums
+    assert r6.artifacts["branch_masks"][0][..., 5, 4:6].all()
+
+
 def test_nsa_refuses_all_gates_off():
     q, k, v = make_qkv(n=20)
     with pytest.raises(xviz.ParameterError, match="gate"):

@@ -1,4 +1,6 @@
 """Deliberately broken variants: each must fail exactly the check named in its docstring."""
+from dataclasses import replace
+
 import torch
 
 import xviz
@@ -18,6 +20,12 @@ def leaky_causal(q, k, v, ctx):
     n = q.shape[-2]
     out = 0.9 * base.out + 0.1 * v.mean(dim=-2, keepdim=True)
     return xviz.Output(out=out, matrix=lambda: 0.9 * base.matrix() + 0.1 / n)
+
+
+def length_dependent(q, k, v, ctx):
+    """Fails appending tokens: a causal window whose temperature depends on N (as M = N in cosFormer, or
+    draws shaped by N): gradient-causal, yet every earlier output moves when a token is appended."""
+    return _window(q, k, v, replace(ctx, scale=ctx.scale * (1 + 1 / q.shape[-2])))
 
 
 def unnormalised(q, k, v, ctx):
@@ -52,6 +60,7 @@ def _spec(name, fn, **kw):
 
 for _s in (
     _spec("broken_leaky_causal", leaky_causal, causal=True),
+    _spec("broken_length_dependent", length_dependent, causal=True),
     _spec("broken_unnormalised", unnormalised),
     _spec("broken_nondeterministic", nondeterministic, stochastic=False),
     _spec("broken_quadratic", quadratic_claims_linear, complexity_class="linear", content_based=True,

@@ -118,18 +118,44 @@ def check_causal(spec: VariantSpec, n: int = 12) -> CheckResult:
     q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=n, d=4, dv=5, seed=3))
     out = run(spec.name, q, k, v, causal=True).out
     w = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    # positions in the order the variant generates them (token order unless it declares another)
+    order = torch.arange(n) if spec.causal_order is None else spec.causal_order(n, spec.defaults())
     worst, where = 0.0, ""
     for t in range(n - 1):
-        grads = torch.autograd.grad((out[..., : t + 1, :] * w[..., : t + 1, :]).sum(), (q, k, v),
+        done, later = order[: t + 1], order[t + 1:]
+        grads = torch.autograd.grad((out[..., done, :] * w[..., done, :]).sum(), (q, k, v),
                                     retain_graph=True, allow_unused=True)
         for which, g in zip("qkv", grads):
             if g is not None:
-                leak = g[..., t + 1:, :].abs().max().item()
+                leak = g[..., later, :].abs().max().item()
                 if leak > worst:
-                    worst, where = leak, f"output {t} depends on future {which}"
+                    worst, where = leak, f"output {int(order[t])} depends on a later {which}"
     tol = 1e-12  # masked terms are exp(-inf) = 0 or never enter the graph: exactly zero
     return CheckResult("causality (Jacobian)", PASS if worst < tol else FAIL, worst, tol,
                        "" if worst < tol else f"leaks the future: {where}")
+
+
+def check_prefix(spec: VariantSpec, lengths=((37, 38), (37, 45), (50, 64))) -> CheckResult:
+    """Causal means no output depends on a later token: appending tokens must not move any earlier output.
+    The lengths end inside blocks of the defaults (16, 32, 64), where a block read before it is complete
+    shows; the Jacobian test cannot see a choice that depends on N itself (draws, centroids, M = N)."""
+    label = "appending tokens moves no earlier output"
+    if not spec.causal:
+        return CheckResult(label, SKIP, message="variant does not claim causal support")
+    if spec.causal_order is not None:
+        return CheckResult(label, SKIP, message="its causal order is not the token order (the Jacobian test "
+                                                 "checks it in its own order)")
+    q, k, v = qkv(b=1, h=2, n=max(m for _, m in lengths), d=8, dv=5, seed=4)
+    worst, where = 0.0, ""
+    for n0, n1 in lengths:
+        short = run(spec.name, q[:, :, :n0], k[:, :, :n0], v[:, :, :n0], causal=True, seed=3).out
+        longer = run(spec.name, q[:, :, :n1], k[:, :, :n1], v[:, :, :n1], causal=True, seed=3).out[:, :, :n0]
+        err = rel_err(longer, short)
+        if err > worst:
+            worst, where = err, f"N = {n0} → {n1}"
+    tol = 1e-10  # float64: the same outputs, at most summed in other chunks
+    return CheckResult(label, PASS if worst < tol else FAIL, worst, tol,
+                       "" if worst < tol else f"earlier outputs move when tokens are appended ({where})")
 
 
 def check_matrix(spec: VariantSpec, causal: bool = False) -> CheckResult:
@@ -321,6 +347,7 @@ def battery(spec: VariantSpec, quick: bool = False) -> list[tuple[str, Callable[
         ("device cuda", lambda: check_cuda(spec)),
         ("batch and head independence", lambda: check_independence(spec)),
         ("causality (Jacobian)", lambda: check_causal(spec)),
+        ("appending tokens moves no earlier output", lambda: check_prefix(spec)),
         ("matrix() @ v == out", lambda: check_matrix(spec)),
         ("matrix() @ v == out (causal)", lambda: check_matrix(spec, causal=True)),
         ("rows are distributions", lambda: check_rows(spec)),

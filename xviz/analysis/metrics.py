@@ -5,12 +5,19 @@ an approximation's effective weights Â (and output):
 
 * ``rel_fro``    ‖A − Â‖_F / ‖A‖_F over the whole (B, H, N, N) stack;
 * ``rel_out``    ‖O − Ô‖_F / ‖O‖_F on the outputs;
+* ``rel_out_scaled`` min_s ‖O − s·Ô‖_F / ‖O‖_F per head (s = ⟨O, Ô⟩/‖Ô‖²): the output error once a
+                 per-head scale is forgiven — what compares an unnormalised mixer (RetNet, Mamba-2,
+                 linear attention without its normaliser) with softmax attention;
+* ``corr``       Pearson correlation of the weights A and Â (all entries of a head): defined for any
+                 matrix, signed or not;
+* ``kl``, ``tv`` are defined between distributions only: a head whose Â has a negative weight or a row
+                 summing above 1 gets NaN for both (never a negative KL or a total variation above 1);
 * ``kl``         mean over rows of KL(A_i ‖ Â_i) = Σ_j a_ij log(a_ij / max(â_ij, EPS)), with 0·log 0 = 0.
                  Â is clamped from below at ``EPS`` (zeros — keys outside a sparse pattern — and the
                  negative weights of Nyström-like methods count as EPS) and *not* renormalised: for a
                  row-stochastic Â whose support covers A's this is the exact KL; otherwise every unit of
                  exact mass the approximation misses costs about log(1/EPS) ≈ 23 nats per unit;
-* ``tv``         mean over rows of ½ Σ_j |a_ij − â_ij| (total variation for row-stochastic rows);
+* ``tv``         mean over rows of ½ Σ_j |a_ij − â_ij| (total variation; at most 1 for sub-stochastic rows);
 * ``max_abs``    max |A − Â|;
 * ``topk_recall`` mean over rows of the share of row i's true top-k keys (k capped at the number of
                  keys row i may attend) that the approximation also ranks in its top k: a true key
@@ -32,12 +39,17 @@ from typing import Any
 import torch
 
 EPS = 1e-10  # floor for the approximate weights inside the KL divergence
-METRIC_NAMES = ("rel_fro", "rel_out", "kl", "tv", "max_abs", "topk_recall")
+# A row of Â counts as a (sub-)distribution when no weight is below −NEG_TOL·max|Â| and its sum is at most
+# 1 + SUM_TOL: float32 rounding of softmax rows stays far inside both; an unnormalised mixer is far outside.
+NEG_TOL, SUM_TOL = 1e-6, 1e-4
+METRIC_NAMES = ("rel_out", "rel_out_scaled", "rel_fro", "corr", "kl", "tv", "max_abs", "topk_recall")
 METRIC_LABELS = {
     "rel_fro": "rel. Frobenius error of A",
     "rel_out": "rel. error of output",
-    "kl": "mean row KL(exact‖approx)",
-    "tv": "mean row total variation",
+    "rel_out_scaled": "output error, best scale per head",
+    "corr": "correlation of weights",
+    "kl": "row KL(exact‖approx), distributions",
+    "tv": "row total variation, distributions",
     "max_abs": "max |A − Â|",
     "topk_recall": "top-k recall",
 }
@@ -49,6 +61,8 @@ class Metrics:
 
     rel_fro: float = float("nan")
     rel_out: float = float("nan")
+    rel_out_scaled: float = float("nan")
+    corr: float = float("nan")
     kl: float = float("nan")
     tv: float = float("nan")
     max_abs: float = float("nan")
@@ -106,26 +120,46 @@ MATRIX_BLOCK_ELEMENTS = 1 << 22  # weights of all heads processed at once: rows 
 
 
 def _matrix_sums(a4: torch.Tensor, b4: torch.Tensor, k: int):
-    """Per (batch, head): ‖A − Â‖², ‖A‖², mean row KL, mean row TV, max |A − Â|, mean top-k recall, in row
-    blocks over all heads at once (no Python loop over heads; temporaries of MATRIX_BLOCK_ELEMENTS), at the
-    inputs' precision (float32 for float32 and half inputs, float64 for float64), sums in float64."""
+    """Per (batch, head): ‖A − Â‖², ‖A‖², mean row KL, mean row TV, max |A − Â|, mean top-k recall, the
+    correlation of A and Â, and whether Â's rows are (sub-)distributions, in row blocks over all heads at
+    once (no Python loop over heads; temporaries of MATRIX_BLOCK_ELEMENTS), at the inputs' precision
+    (float32 for float32 and half inputs, float64 for float64), sums in float64."""
     bb, hh, n, nk = a4.shape
     cdt = torch.promote_types(torch.promote_types(a4.dtype, b4.dtype), torch.float32)
-    acc = {name: torch.zeros(bb, hh, dtype=torch.float64) for name in ("diff2", "norm2", "kl", "tv", "rec")}
-    mx = torch.zeros(bb, hh, dtype=torch.float64)
+    names = ("diff2", "norm2", "kl", "tv", "rec", "sx", "sy", "sxx", "syy", "sxy")
+    acc = {name: torch.zeros(bb, hh, dtype=torch.float64) for name in names}
+    mx, low, top_sum, big = (torch.zeros(bb, hh, dtype=torch.float64) for _ in range(4))
     step = max(1, MATRIX_BLOCK_ELEMENTS // max(1, bb * hh * nk))
     for s in range(0, n, step):
         x = a4[:, :, s:s + step].to(cdt)
         y = b4[:, :, s:s + step].to(cdt)
         d = x - y
-        acc["diff2"] += (d * d).sum((-2, -1)).double().cpu()
-        acc["norm2"] += (x * x).sum((-2, -1)).double().cpu()
+        sums = {"diff2": d * d, "norm2": x * x, "sx": x, "sy": y, "sxx": x * x, "syy": y * y, "sxy": x * y}
+        for name, t in sums.items():
+            acc[name] += t.sum((-2, -1)).double().cpu()
         kl_rows = torch.xlogy(x, x).sum(-1) - (x * torch.log(y.clamp(min=EPS))).sum(-1)  # 0·log 0 = 0
         acc["kl"] += kl_rows.sum(-1).double().cpu()
         acc["tv"] += (0.5 * d.abs().sum(-1)).sum(-1).double().cpu()
         mx = torch.maximum(mx, d.abs().amax((-2, -1)).double().cpu())
+        low = torch.minimum(low, y.amin((-2, -1)).double().cpu())
+        big = torch.maximum(big, y.abs().amax((-2, -1)).double().cpu())
+        top_sum = torch.maximum(top_sum, y.sum(-1).amax(-1).double().cpu())
         acc["rec"] += topk_recall_rows(x, y, k).sum(-1).cpu()
-    return acc["diff2"], acc["norm2"], acc["kl"] / n, acc["tv"] / n, mx, acc["rec"] / n
+    m = n * nk
+    cov = acc["sxy"] - acc["sx"] * acc["sy"] / m
+    var = (acc["sxx"] - acc["sx"] ** 2 / m).clamp(min=0) * (acc["syy"] - acc["sy"] ** 2 / m).clamp(min=0)
+    corr = torch.where(var > 0, cov / var.sqrt().clamp(min=1e-300), torch.full_like(cov, float("nan")))
+    distribution = (low >= -NEG_TOL * big) & (top_sum <= 1 + SUM_TOL)
+    nan = torch.full_like(cov, float("nan"))
+    kl, tv = (torch.where(distribution, acc[name] / n, nan) for name in ("kl", "tv"))
+    return acc["diff2"], acc["norm2"], kl, tv, mx, acc["rec"] / n, corr
+
+
+def _scaled_errors(oa: torch.Tensor, ob: torch.Tensor):
+    """Per head: ‖O − s·Ô‖² at the best s = ⟨O, Ô⟩/‖Ô‖² (over batch and tokens), and ‖O‖²."""
+    dims = (0, -2, -1)
+    dot, bb, aa = (oa * ob).sum(dims), (ob * ob).sum(dims), (oa * oa).sum(dims)
+    return (aa - torch.where(bb > 0, dot * dot / bb.clamp(min=1e-300), torch.zeros_like(dot))).clamp(min=0), aa
 
 
 def compare(exact: Any, approx: Any, *, v: torch.Tensor | None = None, k: int = 8,
@@ -169,6 +203,9 @@ def compare(exact: Any, approx: Any, *, v: torch.Tensor | None = None, k: int = 
         num = torch.linalg.vector_norm(oa - ob, dim=(-2, -1)) ** 2  # (B, H)
         den = torch.linalg.vector_norm(oa, dim=(-2, -1)) ** 2
         per_head["rel_out"] = (num.sum(0) / den.sum(0).clamp(min=1e-300)).sqrt().tolist()
+        scaled, norm = _scaled_errors(oa, ob)
+        metrics.rel_out_scaled = float((scaled.sum() / norm.sum().clamp(min=1e-300)).sqrt())
+        per_head["rel_out_scaled"] = (scaled / norm.clamp(min=1e-300)).sqrt().tolist()
 
     if b is not None:
         b4 = _as4(b)
@@ -178,13 +215,15 @@ def compare(exact: Any, approx: Any, *, v: torch.Tensor | None = None, k: int = 
         a4 = a4.expand(bb, hh, -1, -1)
         b4 = b4.expand(bb, hh, -1, -1)
         h = hh
-        diff2, norm2, kl, tv, mx, rec = _matrix_sums(a4, b4, metrics.k)
+        diff2, norm2, kl, tv, mx, rec, corr = _matrix_sums(a4, b4, metrics.k)
         metrics.rel_fro = float((diff2.sum() / norm2.sum().clamp(min=1e-300)).sqrt())
-        metrics.kl = float(kl.mean())
+        metrics.corr = float(corr.mean())
+        metrics.kl = float(kl.mean())  # NaN when any head's Â is not a distribution
         metrics.tv = float(tv.mean())
         metrics.max_abs = float(mx.max())
         metrics.topk_recall = float(rec.mean())
         per_head["rel_fro"] = (diff2.sum(0) / norm2.sum(0).clamp(min=1e-300)).sqrt().tolist()
+        per_head["corr"] = corr.mean(0).tolist()
         per_head["kl"] = kl.mean(0).tolist()
         per_head["tv"] = tv.mean(0).tolist()
         per_head["max_abs"] = mx.amax(0).tolist()

@@ -31,7 +31,7 @@ from ..core.errors import ParameterError, XvizError
 from .metrics import compare
 
 AXES = ("param", "n", "scale")
-MATRIX_METRICS = ("rel_fro", "kl", "tv", "max_abs", "topk_recall")
+MATRIX_METRICS = ("rel_fro", "corr", "kl", "tv", "max_abs", "topk_recall")
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,9 @@ class VariantSpec(Spec):
     params: tuple[Param, ...] = ()
     causal: bool = False  # supports causal=True
     causal_only: bool = False  # a recurrence over positions: always runs causally (result.causal says so)
+    # The order a causal run generates positions in, causal_order(n, params) -> (N,) positions, when it is
+    # not the token order (Image Transformer's block raster); None: token order.
+    causal_order: Callable[[int, Mapping[str, Any]], Any] | None = None
     cross: bool = False  # accepts queries and keys of different lengths (N_q ≠ N_k, non-causal)
     stochastic: bool = False  # depends on the seed
     # Effective weights non-negative with rows summing to 1 (a bool, or a function of the resolved params).

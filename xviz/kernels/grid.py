@@ -31,13 +31,28 @@ class Grid(NamedTuple):
     top: int
     bottom: int
     side: int
+    causal: bool
 
     @classmethod
     def make(cls, n: int, width: int, block_rows: int, block_cols: int, mem_rows: int, mem_cols: int, causal: bool):
         w = min(width, n) if width else default_width(n)
         r = -(-n // w)
         top = min(mem_rows, r - 1)
-        return cls(n, w, r, min(block_rows, r), min(block_cols, w), top, 0 if causal else top, min(mem_cols, w - 1))
+        return cls(n, w, r, min(block_rows, r), min(block_cols, w), top, 0 if causal else top, min(mem_cols, w - 1),
+                   causal)
+
+    def generation_rank(self, pos: torch.Tensor) -> torch.Tensor:
+        """Each position's place in the causal generation order: query blocks in raster order of blocks,
+        raster order inside a block (§3.2). Key j is visible to query i when rank(j) ≤ rank(i): the block
+        to the left is visible whole, the block to the right not at all, whatever their grid rows."""
+        r, c = pos // self.width, pos % self.width
+        block = (r // self.bh) * (-(-self.width // self.bw)) + c // self.bw
+        return block * (self.bh * self.bw) + (r % self.bh) * self.bw + c % self.bw
+
+    def visible(self, kpos: torch.Tensor, qpos: torch.Tensor) -> torch.Tensor:
+        """Keys that exist (kpos ≥ 0) and, causal, come no later than the query in generation order."""
+        keep = kpos >= 0
+        return keep & (self.generation_rank(kpos) <= self.generation_rank(qpos)) if self.causal else keep
 
     @property
     def memory(self) -> tuple[int, int]:
@@ -66,9 +81,10 @@ def _windows(x: torch.Tensor, g: Grid, nbr: int, nbc: int, value=0) -> torch.Ten
     return grid.unfold(d - 3, mr, g.bh).unfold(d - 2, mc, g.bw)
 
 
-def grid_local_part(q, k, v, scale: float, causal: bool, g: Grid):
-    """Query block (a, c) — grid rows a·bh … and columns c·bw … — attends its memory block; raster
-    causal (key index ≤ query index) when ``causal``. Returns (out, lse) like ``blocks`` kernels."""
+def grid_local_part(q, k, v, scale: float, g: Grid):
+    """Query block (a, c) — grid rows a·bh … and columns c·bw … — attends its memory block; causal in
+    the generation order (``Grid.generation_rank``) when ``g.causal``. Returns (out, lse) like ``blocks``
+    kernels."""
     bsz, h, n, d = q.shape
     dv = v.shape[-1]
     nbr, nbc = -(-g.rows // g.bh), -(-g.width // g.bw)
@@ -88,9 +104,7 @@ def grid_local_part(q, k, v, scale: float, causal: bool, g: Grid):
         a1 = min(nbr, a0 + step)
         kt = kwin[:, :, a0:a1].reshape(bsz, h, a1 - a0, nbc, d, mr * mc)
         vt = vwin[:, :, a0:a1].reshape(bsz, h, a1 - a0, nbc, dv, mr * mc).transpose(-1, -2)
-        keep = kpos[a0:a1, :, None, :] >= 0
-        if causal:
-            keep = keep & (kpos[a0:a1, :, None, :] <= qpos[a0:a1, :, :, None])
+        keep = g.visible(kpos[a0:a1, :, None, :], qpos[a0:a1, :, :, None])
         probs, l = masked_softmax(torch.matmul(qb[:, :, a0:a1], kt) * scale, keep)
         out[:, :, a0:a1] = torch.matmul(probs, vt)
         lse[:, :, a0:a1] = l
@@ -102,8 +116,8 @@ def grid_local_part(q, k, v, scale: float, causal: bool, g: Grid):
 
 
 def grid_local_keys(rows: torch.Tensor, g: Grid):
-    """The same pattern as key lists: (idx (c, mr·mc), valid) for the query positions ``rows``
-    (causal masking is left to ``sparse_attention``)."""
+    """The same pattern as key lists: (idx (c, mr·mc), valid) for the query positions ``rows``, causal
+    masking (in generation order) included."""
     mr, mc = g.memory
     r, c = rows // g.width, rows % g.width
     r0 = (r // g.bh) * g.bh - g.top
@@ -112,4 +126,5 @@ def grid_local_keys(rows: torch.Tensor, g: Grid):
     cc = c0[:, None, None] + torch.arange(mc, device=rows.device)[None, None, :]
     idx = (rr * g.width + cc).flatten(1)
     valid = ((rr >= 0) & (cc >= 0) & (cc < g.width)).expand(-1, mr, mc).flatten(1) & (idx < g.n)
+    valid = valid & g.visible(torch.where(valid, idx, -1), rows[:, None])
     return idx, valid

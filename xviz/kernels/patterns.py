@@ -23,6 +23,7 @@ import torch
 
 from ..core.result import check_budget
 from .blocks import BlockPart, BlockPattern, centres
+from . import draws
 
 __all__ = ["window", "blocked_local", "dilated_window", "longformer", "sparse_strided", "sparse_fixed", "bigbird",
            "random_keys", "axial", "topk", "dense_mask", "global_rows", "bigbird_random_blocks", "random_table",
@@ -233,8 +234,10 @@ def bigbird(n: int, *, block: int, window_blocks: int, global_blocks: int, rando
 
 def random_table(n: int, *, keys_per_row: int, heads: int, generator: torch.Generator,
                  causal: bool = False) -> torch.Tensor:
-    """(H, n, r) keys drawn uniformly with replacement: from [0, n), or [0, i] for row i when causal."""
-    u = torch.rand(heads, n, keys_per_row, generator=generator, dtype=torch.float64)
+    """(H, n, r) keys drawn uniformly with replacement: from [0, n), or [0, i] for row i when causal.
+    Rows are drawn in position order (``draws``), so row i draws the same keys at any n: a causal
+    prefix is reproducible while decoding."""
+    u = draws.uniform(generator, n, heads, keys_per_row).transpose(0, 1)
     span = (torch.arange(n, dtype=torch.float64) + 1)[None, :, None] if causal else float(n)
     top = torch.arange(n)[None, :, None] if causal else n - 1
     return torch.minimum(torch.floor(u * span).long(), torch.as_tensor(top))

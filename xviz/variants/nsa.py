@@ -3,7 +3,8 @@
 Every query t combines three attentions, each an exact softmax over its own key set:
 - **compressed**: the keys and values pooled over blocks [b·δ, b·δ + l) (``compress_block`` l,
   ``compress_stride`` δ ≤ l, so blocks overlap); the paper's φ is a learned MLP with an intra-block
-  position encoding, untrained we take the block mean. Causal: a block is read once complete.
+  position encoding, untrained we take the block mean. Causal: a block is read once complete, and a
+  block cut by the sequence's end is never read (it is not complete; Eq. 7).
 - **selected**: the keys are also cut into selection blocks of l′ (``select_block``); a block's
   importance for query t is the compressed attention it received, p_cmp, summed over the
   compressed blocks that overlap it, each weighted by the number of positions they share (the
@@ -52,9 +53,17 @@ from ..kernels.routed import (PASS_ELEMENTS, block_overlaps, compressed_blocks, 
 from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention
 
 
-def geometry(n, compress_block, compress_stride, select_block):
-    l = min(compress_block, n)
-    return l, min(compress_stride, l), min(select_block, n)
+def geometry(n, compress_block, compress_stride, select_block, causal):
+    """(l, δ, l′, the length the compressed blocks cover). Not causal: lengths clamped to N and every
+    block, the last ones clipped at N. Causal: the lengths as given (clamped to N they would change with
+    N) and complete blocks only, as the paper's Eq. 7 (block i once i·δ + l ≤ t + 1): a block cut by
+    the end of the sequence is not a block yet, so appending tokens moves no earlier output."""
+    if not causal:
+        l = min(compress_block, n)
+        return l, min(compress_stride, l), min(select_block, n), n
+    l, stride = compress_block, min(compress_stride, compress_block)
+    complete = (n - l) // stride + 1 if n >= l else 0
+    return l, stride, select_block, (complete - 1) * stride + l if complete else 0
 
 
 def forced(scores, rows, select: int, causal: bool):
@@ -69,12 +78,12 @@ def forced(scores, rows, select: int, causal: bool):
     return scores.scatter_(-1, at(own), float("inf"))
 
 
-def compressed_and_selection(q, kc_, vc_, ctx, n, l, stride, ls, top_n):
+def compressed_and_selection(q, kc_, vc_, ctx, n, l, stride, ls, top_n, covered):
     """One pass over query chunks: the compressed branch's output and each query's chosen blocks."""
     b, h = q.shape[:2]
     nc, nsel = kc_.shape[-2], -(-n // ls)
-    ends = compressed_ends(n, l, stride, q.device)
-    targets, counts = block_overlaps(n, l, stride, ls, q.device)
+    ends = compressed_ends(covered, l, stride, q.device)[:nc]
+    targets, counts = block_overlaps(covered, l, stride, ls, q.device) if nc else (ends[None], ends[None])
     out = q.new_zeros(b, h, n, vc_.shape[-1])
     ids, valid = [], []
     step = max(1, PASS_ELEMENTS // max(1, b * h * (3 * nc + 2 * nsel)))
@@ -113,9 +122,9 @@ def nsa(q, k, v, ctx, compress_block: int, compress_stride: int, select_block: i
     b, h, n, d = q.shape
     cdt = work_dtype(q.dtype)
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
-    l, stride, ls = geometry(n, compress_block, compress_stride, select_block)
-    kc_, vc_ = compressed_blocks(kc, l, stride), compressed_blocks(vc, l, stride)
-    o_cmp, ids, valid = compressed_and_selection(qc, kc_, vc_, ctx, n, l, stride, ls, top_n)
+    l, stride, ls, covered = geometry(n, compress_block, compress_stride, select_block, ctx.causal)
+    kc_, vc_ = (compressed_blocks(x[:, :, :covered], l, stride) if covered else x[:, :, :0] for x in (kc, vc))
+    o_cmp, ids, valid = compressed_and_selection(qc, kc_, vc_, ctx, n, l, stride, ls, top_n, covered)
     o_slc, _ = selected_blocks_part(qc, kc, vc, ctx.scale, ctx.causal, ls, ids, valid)
     o_win = execute(qc, kc, vc, ctx.scale, patterns.window(n, back=window, forward=window, causal=ctx.causal))
     g = branch_gates(n, l, ctx.causal, (gate_compressed, gate_selected, gate_window), q.device, cdt)
@@ -133,13 +142,15 @@ def nsa(q, k, v, ctx, compress_block: int, compress_stride: int, select_block: i
         check_budget((3, b, h, n, n), 8, "the NSA branch matrices")
         j = torch.arange(n, device=q.device)
         logits = torch.matmul(qc, kc.transpose(-1, -2)) * ctx.scale
-        keep_cmp = (compressed_ends(n, l, stride, q.device)[None, :] <= j[:, None]) if ctx.causal else None
-        p_cmp, _ = masked_softmax(torch.matmul(qc, kc_.transpose(-1, -2)) * ctx.scale, keep_cmp)
-        pool = pooling_matrix(n, l, stride, q.device, cdt)
+        a_cmp = logits.new_zeros(logits.shape)
+        if covered:
+            keep_cmp = (compressed_ends(covered, l, stride, q.device)[None, :] <= j[:, None]) if ctx.causal else None
+            p_cmp, _ = masked_softmax(torch.matmul(qc, kc_.transpose(-1, -2)) * ctx.scale, keep_cmp)
+            a_cmp[..., :covered] = p_cmp @ pooling_matrix(covered, l, stride, q.device, cdt)
         win = (j[:, None] - j[None, :]).abs() <= reach
         win = win & (j[None, :] <= j[:, None]) if ctx.causal else win
         slc = selected_mask(ids, valid, ls, n, ctx.causal)
-        return p_cmp @ pool, masked_softmax(logits, slc)[0], masked_softmax(logits, win)[0], (slc, win)
+        return a_cmp, masked_softmax(logits, slc)[0], masked_softmax(logits, win)[0], (slc, win)
 
     def matrix():
         a_cmp, a_slc, a_win, _ = dense_parts()
@@ -161,8 +172,8 @@ def nsa(q, k, v, ctx, compress_block: int, compress_stride: int, select_block: i
 
 def cost(s, compress_block, compress_stride, select_block, top_n, window, gate_compressed, gate_selected,
          gate_window):
-    l, stride, ls = geometry(s.n, compress_block, compress_stride, select_block)
-    nc = compressed_count(s.n, l, stride)
+    l, stride, ls, covered = geometry(s.n, compress_block, compress_stride, select_block, s.causal)
+    nc = compressed_count(covered, l, stride) if covered else 0
     half = 2 if s.causal else 1
     t = min(top_n, -(-s.n // ls))
     keys = nc / half + t * ls + (window + 1 if s.causal else 2 * window + 1)

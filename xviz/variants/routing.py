@@ -14,9 +14,12 @@ What the paper does, and what we do:
   clusters are unbalanced). Logits are the ordinary q·k·scale.
 - **Empty clusters.** A query whose cluster holds no key (or, causally, no key at or before it)
   attends nothing and gets a zero output; so rows are not all distributions (row_stochastic=False).
-- **Causal** masks j > i. The centroids are fitted on the whole sequence (as in the paper's language
-  model), so the pattern sees future tokens while the output is gradient-causal (cluster ids are
-  piecewise constant).
+- **Causal** masks j > i, and nothing of a later token may shape an earlier row: centroids fitted on
+  the sequence would carry every later token into every row's cluster, and a cluster's ``window``
+  nearest keys are ranked among later keys too. So, causally, the centroids are the seeded random
+  unit vectors themselves (the paper's are parameters, fixed once trained; ``iterations`` is not
+  used) and the window cap is not applied: a query attends every earlier key of its cluster
+  (O(N²/C·d) for balanced clusters). Appending tokens then moves no earlier output.
 
 Computation: queries sorted by cluster, in pieces of 64 of one cluster, each piece against its
 cluster's key list in one matmul (``clustering.grouped_attention``): O(N·window·d), no N×N tensor.
@@ -53,6 +56,8 @@ def routing(q, k, v, ctx, clusters: int, iterations: int, window: int):
     wd = work_dtype(q.dtype)
     x = torch.cat([unit(q.detach().to(wd)), unit(k.detach().to(wd))], dim=2)  # (B, H, 2N, d)
     init = unit(ctx.randn(h, c, d, like=x, salt=_SALT)).expand(b, h, c, d)
+    if ctx.causal:  # fixed centroids, every earlier key of the cluster: see the module docstring
+        iterations, window = 0, n
     centroids, ids = kmeans(x, init, iterations, spherical=True)
     qc, kc = ids[..., :n], ids[..., n:]
     khat = x[:, :, n:]
@@ -77,6 +82,8 @@ def routing_cost(s, clusters, iterations, window):
     min(window, N/C) keys per query (balanced clusters)."""
     b, h, n, d = s.b, s.h, s.n, s.d
     c = resolve_clusters(clusters, n)
+    if s.causal:  # fixed centroids, no window cap: a piece meets its whole cluster (masked to j ≤ i)
+        iterations, window = 0, n
     per_row = min(window, math.ceil(n / c))
     base = sparse_cost(s, per_row)
     km = b * h * (iterations + 1) * (2 * 2 * n * c * d + 2 * n * d)
@@ -96,9 +103,10 @@ register_variant(VariantSpec(
     cost=routing_cost,
     params=(
         Param("clusters", "int", 0, "k-means clusters C (0 = ⌈√N⌉)", low=0, high="N", log=True),
-        Param("iterations", "int", 5, "spherical k-means iterations from random unit centroids", low=0, high=50),
-        Param("window", "int", 256, "most keys a query sees: its cluster's keys nearest the centroid",
-              low=1, high="N", log=True),
+        Param("iterations", "int", 5, "spherical k-means iterations from random unit centroids (not causal; "
+              "causal runs keep the random centroids)", low=0, high=50),
+        Param("window", "int", 256, "most keys a query sees: its cluster's keys nearest the centroid (not "
+              "causal; causal runs read every earlier key of the cluster)", low=1, high="N", log=True),
     ),
     causal=True,
     stochastic=True,

@@ -6,7 +6,9 @@ Weights softmax(R) per row, out = softmax(R) V, with R an N × N matrix per head
   still have unit variance (the Factorized Random Synthesizer).
 The paper *learns* R (or R₁, R₂) as parameters, or keeps a random initialisation fixed; here it
 is that fixed random draw, seeded per head and shared across the batch. Q, K and the logit
-scale are not used, so the variant is not content-based. Causal: R's upper triangle is masked.
+scale are not used, so the variant is not content-based. Causal: R's upper triangle is masked, and
+R is drawn row by row in position order (``kernels.draws``), so row i is the same draw at any N:
+appending tokens moves no earlier output.
 R is generated and used in blocks of rows (a fixed block size for a given N, so ``out``,
 ``matrix()`` and the "logits" artifact see the same R): quadratic time, O(block·N) memory; drawing
 the N² entries of "full" R (mt19937, one core) costs more than the attention itself. "factorized"
@@ -18,26 +20,40 @@ import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import Output, check_budget
+from ..kernels import draws
 
 ROW_ELEMENTS = 1 << 22
+_FACTOR_SALTS = (10_001, 10_002)  # R₁, R₂ (full mode's streams use salts 1 … H)
+
+
+def factors(ctx, heads: int, n: int, rank: int, device, dtype):
+    """R₁, R₂: (H, N, k) with N(0, 1/√k) entries, rows drawn in position order (``draws``)."""
+    std = rank ** -0.25
+    r1, r2 = (draws.normal(ctx.generator(salt), n, heads, rank).transpose(0, 1) * std for salt in _FACTOR_SALTS)
+    return r1.to(device, dtype), r2.to(device, dtype)
 
 
 def logit_blocks(ctx, heads: int, n: int, mode: str, rank: int, device, dtype):
-    """Yield (head, start, stop, R[head, start:stop] (c, N)) in a fixed order, from the run's seed."""
+    """Yield (head, start, stop, R[head, start:stop] (c, N)) in a fixed order, from the run's seed.
+    Full mode draws row by row from one stream per head (``draws``); causal rows draw only j ≤ i (0
+    above the diagonal, masked), so row i's logits are the same at any N: a causal prefix is reproducible."""
     step = max(1, min(n, ROW_ELEMENTS // n))
     if mode == "factorized":
-        g = ctx.generator(1)
-        std = rank ** -0.25
-        r1 = (torch.randn(heads, n, rank, generator=g) * std).to(device, dtype)
-        r2 = (torch.randn(heads, n, rank, generator=g) * std).to(device, dtype)
+        r1, r2 = factors(ctx, heads, n, rank, device, dtype)
+    cols = torch.arange(n)
     for h in range(heads):
         g = ctx.generator(1 + h)  # full mode: one stream per head, drawn block by block in order
         for start in range(0, n, step):
             stop = min(n, start + step)
             if mode == "factorized":
                 r = r1[h, start:stop] @ r2[h].T
+            elif ctx.causal:
+                drawn = cols <= torch.arange(start, stop)[:, None]
+                r = torch.zeros(stop - start, n, dtype=torch.float64)
+                r[drawn] = draws.normal(g, int(drawn.sum()))
+                r = r.to(device, dtype)
             else:
-                r = torch.randn(stop - start, n, generator=g).to(device, dtype)
+                r = draws.normal(g, stop - start, n).to(device, dtype)
             yield h, start, stop, r
 
 
@@ -78,12 +94,9 @@ def synthesizer(q, k, v, ctx, mode: str, rank: int):
 
 
 def _factorized_out(ctx, heads: int, n: int, rank: int, v: torch.Tensor) -> torch.Tensor:
-    """SDPA(R₁, R₂, V, scale 1), R₁ and R₂ drawn exactly as ``logit_blocks`` draws them, zero-padded
-    to V's head size (the CPU flash kernel wants one head size; zero columns change no logit)."""
-    g = ctx.generator(1)
-    std = rank ** -0.25
-    r1 = (torch.randn(heads, n, rank, generator=g) * std).to(v.device, v.dtype)
-    r2 = (torch.randn(heads, n, rank, generator=g) * std).to(v.device, v.dtype)
+    """SDPA(R₁, R₂, V, scale 1) with ``factors``' R₁ and R₂, zero-padded to V's head size (the CPU flash
+    kernel wants one head size; zero columns change no logit)."""
+    r1, r2 = factors(ctx, heads, n, rank, v.device, v.dtype)
     width = max(rank, v.shape[-1])
     pad = lambda x: torch.nn.functional.pad(x, (0, width - rank))[None].expand(v.shape[0], -1, -1, -1)  # noqa: E731
     vp = torch.nn.functional.pad(v, (0, width - v.shape[-1]))
@@ -119,7 +132,8 @@ register_variant(VariantSpec(
     causal=True,
     stochastic=True,
     row_stochastic=True,
-    artifacts=(Artifact("logits", "matrix", ("1", "H", "N", "N"), "the fixed random logits R"),),
+    artifacts=(Artifact("logits", "matrix", ("1", "H", "N", "N"),
+                        "the fixed random logits R (causal: drawn for j ≤ i only, 0 above the diagonal)"),),
     content_based=False,
     description="softmax(R)V with R fixed random (seeded; the paper learns it), full or factorised.",
 ))
