@@ -28,7 +28,9 @@ INTRO = ("Efficient attention replaces softmax(QKᵀ/√d)V with something cheap
          "Every setting is in the address bar.")
 KL_HELP = ("KL(exact ‖ approx) per query, averaged; the approximation's weights are floored at 1e-12, so a "
            "sparse pattern that drops a key exact attention uses gets a large value (KL is unbounded there). "
-           "Total variation is the bounded measure of the same thing.")
+           "Total variation is the bounded measure of the same thing. Both are defined between distributions "
+           "only: for signed or unnormalised weights (RetNet, Mamba-2, Nyström) they show —; the output error "
+           "after the best scale per head and the correlation of the weights compare those.")
 
 
 def pick_variant(ctx, specs):
@@ -133,13 +135,14 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
 
 
 def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
-    cols = st.columns(len(METRIC_NAMES))
+    per_row = 4
+    cols = [c for start in range(0, len(METRIC_NAMES), per_row) for c in st.columns(per_row)]
     fmt = {"topk_recall": "{:.1%}", "kl": "{:.3g}", "max_abs": "{:.3g}"}
     for col, key in zip(cols, METRIC_NAMES):
         val = getattr(m, key)
         label = METRIC_LABELS[key] + (f" (k={m.k})" if key == "topk_recall" else "")
         col.metric(label, "—" if math.isnan(val) else fmt.get(key, "{:.3g}").format(val),
-                   help=KL_HELP if key == "kl" else None)
+                   help=KL_HELP if key in ("kl", "tv") else None)
     if not spec.has_matrix:
         st.caption(f"{spec.display_name} has no effective attention matrix: only the output error applies.")
     elif compute.sampled_rows(ctx.n) is not None:

@@ -218,3 +218,29 @@ def test_all_finite_finds_every_kind_of_non_finite_value(dtype):
         y[1, 2, 16, 4] = bad
         assert not all_finite(y), bad
         assert not all_finite(y.transpose(1, 2)), bad  # any layout
+
+
+def test_a_plugin_with_the_earlier_cost_signature_is_named_at_registration():
+    """A plugin written for cost(b, h, n, d, dv, causal, **params) failed with a bare TypeError on every run
+    and every check line; now its registration says once what xviz calls."""
+    def old_cost(b, h, n, d, dv, causal, **params):
+        return xviz.Cost(1.0, 1.0)
+
+    spec = xviz.VariantSpec(name="test_old_cost", display_name="old", family="fixed pattern", paper="none",
+                            complexity="O(N)", complexity_class="linear", fn=lambda q, k, v, ctx: None, cost=old_cost)
+    with pytest.raises(xviz.XvizError, match=r"variant 'test_old_cost' \(tests.test_engine\): its cost function "
+                                             r"takes cost\(b, h, n, d, dv, causal.*calls cost\(shape, \*\*params\)"):
+        xviz.register_variant(spec)
+    with pytest.raises(xviz.UnknownVariantError):
+        xviz.get_variant("test_old_cost")  # nothing half-registered
+
+
+@pytest.mark.parametrize("old, new", [("xviz.result", "xviz.core.result"), ("xviz.sparse", "xviz.kernels.sparse")])
+def test_moved_import_paths_still_work_with_a_deprecation_warning(old, new):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

@@ -80,7 +80,13 @@ def test_compare_heatmaps_scales_and_small_payload():
     assert max(float(z_of(t).max()) for t in fig.data[:2]) <= w.cmax + 1e-6  # every weight drawn is covered
     assert float(np.abs(z_of(fig.data[2])).max()) <= dscale.cmax + 1e-6
     signed = figures.compare_heatmaps(ex, ap - 2 * ap.mean(), None)  # implicit weights with a sign
-    assert signed.layout.coloraxis.cmin == -signed.layout.coloraxis.cmax
+    # signed: exact keeps its own sequential scale (not washed out by the signed range), the approximation a
+    # diverging scale of other colours than the difference's
+    assert [t.coloraxis for t in signed.data] == ["coloraxis", "coloraxis3", "coloraxis2"]
+    e, a, d = signed.layout.coloraxis, signed.layout.coloraxis3, signed.layout.coloraxis2
+    assert e.cmin == 0 and e.cmax == pytest.approx(float(z_of(signed.data[0]).max()), rel=1e-6)
+    assert a.cmin == -a.cmax and d.cmin == -d.cmax
+    assert len({str(e.colorscale), str(a.colorscale), str(d.colorscale)}) == 3
     assert all(max(z_of(t).shape) <= figures.SIDE_BY_SIDE_CELLS for t in fig.data)
     # the third panel is the difference of the (mean-pooled) first two
     np.testing.assert_allclose(z_of(fig.data[2]), z_of(fig.data[1]) - z_of(fig.data[0]), atol=1e-6)

@@ -165,7 +165,40 @@ def png_files(draw):
     return raw
 
 
-FILES = {".npy": npy_files(), ".npz": npz_files(), ".safetensors": safetensors_files(), ".txt": text_files(),
+HEADER_BYTES = b"'\"(){}[],: \\\n\x00#<>|0123456789abcdefLSTU"  # what a literal-dict parser trips on
+TRIPLE = b"'" * 3
+
+
+@st.composite
+def mutated_npy(draw):
+    """A valid .npy whose header bytes are mutated: replaced, inserted or deleted (an unterminated or
+    triple-quoted string, an unbalanced bracket, a NUL), as a damaged or hostile file would have them."""
+    raw = bytearray(npy_bytes((draw(st.integers(1, 4)), draw(st.integers(1, 4))), draw(st.sampled_from(["<f4", "<f8"]))))
+    end = 10 + struct.unpack("<H", bytes(raw[8:10]))[0]
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(10, end - 1))
+        op = draw(st.sampled_from(["replace", "insert", "delete", "triple"]))
+        byte = draw(st.sampled_from(HEADER_BYTES))
+        if op == "replace":
+            raw[at] = byte
+        elif op == "insert":
+            raw[at:at] = bytes([byte])
+        elif op == "delete":
+            del raw[at]
+        else:
+            raw[at:at] = TRIPLE
+    return bytes(raw)
+
+
+@st.composite
+def mutated_npz(draw):
+    members = {r: npy_bytes((3, 2)) for r in "qkv"}
+    members[draw(st.sampled_from("qkv"))] = draw(mutated_npy())
+    return npz_bytes(members, draw(st.booleans()))
+
+
+FILES = {".npy": st.one_of(npy_files(), mutated_npy()), ".npz": st.one_of(npz_files(), mutated_npz()),
+         ".safetensors": safetensors_files(), ".txt": text_files(),
          ".csv": csv_files(), ".png": png_files()}
 
 
@@ -190,7 +223,7 @@ def outcome(filename: str, data: bytes) -> Outcome:
     except Exception as exc:  # noqa: BLE001
         return Outcome("escape", f"{type(exc).__name__}: {exc} @ {traceback.format_exc(limit=-3)}")
     try:
-        xviz.core.engine.as_4d(seq.q, seq.k, seq.v)
+        xviz.core.engine.as_4d(seq.q, seq.k, seq.v, cross=True)  # uploads may be cross-attention (N_q ≠ N_k)
         if not (torch.isfinite(seq.q).all() and torch.isfinite(seq.k).all() and torch.isfinite(seq.v).all()):
             return Outcome("escape", "loaded non-finite q, k or v")
         if len(seq.tokens) != seq.n:
@@ -229,6 +262,11 @@ REGRESSIONS = [
     ("huge.csv", b"1.7e308\n1.7e308\n1\n2\n"),  # NaN q, k, v from the overflowing mean
     ("huge.npy", npy_bytes((3, 2), "<f8", data=np.full((3, 2), 1.7e308).tobytes())),  # NaN after the layer norm
     ("ctrl.txt", "\x00\x01\x07\x1b".encode()),
+    # tokenize.TokenError (an unterminated triple-quoted string in the header's dict) reached the app
+    ("triple.npy", npy_bytes((4, 3)).replace(b"'<f4'", TRIPLE + b"<f4'", 1)),
+    ("triple-end.npy", npy_bytes((4, 3)).replace(b"}", b"} " + TRIPLE, 1)),
+    ("triple.npz", npz_bytes({"q": npy_bytes((3, 2)).replace(b"'<f4'", TRIPLE + b"<f4'", 1), "k": npy_bytes((3, 2)),
+                              "v": npy_bytes((3, 2))})),
 ]
 
 
@@ -243,6 +281,13 @@ UPLOAD_EXAMPLES, ARRAY_EXAMPLES = 800, 500  # quick profile; the long one runs 2
 @fuzz_settings(UPLOAD_EXAMPLES)
 @given(uploads())
 def test_any_upload(upload):
+    check(*upload)
+
+
+@fuzz_settings(ARRAY_EXAMPLES)
+@given(st.one_of(mutated_npy().map(lambda d: ("m.npy", d)), mutated_npz().map(lambda d: ("m.npz", d))))
+def test_mutated_array_headers(upload):
+    """Byte-level mutations of .npy headers, alone and inside an .npz (the suite that finds TokenError)."""
     check(*upload)
 
 

@@ -14,7 +14,9 @@ into docs/reliability.md.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import traceback
 from dataclasses import dataclass
 
@@ -355,3 +357,37 @@ def test_cost_is_honest_at_every_bound(name):
             assert ran <= 4 * r.cost.flops + block, f"{params} causal={causal}: ran {ran:.3g} FLOPs, cost {r.cost.flops:.3g}"
             shape = xviz.core.registry.Shape(1, 2, n, d, d, causal=spec.causal_only or causal)
             assert xviz.core.engine.estimate(name, shape, **params) == r.cost
+
+
+# ------------------------------------------------------------------ huge head sizes
+
+@contextlib.contextmanager
+def address_space_cap(extra_bytes: int):
+    """Cap this process's address space at its current size plus ``extra_bytes`` for the block, so an
+    allocation far beyond what a run declared fails at once (a RuntimeError: an escape) instead of
+    swapping the machine. Restored afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_huge_head_size_is_refused_or_runs(name):
+    """d up to 1e5 for every variant: the work budget must count what a variant allocates (projections
+    included) and refuse before allocating. Performer once drew a d × d orthogonal block (40 GB at
+    d = 1e5) before any check. Work budget 1 GiB; the address space may grow 3 GiB beyond it (room for
+    the allocator and torch's workspaces, far below what an uncounted d × d tensor needs)."""
+    budget = xviz.work_budget()
+    xviz.set_work_budget(2**30)
+    try:
+        with address_space_cap(4 * 2**30):
+            for d in (10_000, 100_000):
+                for causal in (False, True) if SPECS[name].causal else (False,):
+                    check(Case(name, n=5, d=d, dv=3, dtype="float32", causal=causal))
+    finally:
+        xviz.set_work_budget(budget)

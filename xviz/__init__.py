@@ -28,6 +28,9 @@ from .core.registry import (
     unregister_variant,
 )
 from .core.result import AttentionResult, Output, matrix_budget, set_matrix_budget
+from .moved import install as _install_moved_paths
+
+_install_moved_paths()  # `import xviz.result` and the other 0.1 paths, with a DeprecationWarning
 
 __all__ = [
     "run", "list_variants", "get_variant", "register_variant", "unregister_variant", "load_plugins",

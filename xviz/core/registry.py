@@ -15,6 +15,7 @@ every later call, never silently missing.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import threading
 from dataclasses import dataclass
@@ -285,6 +286,7 @@ def register_variant(spec: VariantSpec | None = None, /, *, replace: bool = Fals
     developing it), so a plugin can never silently replace a built-in.
     """
     if spec is not None:
+        _check_cost_signature(spec)
         return _CATALOG.register(spec, replace)
 
     def decorate(fn: Callable) -> Callable:
@@ -292,6 +294,26 @@ def register_variant(spec: VariantSpec | None = None, /, *, replace: bool = Fals
         return fn
 
     return decorate
+
+
+def _check_cost_signature(spec: VariantSpec) -> None:
+    """The cost function must take ``cost(shape, **params)``: a plugin written for the earlier
+    ``cost(b, h, n, d, dv, causal, **params)`` is named here once, not by a TypeError on every run."""
+    try:
+        inspect.signature(spec.cost).bind(Shape(1, 1, 8, 4, 4), **spec.defaults())
+    except TypeError:
+        raise XvizError(f"variant {spec.name!r} ({spec.module}): its cost function takes "
+                        f"{_signature_text(spec.cost)}; xviz calls cost(shape, **params) with shape an xviz.Shape "
+                        f"(b, h, n, d, dv, causal, nk) and the variant's parameters by name.") from None
+    except ValueError:  # a builtin or C function without a signature: nothing to check
+        pass
+
+
+def _signature_text(fn) -> str:
+    try:
+        return f"cost{inspect.signature(fn)}"
+    except (TypeError, ValueError):
+        return "another signature"
 
 
 def unregister_variant(name: str) -> None:

@@ -12,7 +12,8 @@ from plotly.subplots import make_subplots
 
 from ..core.registry import Artifact
 from .base import (DIVERGING, FAMILY_COLOURS, MASK_CELLS, MASK_SCALE, MAX_CELLS, QUALITATIVE, SEQUENTIAL,
-                   SIDE_BY_SIDE_CELLS, Pooled, _2d, _window, labels, pool1d, pool2d, pool_factor, style, to_numpy)
+                   SIDE_BY_SIDE_CELLS, SIGNED_WEIGHTS, Pooled, _2d, _window, labels, pool1d, pool2d, pool_factor,
+                   style, to_numpy)
 
 
 def axis_tokens(tokens) -> tuple:
@@ -69,9 +70,11 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
                      selected: tuple[int, int] | None = None, clickable: bool = False) -> go.Figure:
     """Exact, approximate and their difference (approx − exact) side by side.
 
-    The two weight panels share one scale: sequential from 0 for weights that are never negative,
-    diverging around 0 when the approximation's implicit weights have a sign (Nyström, RetNet, DeltaNet).
-    The difference has its own diverging scale centred at 0. With ``cap`` = q (say 0.99) a scale stops
+    The two weight panels share one sequential scale from 0 when the approximation's weights are never
+    negative. When they have a sign (Nyström, RetNet, DeltaNet), the exact panel keeps its own
+    sequential scale (a signed range would wash it out) and the approximation gets a diverging scale of
+    other colours than the difference's. The difference always has its own diverging scale centred at
+    0. With ``cap`` = q (say 0.99) a scale stops
     at the q-quantile of its |values| (long sequences spread attention thin; a few large weights would
     otherwise wash the map out). ``selected`` = (query, key) marks one cell in all three panels (the
     query inspector shows its row). ``clickable``: invisible markers on the weight panels' cells (up to
@@ -86,16 +89,24 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     mw, wnote = _scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
     md, dnote = _scale_top(pd.z, cap)
     note = "" if pe.fr == pe.fc == 1 else f" — mean-pooled {pe.fr}×{pe.fc}"
-    note += f" — weights saturate at {wnote}" if wnote else ""
     fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=(names[0], names[1], f"difference ({names[1]} − {names[0]})"))
-    for i, (p, axis) in enumerate(((pe, "coloraxis"), (pa, "coloraxis"), (pd, "coloraxis2"))):
+    axes = ("coloraxis", "coloraxis3" if signed else "coloraxis", "coloraxis2")
+    for i, (p, axis) in enumerate(zip((pe, pa, pd), axes)):
         fig.add_trace(_heat_trace(p, tokens, r0, c0, coloraxis=axis), row=1, col=i + 1)
-    weights = dict(colorscale=DIVERGING, cmin=-mw, cmax=mw, cmid=0.0) if signed else \
-        dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=mw)
-    fig.update_layout(coloraxis=dict(**weights, colorbar=dict(title="weight", x=1.0, len=0.9)),
-                      coloraxis2=dict(colorscale=DIVERGING, cmin=-md, cmax=md, cmid=0.0,
-                                      colorbar=dict(title="difference", x=1.08, len=0.9)))
+    bar = lambda title, x: dict(title=title, x=x, len=0.9)  # noqa: E731
+    if signed:
+        me, enote = _scale_top(pe.z, cap)
+        ma, anote = _scale_top(pa.z, cap)
+        note += "".join(f" — {what} saturate at {n}" for what, n in (("exact", enote), (names[1], anote)) if n)
+        fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=me, colorbar=bar("exact", 1.0)),
+                          coloraxis3=dict(colorscale=SIGNED_WEIGHTS, cmin=-ma, cmax=ma, cmid=0.0,
+                                          colorbar=bar("signed weight", 1.08)))
+    else:
+        note += f" — weights saturate at {wnote}" if wnote else ""
+        fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=mw, colorbar=bar("weight", 1.0)))
+    fig.update_layout(coloraxis2=dict(colorscale=DIVERGING, cmin=-md, cmax=md, cmid=0.0,
+                                      colorbar=bar("difference", 1.16 if signed else 1.08)))
     _square_axes(fig, 3)
     fig.update_yaxes(title_text="queries ↓", row=1, col=1)
     fig.update_xaxes(title_text="keys →")

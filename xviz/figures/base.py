@@ -23,7 +23,8 @@ import torch
 MAX_CELLS = 832
 MASK_CELLS = 1024
 SIDE_BY_SIDE_CELLS = 464
-DIVERGING = "RdBu_r"
+DIVERGING = "RdBu_r"  # differences (approx − exact), and any signed quantity that is not a weight
+SIGNED_WEIGHTS = "PuOr_r"  # signed weights: diverging too, but never mistaken for a difference map
 SEQUENTIAL = "Viridis"
 MASK_SCALE = [[0.0, "#f4f4f4"], [1.0, "#1f3a93"]]
 FAMILY_COLOURS = {

@@ -58,7 +58,7 @@ def _npy_header(fp, label: str, strict: bool = True) -> tuple[tuple[int, ...], b
     try:
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(fp)
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError, zipfile.BadZipFile, zlib.error):
+    except Exception:  # numpy parses the header's dict with tokenize/ast: any of their errors means damaged
         raise InputError(f"{label} has a damaged .npy header; save the array again with numpy.save.") from None
     if strict or dtype.hasobject:
         _check_dtype(dtype, label)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from ..core.engine import check_seed, generator
-from ..core.errors import InputError
+from ..core.errors import InputError, XvizError
 from .sequence import SequenceInput
 from .arrays import read_npy, read_npz, read_safetensors
 from ._common import LIMITS, check_size, fmt_bytes, shown
@@ -162,6 +163,13 @@ def load_upload(filename: str, data: bytes, *, seed: int = 0, model=None, layer:
                          f"{fmt_bytes(LIMITS['max_upload_bytes'])}.")
     check_seed(seed, InputError)
     data = bytes(data)
-    seq = _READERS[ext](name, data, seed, model, layer)
+    try:
+        seq = _READERS[ext](name, data, seed, model, layer)
+    except XvizError:
+        raise
+    except Exception as exc:  # the bytes are the user's: any parser's failure on them is a bad file, said once
+        logging.getLogger(__name__).warning("reading %s failed", name, exc_info=True)  # details stay in the log
+        raise InputError(f"{name} could not be read as a {ext} file ({type(exc).__name__}); save it again with "
+                         f"the tool that made it.") from None
     seq.meta.setdefault("filename", name)
     return seq

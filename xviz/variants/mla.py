@@ -44,15 +44,17 @@ def stacked(k, v) -> torch.Tensor:
 
 
 def principal_subspace(x: torch.Tensor, rank: int):
-    """Top-``rank`` right singular vectors of x (B, N, D) from the float64 Gram matrix: U (B, D, r)
-    and the eigenvalues (B, D) of x's Gram matrix over max|x|², in decreasing order (only their ratios
-    are used)."""
+    """Top-``rank`` right singular vectors of x (B, N, D): U (B, D, r), and the eigenvalues (B, D) of x's
+    Gram matrix over max|x|², in decreasing order (only their ratios are used). A thin float64 SVD:
+    O(N·D·min(N, D)), so a head size of 1e5 costs no D × D matrix. Beyond min(N, D) directions x has no
+    energy: those columns of U are 0 (x's reconstruction is exact there already)."""
     x = x.double()
     top = x.abs().amax((-2, -1), keepdim=True).clamp(min=1e-300)
     xs = x / top  # the subspace does not depend on x's scale, and values near 1e300 would square to inf
-    evals, evecs = torch.linalg.eigh(xs.transpose(-1, -2) @ xs)  # ascending
-    evals, evecs = evals.flip(-1).clamp(min=0), evecs.flip(-1)
-    return evecs[..., :rank], evals
+    _, sv, vh = torch.linalg.svd(xs, full_matrices=False)  # sv decreasing, vh (B, m, D)
+    big_d, m = x.shape[-1], sv.shape[-1]
+    u = F.pad(vh.transpose(-1, -2)[..., :rank], (0, max(0, rank - m)))
+    return u, F.pad(sv * sv, (0, big_d - m))
 
 
 def mla(q, k, v, ctx, rank: int):
@@ -86,10 +88,10 @@ def mla(q, k, v, ctx, rank: int):
 
 def cost(s, rank):
     big_d = s.h * (s.d + s.dv)
-    r = min(rank, big_d)
+    r, m = min(rank, big_d), min(s.nk, big_d)
     base = quadratic_cost(s)
-    fit = s.b * (2 * s.nk * big_d * big_d + 10 * big_d ** 3 + 4 * s.nk * big_d * r)
-    nbytes = base.bytes + 8 * s.b * (big_d * big_d + 2 * s.nk * big_d + s.nk * r)
+    fit = s.b * (4 * s.nk * big_d * m + 8 * m ** 3 + 4 * s.nk * big_d * r)  # thin SVD, then project
+    nbytes = base.bytes + 8 * s.b * (3 * s.nk * big_d + m * m + big_d * r + s.nk * r)
     return Cost(base.flops + fit, float(nbytes))
 
 

@@ -38,15 +38,21 @@ from ..kernels.logfeature import log_feature_attention
 
 
 def draw_projection(gen: torch.Generator, m: int, d: int, orthogonal: bool) -> torch.Tensor:
-    """An m × d float64 random projection whose rows are each marginally N(0, I_d)."""
+    """An m × d float64 random projection whose rows are each marginally N(0, I_d). Orthogonal: blocks of
+    d mutually orthogonal rows; the last block's k = m mod d rows are a Haar k-frame from the reduced QR of a
+    d × k Gaussian, so memory stays O(m·d) even when d is far larger than m (no d × d block)."""
     if not orthogonal:
         return torch.randn(m, d, generator=gen, dtype=torch.float64)
-    g = torch.randn(-(-m // d), d, d, generator=gen, dtype=torch.float64)  # independent blocks
-    qm, r = torch.linalg.qr(g)
-    qm = qm * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]  # sign fix: Haar-distributed
-    w = qm.transpose(-1, -2).reshape(-1, d)[:m]  # each block's d orthonormal rows, stacked
+    full, rest = divmod(m, d)
+    g = torch.randn(full, d, d, generator=gen, dtype=torch.float64)  # independent blocks
+    blocks = [g] + ([torch.randn(1, rest, d, generator=gen, dtype=torch.float64)] if rest else [])
+    rows = []
+    for b in blocks:
+        qm, r = torch.linalg.qr(b.transpose(-1, -2))  # (·, d, k) orthonormal columns
+        qm = qm * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]  # sign fix: Haar-distributed
+        rows.append(qm.transpose(-1, -2).reshape(-1, d))  # each block's orthonormal rows, stacked
     norms = torch.randn(m, d, generator=gen, dtype=torch.float64).norm(dim=1)  # χ_d
-    return w * norms[:, None]
+    return torch.cat(rows)[:m] * norms[:, None]
 
 
 def feature_map(x: torch.Tensor, w: torch.Tensor, kernel: str, stabilize: bool, is_query: bool) -> torch.Tensor:
@@ -120,7 +126,8 @@ def _check_features(phi_q, phi_k, out, kernel: str, stabilize: bool, causal: boo
 def performer_cost(s, features, kernel, orthogonal, stabilize):
     m = features if kernel == "positive" else 2 * features
     c = linear_cost(s, m, 2 * features * s.d + 2 * s.d + 3 * m)
-    return type(c)(c.flops, c.bytes + 8 * features * s.d)  # the float64 projection W
+    # the float64 projection W: its Gaussian draw, the QR's factor and W itself, m × d each (and the χ_d draw)
+    return type(c)(c.flops, c.bytes + 4 * 8 * features * s.d)
 
 
 register_variant(VariantSpec(
