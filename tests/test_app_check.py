@@ -25,8 +25,8 @@ def plugins():
     fresh("sink_window")
     fresh("tests.plugins.broken_variants")
     yield
-    for name in ("sink_window", "broken_leaky_causal", "broken_length_dependent", "broken_unnormalised", "broken_nondeterministic",
-                 "broken_quadratic"):
+    for name in ("sink_window", "broken_leaky_causal", "broken_length_dependent", "broken_unnormalised",
+                 "broken_nondeterministic", "broken_quadratic"):
         xviz.unregister_variant(name)
     sys.path.remove(str(ROOT / "examples"))
 

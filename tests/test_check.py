@@ -11,7 +11,8 @@ from xviz.analysis.check import FAIL, check_variant, load_target
 from xviz.figures.report import report_html
 
 ROOT = Path(__file__).resolve().parents[1]
-BROKEN = ["broken_leaky_causal", "broken_unnormalised", "broken_nondeterministic", "broken_quadratic"]
+BROKEN = ["broken_leaky_causal", "broken_length_dependent", "broken_unnormalised", "broken_nondeterministic",
+          "broken_quadratic"]
 
 
 @pytest.fixture(scope="module", autouse=True)
