@@ -196,7 +196,7 @@ def artifacts(ctx, key, spec, approx, name: str, head: int) -> None:
                 st.code(repr(value)[:500], language=None)
             for i, f in enumerate(figs):
                 display.show_figure(f, f"{name}_{art}_{i}", ctx, key=f"fig_art_{art}_{i}")
-            arrays = {label: v for label, v in figures.attention._flatten_artifact(art, value) if hasattr(v, "shape")}
+            arrays = {label: v for label, v in figures.attention.flatten_artifact(art, value) if hasattr(v, "shape")}
             if arrays:
                 display.download_npz(f"⬇ NPZ ({art})", lambda arrays=arrays: arrays, f"{name}_{art}", f"dl_art_{art}",
                                      ctx)

@@ -76,7 +76,7 @@ def run_decode(args) -> int:
 
     from ..cli import load_input
     from ..core.errors import ParameterError
-    from ..inputs._common import fmt_bytes
+    from ..inputs import fmt_bytes
     from .registry import get_policy
     from .replay import simulate
     from .result import needle_found

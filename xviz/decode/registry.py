@@ -88,7 +88,7 @@ def _ensure_loaded() -> None:
     # (XVIZ_PLUGINS, entry points), whose loader is thread-safe and runs once.
     from . import policies  # noqa: F401
 
-    variant_registry._ensure_loaded()
+    variant_registry.ensure_loaded()
 
 
 def list_policies() -> list[PolicySpec]:

@@ -13,7 +13,7 @@ This package never imports streamlit; torch and numpy are imported here, transfo
 is first used.
 """
 from .sequence import SequenceInput
-from ._common import LIMITS
+from ._common import LIMITS, fmt_bytes
 from .files import load_upload
 from .model import default_model_path, from_text, model_info
 from .samples import Sample, list_samples, load_sample
@@ -21,6 +21,6 @@ from .synthetic import SYNTHETIC_KINDS, synthetic, synthetic_params
 from .spec import InputSpec  # noqa: E402  (builds on every source above)
 
 __all__ = [
-    "SequenceInput", "LIMITS", "SYNTHETIC_KINDS", "synthetic", "synthetic_params", "Sample", "list_samples",
+    "SequenceInput", "LIMITS", "fmt_bytes", "SYNTHETIC_KINDS", "synthetic", "synthetic_params", "Sample", "list_samples",
     "load_sample", "load_upload", "from_text", "default_model_path", "model_info", "InputSpec",
 ]
