@@ -18,9 +18,12 @@ from .files import load_upload
 from .model import default_model_path, from_text, model_info
 from .samples import Sample, list_samples, load_sample
 from .synthetic import SYNTHETIC_KINDS, synthetic, synthetic_params
-from .spec import InputSpec  # noqa: E402  (builds on every source above)
+from .catalog import Field, SourceSpec, get_source, list_sources, register_source, unregister_source
+from . import sources  # noqa: F401,E402  (the built-in sources register on import)
+from .spec import InputSpec  # noqa: E402
 
 __all__ = [
     "SequenceInput", "LIMITS", "fmt_bytes", "SYNTHETIC_KINDS", "synthetic", "synthetic_params", "Sample", "list_samples",
     "load_sample", "load_upload", "from_text", "default_model_path", "model_info", "InputSpec",
+    "Field", "SourceSpec", "register_source", "unregister_source", "get_source", "list_sources",
 ]
