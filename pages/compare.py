@@ -8,7 +8,8 @@ import streamlit as st
 import xviz
 from pages.ui import compute, display, router, widgets
 from pages.ui.sidebar import context
-from xviz import appstate, figures
+from xviz import figures
+from xviz.app import settings as appstate
 from xviz.analysis import catalog
 from xviz.analysis.budget import target_flops
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES, compare

@@ -11,7 +11,8 @@ import torch
 import xviz
 from pages.ui import compute, display, selection, widgets
 from pages.ui.sidebar import context
-from xviz import appstate, figures
+from xviz import figures
+from xviz.app import settings as appstate
 from xviz.figures import state as state_figures
 from xviz.figures import tokens as tokens_figures
 from xviz.analysis import state

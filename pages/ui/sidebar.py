@@ -9,7 +9,8 @@ import streamlit as st
 import torch
 
 import xviz
-from xviz import appstate, inputs
+from xviz.app import settings as appstate
+from xviz import inputs
 from xviz.core.errors import XvizError
 from xviz.inputs import InputSpec
 

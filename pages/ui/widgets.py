@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import streamlit as st
 
-from xviz import appstate
+from xviz.app import settings as appstate
 from xviz.core.errors import XvizError
 from xviz.core.registry import Param
 
