@@ -35,7 +35,9 @@ class PolicySpec(Spec):
         (Quest); the kept bytes are then bytes read, not bytes held.
     uses_budget: False for the reference (the full cache ignores the budget).
     sinks: how many leading positions the policy pins (drawn as sinks), a function of the params.
-    check(params, budget, n, prefill) raises ParameterError for combinations the ranges cannot express."""
+    check(params, budget, n, prefill) raises ParameterError for combinations the ranges cannot express.
+    plain: the policy's plain form, ``plain(q, k, budget=, prefill=, scale=, **params)`` on one batch
+        item (q, k: (H, N, d)) -> per head, the kept set of every step: what the tests hold ``fn`` to."""
 
     name: str
     display_name: str
@@ -48,6 +50,7 @@ class PolicySpec(Spec):
     sinks: Callable[[Mapping[str, Any]], int] | None = None
     check: Callable[..., None] | None = None
     description: str = ""
+    plain: Callable[..., list] | None = None
 
     def __post_init__(self) -> None:
         taken = [p.name for p in self.params if p.name in RESERVED]
