@@ -13,7 +13,7 @@ from pages.ui.sidebar import context, model_info
 from xviz import figures
 from xviz.app import settings as appstate
 from xviz.analysis import spectra
-from xviz.analysis.budget import budget_params
+from xviz.analysis.keys_per_query import budget_params
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.registry import Shape
 from xviz.figures import spectra as fx

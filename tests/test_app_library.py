@@ -215,7 +215,7 @@ def test_escape_leaves_no_markup(value):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_exact_in_chunks_equals_one_call(causal):
-    from xviz.analysis.reference import exact_in_chunks
+    from xviz.analysis.exact_chunks import exact_in_chunks
 
     q, k, v = make_qkv(b=1, h=2, n=50, d=8)
     seen = []

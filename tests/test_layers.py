@@ -243,3 +243,12 @@ def test_private_reach_finder_sees_each_form(tmp_path):
 
 def test_no_module_uses_another_modules_private_names():
     assert private_reaches(project_modules()) == []
+
+
+def test_the_kernels_index_names_every_module():
+    import xviz.kernels
+
+    index = xviz.kernels.__doc__
+    missing = [p.stem for p in (ROOT / "xviz" / "kernels").glob("*.py")
+               if p.stem != "__init__" and f"``{p.stem}``" not in index]
+    assert not missing, missing

@@ -19,9 +19,9 @@ import torch
 
 import xviz
 from xviz.analysis import metrics as metrics_lib
-from xviz.analysis.budget import budget_params
+from xviz.analysis.keys_per_query import budget_params
 from xviz.app.allowance import Allowance
-from xviz.analysis.reference import exact_in_chunks
+from xviz.analysis.exact_chunks import exact_in_chunks
 from xviz.app.cache import BoundedCache, release_memory_every
 from xviz.core.errors import BudgetError, XvizError
 from xviz.core.registry import Shape
@@ -138,7 +138,7 @@ def allowed(label: str, flops: float, key: str) -> bool:
 
 
 def budget_match(ctx, spec, budget: int):
-    """``analysis.budget.Budgeted``: the parameters matched to ``budget`` keys per query (None when the
+    """``analysis.keys_per_query.Budgeted``: the parameters matched to ``budget`` keys per query (None when the
     variant's parameters cannot be resolved at this shape)."""
     b, h, n, d = ctx.shape
     try:

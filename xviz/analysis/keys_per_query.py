@@ -1,5 +1,5 @@
-"""Parameters matched to a budget: the keys-per-query budget every variant is compared at, solved
-through each variant's own cost model (Compare, the Explorer's defaults, Spectra)."""
+"""Parameters matched to a keys-per-query budget: the number of keys each query reads, which every variant is
+compared at, solved through its own cost model (Compare, the Explorer's defaults, Spectra)."""
 from __future__ import annotations
 
 import math
