@@ -46,7 +46,7 @@ def test_every_setting_is_in_the_cache_key(toy):
 
 def test_the_url_round_trip_in_the_library(toy):
     for spec in (InputSpec("toy", tokens=40, turn=1.25, label="fancy"),
-                 InputSpec("synthetic", kind="periodic", n=48, d=8, heads=2),
+                 InputSpec("synthetic", kind="periodic", n=48, d=8, heads=2, knobs={"period": 12, "noise": 0.25}),
                  InputSpec("text", text="Hello there.", kv="A second text.", layer=3)):
         assert InputSpec.from_query(spec.to_query()) == spec
     with pytest.raises(xviz.ParameterError, match=r"tokens = 9999 is outside its valid range \[2, 512\]"):

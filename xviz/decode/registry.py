@@ -72,18 +72,15 @@ class PolicySpec(Spec):
         return int(self.sinks(params)) if self.sinks is not None else 0
 
 
-_CATALOG = Catalog("KV-cache policy", "policies", ParameterError)
+_CATALOG = Catalog("KV-cache policy", "policies", ParameterError, PolicySpec)
 
 
 def register_policy(spec: PolicySpec, /, *, replace: bool = False) -> PolicySpec:
     """Add a policy to the catalog; a name already taken raises XvizError unless ``replace=True``."""
-    if not isinstance(spec, PolicySpec):
-        raise XvizError(f"register_policy needs a PolicySpec, got {type(spec).__name__}.")
     return _CATALOG.register(spec, replace)
 
 
-def unregister_policy(name: str) -> None:
-    _CATALOG.unregister(name)
+unregister_policy = _CATALOG.unregister
 
 
 def _ensure_loaded() -> None:

@@ -161,18 +161,15 @@ class SourceSpec:
         return {f.key: f.default for f in self.fields}
 
 
-_CATALOG = Catalog("input source", "input sources", InputError)
+_CATALOG = Catalog("input source", "input sources", InputError, SourceSpec)
 
 
 def register_source(spec: SourceSpec, /, *, replace: bool = False) -> SourceSpec:
     """Add a source to the catalog; a name already taken raises unless ``replace=True``."""
-    if not isinstance(spec, SourceSpec):
-        raise InputError(f"register_source needs a SourceSpec, got {type(spec).__name__}.")
     return _CATALOG.register(spec, replace)
 
 
-def unregister_source(name: str) -> None:
-    _CATALOG.unregister(name)
+unregister_source = _CATALOG.unregister
 
 
 def list_sources() -> list[SourceSpec]:

@@ -110,12 +110,17 @@ class InputSpec:
         return cls(spec.name, **values)
 
     def to_query(self) -> dict[str, str]:
-        """The URL's values (the sidebar's keys): ``source`` and every setting a link can carry."""
+        """The URL's values (the sidebar's keys): ``source``, every setting a link can carry, and the
+        chosen knobs under ``<prefix>.<knob>``."""
         out = {"source": self.source}
-        for f in self.spec.fields:
+        spec = self.spec
+        for f in spec.fields:
             value = getattr(self, f.key)
             if f.kind != "file":
-                out[f.key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+                out[f.key] = _text(value)
+        if spec.knobs is not None:
+            prefix = spec.knobs(dict(self.values))[0]
+            out.update({f"{prefix}.{name}": _text(value) for name, value in self.knobs})
         return out
 
     @classmethod
@@ -125,7 +130,22 @@ class InputSpec:
         source = raw.get("source", "text")
         source = source[-1] if isinstance(source, (list, tuple)) else source
         spec = get_source(str(source))
-        return cls(spec.name, **{f.key: f.parse(raw[f.key]) for f in spec.fields if f.key in raw and f.kind != "file"})
+        values = {f.key: f.parse(raw[f.key]) for f in spec.fields if f.key in raw and f.kind != "file"}
+        if spec.knobs is not None:
+            full = {**spec.defaults(), **values}
+            prefix, params = spec.knobs(full)
+            n, d = int(full.get("n", 256)), int(full.get("d", 64))
+            values["knobs"] = {p.name: p.coerce(_last(raw[f"{prefix}.{p.name}"]), n, d) for p in params
+                               if f"{prefix}.{p.name}" in raw}
+        return cls(spec.name, **values)
+
+
+def _last(raw: Any) -> Any:
+    return raw[-1] if isinstance(raw, (list, tuple)) else raw
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _digest(value: Any) -> Any:
