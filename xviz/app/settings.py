@@ -1,4 +1,4 @@
-"""The app's settings as plain data: URL query parameters ⇄ validated values, and budgets.
+"""The app's settings as plain data: URL query parameters ⇄ validated values, widget specs, number formats.
 
 No streamlit here: the app binds every widget to a query parameter named by ``key`` below, and
 calls :func:`check_query` on the raw URL before the widgets read it, so a bad value in a link
@@ -11,7 +11,7 @@ Names in the URL:
                           ``SourceSpec.fields``), and its knobs (syn.<kind>.<knob>, e.g. syn.clustered.clusters)
     variant, <variant>.<param>   the Explorer's variant and its parameters (e.g. sliding_window.window)
     head, query, topk     the Explorer's head, inspected query and top-k for recall
-    budget, pattern       the Compare page's budget and the Patterns page's pattern
+    budget, pattern       the Compare page's keys per query and the Patterns page's pattern
 """
 from __future__ import annotations
 

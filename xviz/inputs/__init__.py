@@ -6,8 +6,10 @@
     inputs.load_upload("qkv.npz", data)                     # .npz .npy .safetensors .txt .csv .png
     inputs.from_text("Attention is all you need.", layer=0)  # the model's own Q, K, V and probabilities
 
-Sources: ``synthetic`` (seeded generators), ``samples`` (sample_inputs/), ``files`` (uploads) and ``model``
-(a real pretrained model, default all-MiniLM-L6-v2, offline). Every bad input raises ``xviz.InputError``
+Loaders: ``synthetic`` (seeded generators), ``samples`` (sample_inputs/), ``files`` (uploads) and ``model``
+(a real pretrained model, default all-MiniLM-L6-v2, offline). The app and the CLI reach them through the
+source catalog (``catalog``: ``SourceSpec``, ``register_source``; the built-ins in ``sources``) and
+``InputSpec`` (a source and its settings: parsed, keyed, loaded). Every bad input raises ``xviz.InputError``
 with one sentence naming the problem and what is accepted. ``LIMITS`` holds the configured limits.
 This package never imports streamlit; torch and numpy are imported here, transformers only when a model
 is first used.
