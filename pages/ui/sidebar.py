@@ -89,7 +89,7 @@ def _source_values(spec, sb, raw, messages) -> dict | None:
     for f in spec.fields:
         if f.more:
             if f is more[0]:
-                with sb.expander(", ".join(m.label.split(" ")[0] for m in more), expanded=False):
+                with sb.expander("More: " + ", ".join(m.label.lower() for m in more), expanded=False):
                     values.update({m.key: _setting(m, st) for m in more})
             continue
         high = None
