@@ -252,3 +252,31 @@ def test_the_kernels_index_names_every_module():
     missing = [p.stem for p in (ROOT / "xviz" / "kernels").glob("*.py")
                if p.stem != "__init__" and f"``{p.stem}``" not in index]
     assert not missing, missing
+
+
+# What each package of the library may import: the table in docs/architecture.md. xviz.core's one edge
+# upwards is the registry loading the built-in variants, lazily, the first time the catalog is read.
+ALLOWED = {
+    "core": {"variants"}, "kernels": {"core"}, "variants": {"core", "kernels"}, "inputs": {"core"},
+    "analysis": {"core", "kernels", "inputs"}, "app": {"core", "inputs", "analysis"},
+    "figures": {"core", "analysis"}, "decode": {"core", "kernels", "inputs", "figures"},
+}
+
+
+def test_packages_import_only_what_the_architecture_draws():
+    modules = project_modules()
+    seen, bad = set(), []
+    for name, path in modules.items():
+        parts = name.split(".")
+        if parts[0] != "xviz" or len(parts) < 3 or parts[1] not in ALLOWED:
+            continue
+        for target, _, _, line in imported(name, path, modules):
+            tparts = target.split(".")
+            if tparts[0] == "xviz" and len(tparts) > 1 and tparts[1] != parts[1] and tparts[1] in ALLOWED:
+                seen.add((parts[1], tparts[1]))
+                only = {"core": "xviz.core.registry",  # the lazy load, and nothing else
+                        "decode": "xviz.decode.cli"}.get(parts[1])  # only decode's command line reads inputs, draws
+                if tparts[1] not in ALLOWED[parts[1]] or (only and tparts[1] not in ("core", "kernels") and name != only):
+                    bad.append(f"{name}:{line} imports {target}")
+    assert ("variants", "kernels") in seen and ("core", "variants") in seen
+    assert not bad, bad
