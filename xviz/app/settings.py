@@ -33,8 +33,8 @@ IMAGE_FORMATS = ("png", "svg")
 def sidebar_fields() -> dict[str, Field]:
     """The shared sidebar's settings besides the source's own (those come from its ``SourceSpec``)."""
     return {f.key: f for f in (
-        Field("source", "choice", "text", "Input", "where Q, K, V come from",
-              choices=lambda: tuple(s.name for s in list_sources())),
+        Field("source", "choice", "text", "Input", "where Q, K, V come from: " + "; ".join(
+            f"{s.name}, {s.label}" for s in list_sources()), choices=lambda: tuple(s.name for s in list_sources())),
         Field("causal", "bool", False, "causal", "query i sees only keys j ≤ i"),
         Field("device", "choice", "auto", "device", "auto = CUDA when available", choices=DEVICES),
         Field("dtype", "choice", "float32", "dtype", "compute dtype", choices=DTYPES),

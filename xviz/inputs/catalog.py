@@ -103,6 +103,7 @@ class Field:
 class SourceSpec:
     """An input source.
 
+    label: a few words saying what it is (the source picker's help lists them); help: a sentence more.
     fields: its settings, in the order the sidebar draws them.
     load: ``load(values, seed) -> SequenceInput`` with ``values`` holding every field's value (and
       ``knobs``, the chosen knobs, when the source has them).
@@ -130,8 +131,9 @@ class SourceSpec:
 
     def __post_init__(self) -> None:
         keys = [f.key for f in self.fields]
-        if len(set(keys)) != len(keys) or "knobs" in keys:
-            raise InputError(f"input source {self.name!r}: its settings need distinct keys, and 'knobs' is reserved.")
+        if len(set(keys)) != len(keys) or {"knobs", "source"} & set(keys):
+            raise InputError(f"input source {self.name!r}: its settings need distinct keys, and 'knobs' and "
+                             f"'source' are reserved.")
         if self.cli_field is not None and self.cli_field not in keys:
             raise InputError(f"input source {self.name!r}: cli_field {self.cli_field!r} is not one of its settings.")
 
