@@ -35,8 +35,8 @@ def verdicts(name: str, results, ctx) -> None:
     else:
         st.success("All checks passed.")
     df = pd.DataFrame([{"status": r.status, "check": r.check,
-                        "measured": "" if r.measured is None else check._num(r.measured),
-                        "tolerance": "" if r.tolerance is None else check._num(r.tolerance), "note": r.message}
+                        "measured": "" if r.measured is None else check.short_number(r.measured),
+                        "tolerance": "" if r.tolerance is None else check.short_number(r.tolerance), "note": r.message}
                        for r in results])
     colours = {"PASS": "color: #1a7f37", "FAIL": "color: #cf222e; font-weight: bold", "SKIP": "color: #6e7781",
                "INFO": "color: #0969da"}

@@ -8,9 +8,10 @@ import streamlit as st
 import xviz
 from pages.ui import compute, display, router, widgets
 from pages.ui.sidebar import context
-from xviz import appstate, figures
+from xviz import figures
+from xviz.app import settings as appstate
 from xviz.analysis import catalog
-from xviz.analysis.budget import target_flops
+from xviz.analysis.keys_per_query import target_flops
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES, compare
 
 MATRIX_MAX_N = 2048  # matrix metrics for every variant up to this N; beyond, the output error only

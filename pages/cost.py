@@ -10,7 +10,7 @@ import xviz
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
 from xviz.analysis import bench
-from xviz.analysis.jobs import Job
+from xviz.app.jobs import Job
 from xviz.figures import scaling as fx
 
 LRA_NS = (1024, 2048, 3072, 4096)

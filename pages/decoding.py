@@ -7,7 +7,7 @@ import streamlit as st
 import xviz.decode as dec
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
-from xviz.analysis.jobs import Job
+from xviz.app.jobs import Job
 from xviz.core.errors import XvizError
 from xviz.figures import decode as fd
 

@@ -11,7 +11,8 @@ import torch
 import xviz
 from pages.ui import compute, display, selection, widgets
 from pages.ui.sidebar import context
-from xviz import appstate, figures
+from xviz import figures
+from xviz.app import settings as appstate
 from xviz.figures import state as state_figures
 from xviz.figures import tokens as tokens_figures
 from xviz.analysis import state
@@ -199,7 +200,7 @@ def artifacts(ctx, key, spec, approx, name: str, head: int) -> None:
                 st.code(repr(value)[:500], language=None)
             for i, f in enumerate(figs):
                 display.show_figure(f, f"{name}_{art}_{i}", ctx, key=f"fig_art_{art}_{i}")
-            arrays = {label: v for label, v in figures.attention._flatten_artifact(art, value) if hasattr(v, "shape")}
+            arrays = {label: v for label, v in figures.attention.flatten_artifact(art, value) if hasattr(v, "shape")}
             if arrays:
                 display.download_npz(f"⬇ NPZ ({art})", lambda arrays=arrays: arrays, f"{name}_{art}", f"dl_art_{art}",
                                      ctx)

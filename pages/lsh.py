@@ -7,8 +7,9 @@ import streamlit as st
 import xviz
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
-from xviz import appstate
-from xviz.analysis import lsh as la, lsh_views as lv
+from xviz.app import settings as appstate
+from xviz.analysis import lsh as la
+from xviz.app import lsh_views as lv
 from xviz.figures import lsh as fx
 
 MATRIX_MAX_N = 2048  # the sorted matrix and the missed-key view build N×N weights for one head

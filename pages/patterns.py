@@ -6,7 +6,8 @@ import streamlit as st
 import xviz
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context
-from xviz import appstate, figures
+from xviz import figures
+from xviz.app import settings as appstate
 from xviz.analysis import catalog, metrics
 
 PATTERN_MAX_N = 4096  # dense masks and the exact matrix are drawn up to this N

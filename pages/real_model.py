@@ -10,9 +10,10 @@ import xviz
 from pages.ui import compute, display, router, widgets
 from pages.ui.selection import OPEN_CELL, open_cell, open_selected
 from pages.ui.sidebar import context, model_info
-from xviz import appstate, figures
+from xviz import figures
+from xviz.app import settings as appstate
 from xviz.analysis import spectra
-from xviz.analysis.budget import budget_params
+from xviz.analysis.keys_per_query import budget_params
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.registry import Shape
 from xviz.figures import spectra as fx

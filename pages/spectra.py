@@ -8,7 +8,7 @@ import streamlit as st
 import xviz
 from pages.ui import compute, display, widgets
 from pages.ui.sidebar import context, model_info
-from xviz import appstate
+from xviz.app import settings as appstate
 from xviz.analysis import spectra
 from xviz.figures import spectra as fx
 

@@ -11,7 +11,7 @@ from pages.ui import display, widgets
 from pages.ui.sidebar import context
 from xviz import figures, inputs
 from xviz.analysis import sweeps
-from xviz.analysis.jobs import Job
+from xviz.app.jobs import Job
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.figures import scaling as fx
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import xviz
-from xviz.analysis import catalog, lsh_views
-from xviz.analysis.budget import Allowance
-from xviz.analysis.jobs import Job
-from xviz.core.cache import BoundedCache
+from xviz.analysis import catalog
+from xviz.app import lsh_views
+from xviz.app.allowance import Allowance
+from xviz.app.jobs import Job
+from xviz.app.cache import BoundedCache
 from xviz.core.registry import Shape
 from xviz.inputs import InputSpec
 
@@ -151,7 +152,7 @@ def test_bounded_cache_evicts_by_bytes_and_makes_once():
 
 
 def test_bounded_cache_drops_entries_left_unused(monkeypatch):
-    from xviz.core import cache
+    from xviz.app import cache
 
     clock = [1000.0]
     monkeypatch.setattr(cache.time, "monotonic", lambda: clock[0])
@@ -214,7 +215,7 @@ def test_escape_leaves_no_markup(value):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_exact_in_chunks_equals_one_call(causal):
-    from xviz.analysis.reference import exact_in_chunks
+    from xviz.analysis.exact_chunks import exact_in_chunks
 
     q, k, v = make_qkv(b=1, h=2, n=50, d=8)
     seen = []

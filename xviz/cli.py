@@ -10,6 +10,7 @@ import sys
 import traceback
 
 from .core.errors import ParameterError, XvizError
+from .inputs.catalog import cli_forms
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,14 +89,6 @@ def _cmd_show(args) -> int:
     return 0
 
 
-def load_input(spec: str, *, n: int, d: int, heads: int, seed: int, layer: int, kv: str = ""):
-    """``synthetic:KIND`` | ``sample:NAME`` | ``text:SOME TEXT`` | ``file:PATH`` -> SequenceInput
-    (``kv``: a second text whose keys and values the first text's queries attend)."""
-    from .inputs.spec import InputSpec
-
-    return InputSpec.parse(spec, n=n, d=d, heads=heads, layer=layer, kv_text=kv).load(seed)
-
-
 def _cmd_run(args) -> int:
     import numpy as np
 
@@ -103,6 +96,7 @@ def _cmd_run(args) -> int:
     from .analysis import metrics
     from .core.engine import run
     from .core.result import matrix_budget
+    from .inputs import InputSpec
 
     params = {}
     for item in args.param:
@@ -110,7 +104,8 @@ def _cmd_run(args) -> int:
         if not sep:
             raise ParameterError(f"--param {item!r} must look like name=value.")
         params[key] = value
-    seq = load_input(args.input, n=args.n, d=args.d, heads=args.heads, seed=args.seed, layer=args.layer, kv=args.kv)
+    seq = InputSpec.parse(args.input, n=args.n, d=args.d, heads=args.heads, layer=args.layer, kv=args.kv).load(
+        args.seed)
     for note in seq.notices:
         print(f"notice: {note}")
     b, h, n = seq.q.shape[0], seq.q.shape[1], seq.q.shape[-2]
@@ -209,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     runp = sub.add_parser("run", help="run a variant on an input; print its error against exact attention")
     runp.add_argument("name")
     runp.add_argument("--input", default="synthetic:clustered",
-                      help="synthetic:KIND | sample:NAME | text:TEXT | file:PATH (default synthetic:clustered)")
+                      help=f"one of {cli_forms()} (default synthetic:clustered)")
     runp.add_argument("--n", type=_int(1), default=256)
     runp.add_argument("--d", type=_int(1), default=64)
     runp.add_argument("--heads", type=_int(1), default=4)

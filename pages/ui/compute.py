@@ -19,9 +19,10 @@ import torch
 
 import xviz
 from xviz.analysis import metrics as metrics_lib
-from xviz.analysis.budget import Allowance, budget_params
-from xviz.analysis.reference import exact_in_chunks
-from xviz.core.cache import BoundedCache, release_memory_every
+from xviz.analysis.keys_per_query import budget_params
+from xviz.app.allowance import Allowance
+from xviz.analysis.exact_chunks import exact_in_chunks
+from xviz.app.cache import BoundedCache, release_memory_every
 from xviz.core.errors import BudgetError, XvizError
 from xviz.core.registry import Shape
 from xviz.inputs import InputSpec, SequenceInput
@@ -122,7 +123,7 @@ def allowed(label: str, flops: float, key: str) -> bool:
     """Work over the guard waits for a click, and counts against the session's heavy allowance."""
     if flops <= GUARD_FLOPS:
         return True
-    from xviz.appstate import format_flops, seconds_estimate
+    from xviz.app.settings import format_flops, seconds_estimate
 
     if not st.checkbox(f"Run {label} ({format_flops(flops)}FLOPs, about {seconds_estimate(flops):.0f} s here)",
                        value=False, key=key):
@@ -137,7 +138,7 @@ def allowed(label: str, flops: float, key: str) -> bool:
 
 
 def budget_match(ctx, spec, budget: int):
-    """``analysis.budget.Budgeted``: the parameters matched to ``budget`` keys per query (None when the
+    """``analysis.keys_per_query.Budgeted``: the parameters matched to ``budget`` keys per query (None when the
     variant's parameters cannot be resolved at this shape)."""
     b, h, n, d = ctx.shape
     try:

@@ -9,7 +9,8 @@ import streamlit as st
 import torch
 
 import xviz
-from xviz import appstate, inputs
+from xviz.app import settings as appstate
+from xviz import inputs
 from xviz.core.errors import XvizError
 from xviz.inputs import InputSpec
 
@@ -18,19 +19,10 @@ from .context import AppContext
 from .display import npz_bytes
 from .widgets import field_widget, param_widget
 
-SIDEBAR_KEYS = ("source", "text", "model", "kv", "layer", "kind", "sample", "n", "d", "heads", "causal", "device",
-                "dtype", "seed", "img", "present")
-UPLOAD_TYPES = ["npz", "npy", "safetensors", "txt", "csv", "png"]
-
 
 @st.cache_resource(show_spinner=False)
 def model_info(model: str) -> dict:
     return dict(inputs.model_info(model or None))
-
-
-def _fields():
-    samples = list(inputs.list_samples())
-    return appstate.sidebar_fields(synthetic_kinds=inputs.SYNTHETIC_KINDS, samples=[s.name for s in samples]), samples
 
 
 _LOADING: dict[str, threading.Thread] = {}  # model -> the thread loading it (one per model per process)
@@ -68,74 +60,65 @@ def _wait_for_model(model: str) -> None:
         st.rerun(scope="app")
 
 
-def _text_source(fields, sb, messages) -> InputSpec | None:
-    text = sb.text_area("Text", value=appstate.DEFAULT_TEXT, key="text", bind="query-params", height=110,
-                        help="goes through the model: one layer's Q, K, V per head and its own attention")
-    with sb.expander("Model, cross-attention", expanded=False):
-        model = field_widget(fields["model"])
-        kv = field_widget(fields["kv"])
-    if not model_ready(model):
-        field_widget(fields["layer"], container=sb, high=128)
+def _model_layers(values: dict, sb, messages) -> int | None:
+    """The text source's layer range is the model's: None while the model loads in the background."""
+    if not model_ready(values["model"]):
         with sb:
-            _wait_for_model(model)
+            _wait_for_model(values["model"])
         return None
     try:
-        layers = int(model_info(model).get("layers", 1))
+        return int(model_info(values["model"]).get("layers", 1)) - 1
     except XvizError as exc:
-        layers = 1
         messages.append(f"Model: {exc}")
-    layer = field_widget(fields["layer"], container=sb, high=max(0, layers - 1))
-    return InputSpec(source="text", text=text, model=model, layer=int(layer), kv_text=kv)
+        return 0
 
 
-def _synthetic_source(fields, sb, raw, messages) -> InputSpec:
-    kind = field_widget(fields["kind"], container=sb, options=inputs.SYNTHETIC_KINDS)
-    n, d, heads = (int(field_widget(fields[x], container=sb)) for x in ("n", "d", "heads"))
-    owner = appstate.knob_owner(kind)
-    knob_params = tuple(inputs.synthetic_params(kind))
-    messages += appstate.check_params(raw, owner, knob_params, n, d)[1]
-    knobs = {}
-    if knob_params:
-        with sb.expander(f"{kind} knobs", expanded=False):
-            knobs = {p.name: param_widget(p, appstate.param_key(owner, p.name), n, d) for p in knob_params}
-    return InputSpec(source="synthetic", kind=kind, n=n, d=d, heads=heads, knobs=tuple(sorted(knobs.items())))
+def _setting(f, sb, high=None):
+    """A source setting's widget from its ``Field``; an upload lives in this session only."""
+    if f.kind == "file":
+        up = sb.file_uploader(f.label, type=list(f.options()) or None, key=f.key, help=f.help)
+        return None if up is None else (up.name, up.getvalue())
+    return field_widget(f, container=sb, high=high)
 
 
-def _sample_source(fields, sb, samples) -> InputSpec | None:
-    names = [s.name for s in samples]
-    if not names:
+def _source_values(spec, sb, raw, messages) -> dict | None:
+    """Every setting of the source, drawn from its spec (the ``more`` ones folded away), then its knobs.
+    None when there is no input yet (no upload, the model still loading)."""
+    values, ready = {}, True
+    more = [f for f in spec.fields if f.more]
+    for f in spec.fields:
+        if f.more:
+            if f is more[0]:
+                with sb.expander("More: " + ", ".join(m.label.lower() for m in more), expanded=False):
+                    values.update({m.key: _setting(m, st) for m in more})
+            continue
+        high = None
+        if spec.name == "text" and f.key == "layer":  # the app loads the model in the background
+            high = _model_layers(values, sb, messages)
+            ready = high is not None
+        values[f.key] = _setting(f, sb, high=high)
+    if spec.knobs is not None:
+        owner, params = spec.knobs(values)
+        n, d = int(values.get("n", 256)), int(values.get("d", 64))
+        messages += appstate.check_params(raw, owner, tuple(params), n, d)[1]
+        values["knobs"] = {}
+        if params:
+            with sb.expander(f"{values.get('kind', spec.name)} knobs", expanded=False):
+                values["knobs"] = {p.name: param_widget(p, appstate.param_key(owner, p.name), n, d) for p in params}
+    note = spec.note(values) if spec.note is not None else ""
+    if note:
+        sb.caption(note)
+    if not ready or any(f.kind == "file" and values[f.key] is None for f in spec.fields):
         return None
-    name = field_widget(fields["sample"], container=sb, options=names, default=names[0])
-    desc = {s.name: s.description for s in samples}.get(name, "")
-    if desc:
-        sb.caption(desc)
-    n_max = int(field_widget(fields["n"], container=sb, default=1024))
-    layer = int(field_widget(fields["layer"], container=sb, high=127))
-    return InputSpec(source="sample", sample=name, n_max=n_max, layer=layer)
+    return values
 
 
-def _upload_source(fields, sb) -> InputSpec | None:
-    up = sb.file_uploader("Q/K/V (.npz .npy .safetensors), text (.txt), series (.csv) or an image (.png)",
-                          type=UPLOAD_TYPES, key="upload")
-    layer = int(field_widget(fields["layer"], container=sb, high=127))
-    sb.caption("An upload stays in this browser session: a link cannot carry it.")
-    if up is None:
-        return None
-    return InputSpec(source="upload", upload_name=up.name, upload_data=up.getvalue(), layer=layer)
-
-
-def _source(fields, samples, sb, raw, messages) -> InputSpec | None:
-    source = field_widget(fields["source"], container=sb, options=list(inputs.spec.SOURCES), default="text")
-    if source == "text":
-        return _text_source(fields, sb, messages)
-    if source == "synthetic":
-        return _synthetic_source(fields, sb, raw, messages)
-    if source == "sample":
-        spec = _sample_source(fields, sb, samples)
-        if spec is None:
-            messages.append("No sample files were found in sample_inputs/.")
-        return spec
-    return _upload_source(fields, sb)
+def _source(fields, sb, raw, messages) -> InputSpec | None:
+    source = field_widget(fields["source"], container=sb)
+    spec = inputs.get_source(source)
+    messages += appstate.check_query(raw, {f.key: f for f in spec.fields if f.kind != "file"})[1]
+    values = _source_values(spec, sb, raw, messages)
+    return None if values is None else InputSpec(spec.name, **values)
 
 
 def _compute_settings(fields, sb, messages) -> tuple[bool, str, str, int, str]:
@@ -155,21 +138,21 @@ def _compute_settings(fields, sb, messages) -> tuple[bool, str, str, int, str]:
 
 def build_sidebar() -> AppContext:
     """The shared sidebar. Returns the context every page reads (also kept in session state)."""
-    fields, samples = _fields()
+    fields = appstate.sidebar_fields()
     raw = st.query_params.to_dict()
     messages = appstate.check_query(raw, fields)[1]
     sb = st.sidebar
-    spec = _source(fields, samples, sb, raw, messages)
+    spec = _source(fields, sb, raw, messages)
     sb.divider()
     causal, device, dtype, seed, img = _compute_settings(fields, sb, messages)
     ctx = AppContext(spec=spec, inp=None, device=device, dtype=dtype, causal=causal, seed=seed,
                      present=bool(st.session_state.get("present", False)), img=img, messages=messages,
                      plugin_errors=xviz.plugin_errors())
     if spec is None:
-        source = st.session_state.get("source", raw.get("source", "text"))
-        ctx.error = {"upload": "Upload a file in the sidebar (or pick another input).",
-                     "text": "Loading the model: the page fills in when it is ready (a few seconds, once after "
-                             "the server started)."}.get(source, "No input: pick another source in the sidebar.")
+        source = inputs.get_source(st.session_state.get("source", "text"))
+        ctx.error = ("Upload a file in the sidebar (or pick another input)." if any(f.kind == "file" for f in source.fields)
+                     else "Loading the model: the page fills in when it is ready (a few seconds, once after the server "
+                     "started)." if source.name == "text" else "No input: pick another source in the sidebar.")
     else:
         try:
             with st.spinner("Preparing the input…"):

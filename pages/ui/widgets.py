@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import streamlit as st
 
-from xviz import appstate
+from xviz.app import settings as appstate
 from xviz.core.errors import XvizError
 from xviz.core.registry import Param
 
@@ -70,22 +70,32 @@ def param_widgets(spec, n: int, d: int, defaults: Mapping[str, Any] | None = Non
 
 def field_widget(f: appstate.Field, *, container=None, options: Sequence[str] | None = None,
                  high: int | None = None, default: Any = None) -> Any:
-    """A widget for an app setting (``appstate.Field``), bound to the URL under its key."""
+    """A widget for a typed setting (``appstate.Field``: the shared sidebar's, an input source's), bound
+    to the URL under its key. ``high`` narrows an int's range (a model's layers)."""
     c = container or st
     value = f.default if default is None else default
-    if f.kind == "int":
-        value = min(int(value), int(f.high if high is None else high))
+    top = f.upper() if high is None else high
+    if f.kind == "int" and top is not None:
+        value = min(int(value), int(top))
     follow_default(f.key, value)
     if f.kind == "choice":
-        opts = list(options if options is not None else f.choices)
+        opts = list(f.options() if options is None else options)
+        if f.open:  # a value from the link that is not listed is offered too (checked when the input loads)
+            typed = st.session_state.get(f.key, _url_value(f.key)[-1] if _url_value(f.key) else None)
+            opts += [typed] if typed is not None and typed not in opts else []
         return c.selectbox(f.label, opts, index=opts.index(value) if value in opts else 0, key=f.key, help=f.help,
-                           bind=BIND)
+                           bind=BIND, accept_new_options=f.open, format_func=lambda x: x if x != "" else "(default)")
     if f.kind == "bool":
         return c.toggle(f.label, value=bool(value), key=f.key, help=f.help, bind=BIND)
+    if f.kind == "text":
+        return c.text_area(f.label, value=str(value), key=f.key, help=f.help, bind=BIND, height=110)
     if f.kind == "str":
         return c.text_input(f.label, value=str(value), key=f.key, help=f.help, bind=BIND)
-    hi = int(f.high if high is None else high)
-    return c.number_input(f.label, min_value=int(f.low), max_value=hi, value=min(int(value), hi), step=1, key=f.key,
+    if f.kind == "float":
+        return c.number_input(f.label, min_value=f.low, max_value=top, value=float(value), key=f.key, help=f.help,
+                              format="%g", bind=BIND)
+    return c.number_input(f.label, min_value=None if f.low is None else int(f.low),
+                          max_value=None if top is None else int(top), value=int(value), step=1, key=f.key,
                           help=f.help, bind=BIND)
 
 

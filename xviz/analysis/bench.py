@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..core.engine import run
-from ..core.cache import libc
+from ..core.memory import libc
 from ..core.errors import ParameterError, XvizError
 from ..core.registry import Shape, get_variant, list_variants
 from .targets import peer_targets, targets_text

@@ -17,7 +17,7 @@ import torch
 from ..core.engine import run as engine_run
 from ..core.errors import BudgetError, ParameterError, XvizError
 from ..core.registry import Shape, VariantSpec, list_variants
-from .budget import budget_params
+from .keys_per_query import budget_params
 from .metrics import compare, mass_inside
 
 Runner = Callable[[str, dict], "tuple[Any, float]"]  # (name, params) -> (AttentionResult, seconds)

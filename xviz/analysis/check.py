@@ -32,12 +32,12 @@ class CheckResult:
     data: dict = field(default_factory=dict)  # series for the report's figures
 
     def line(self) -> str:
-        m = "" if self.measured is None else f" measured={_num(self.measured)}"
-        t = "" if self.tolerance is None else f" tolerance={_num(self.tolerance)}"
+        m = "" if self.measured is None else f" measured={short_number(self.measured)}"
+        t = "" if self.tolerance is None else f" tolerance={short_number(self.tolerance)}"
         return f"{self.status:4}  {self.check}:{m}{t}  {self.message}".rstrip()
 
 
-def _num(x) -> str:
+def short_number(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 

@@ -10,12 +10,14 @@ from .errors import XvizError
 
 
 class Catalog:
-    def __init__(self, kind: str, plural: str, unknown_error: type = XvizError):
-        self.kind, self.plural, self._unknown = kind, plural, unknown_error
+    def __init__(self, kind: str, plural: str, unknown_error: type = XvizError, spec_type: type | None = None):
+        self.kind, self.plural, self._unknown, self._type = kind, plural, unknown_error, spec_type
         self._items: dict[str, Any] = {}
         self._lock = threading.Lock()  # held only around dict access, never while importing
 
     def register(self, spec, replace: bool = False):
+        if self._type is not None and not isinstance(spec, self._type):
+            raise XvizError(f"a {self.kind} is registered as a {self._type.__name__}, not a {type(spec).__name__}.")
         with self._lock:
             old = self._items.get(spec.name)
             if old is not None and not replace:

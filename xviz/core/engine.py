@@ -184,8 +184,8 @@ def run(name: str, q, k, v, *, causal: bool = False, seed: int = 0, scale: float
         params=resolved,
         causal=bool(causal),
         seed=seed,
-        _matrix_fn=result.matrix,
-        _shape=(b, h, n, nk),
-        _squeeze=squeeze,
-        _who=f"variant {spec.name!r} ({spec.module})",
+        matrix_fn=result.matrix,
+        matrix_shape=(b, h, n, nk),
+        squeeze=squeeze,
+        source=f"variant {spec.name!r} ({spec.module})",
     )

@@ -320,7 +320,8 @@ def unregister_variant(name: str) -> None:
     _CATALOG.unregister(name)
 
 
-def _ensure_loaded() -> None:
+def ensure_loaded() -> None:
+    """Load the built-in variants and the plugins, once; every reader of the catalog calls this first."""
     global _LOADED
     if _LOADED:  # set only once everything below has finished: readers never see a partial catalog
         return
@@ -368,18 +369,18 @@ def load_plugins(names: Sequence[str] | None = None, *, strict: bool = True) -> 
 
 def plugin_errors() -> list[str]:
     """One sentence per plugin that failed to load (empty when all loaded)."""
-    _ensure_loaded()
+    ensure_loaded()
     with _LOCK:
         return list(_PLUGIN_ERRORS.values())
 
 
 def list_variants(family: str | None = None) -> list[VariantSpec]:
     """Every registered variant's spec, in catalog order (family, then name)."""
-    _ensure_loaded()
+    ensure_loaded()
     specs = [s for s in _CATALOG.values() if family is None or s.family == family]
     return sorted(specs, key=lambda s: (FAMILIES.index(s.family), s.name))
 
 
 def get_variant(name: str) -> VariantSpec:
-    _ensure_loaded()
+    ensure_loaded()
     return _CATALOG.get(name)

@@ -113,15 +113,15 @@ class AttentionResult:
     params: dict
     causal: bool
     seed: int
-    _matrix_fn: Callable[[], torch.Tensor] | None
-    _shape: tuple[int, int, int, int]
-    _squeeze: bool = False
-    _who: str = ""
+    matrix_fn: Callable[[], torch.Tensor] | None  # builds the 4-D matrix on request (None: there is none)
+    matrix_shape: tuple[int, int, int, int]  # (B, H, N_q, N_k), checked against the budget before building
+    squeeze: bool = False  # the inputs were 2-D: ``out`` and ``matrix()`` drop the batch and head axes
+    source: str = ""  # who builds the matrix, named when it comes back wrong
     _matrix: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def has_matrix(self) -> bool:
-        return self._matrix_fn is not None
+        return self.matrix_fn is not None
 
     def matrix(self, keep: bool = True) -> torch.Tensor:
         """Effective attention weights A with A @ v == out: (B, H, N_q, N_k), or (N_q, N_k) for 2-D inputs.
@@ -136,15 +136,15 @@ class AttentionResult:
         return self._matrix
 
     def _build_matrix(self) -> torch.Tensor:
-        if self._matrix_fn is None:
+        if self.matrix_fn is None:
             raise BudgetError(f"{self.name} has no effective attention matrix.")
-        check_budget(self._shape, self.out.element_size(), f"the {self.name} attention matrix")
-        m = self._matrix_fn()
-        if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self._shape):
+        check_budget(self.matrix_shape, self.out.element_size(), f"the {self.name} attention matrix")
+        m = self.matrix_fn()
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self.matrix_shape):
             got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-            raise VariantError(f"{self._who or self.name} returned a matrix of shape {got}; "
-                               f"expected {tuple(self._shape)}.")
-        return m[0, 0] if self._squeeze else m
+            raise VariantError(f"{self.source or self.name} returned a matrix of shape {got}; "
+                               f"expected {tuple(self.matrix_shape)}.")
+        return m[0, 0] if self.squeeze else m
 
     def drop_matrix(self) -> None:
         """Forget the materialised matrix (caches keep results, not their N×N weights)."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..inputs.catalog import cli_forms
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """Add the ``decode`` subcommand to ``xviz.cli``'s subparsers."""
     p = sub.add_parser("decode", help="replay causal decoding under a KV-cache policy; error against the full cache")
     p.add_argument("policy", help="full, window, sinks, h2o, tova, snapkv, quest, or a plugin's")
     p.add_argument("--input", default="synthetic:needle",
-                   help="synthetic:KIND | sample:NAME | text:TEXT | file:PATH (default synthetic:needle)")
+                   help=f"one of {cli_forms()} (default synthetic:needle)")
     # budget and prefill are read as text so that a bad value is one XvizError line, like --param
     p.add_argument("--budget", default="64", help="cached positions a step reads, its own included (default 64)")
     p.add_argument("--prefill", default=None, help="prompt length before the first step (default N // 2)")
@@ -74,16 +76,15 @@ def run_decode(args) -> int:
 
     import numpy as np
 
-    from ..cli import load_input
     from ..core.errors import ParameterError
-    from ..inputs._common import fmt_bytes
+    from ..inputs import InputSpec, fmt_bytes
     from .registry import get_policy
     from .replay import simulate
     from .result import needle_found
 
     spec = get_policy(args.policy)
     budget, prefill = _whole("budget", args.budget), _whole("prefill", args.prefill)
-    seq = load_input(args.input, n=args.n, d=args.d, heads=args.heads, seed=args.seed, layer=args.layer)
+    seq = InputSpec.parse(args.input, n=args.n, d=args.d, heads=args.heads, layer=args.layer).load(args.seed)
     for note in seq.notices:
         print(f"notice: {note}")
     if args.html and not 0 <= args.head < seq.q.shape[1]:

@@ -181,6 +181,136 @@ def _evict_lowest(kept: torch.Tensor, score: torch.Tensor, t: int, b: int, evict
     kept[..., :evictable].scatter_(-1, lowest, ~full[..., None] & candidates.gather(-1, lowest))
 
 
+# ------------------------------------------------------------------------------ plain forms
+# Each policy's plain form, beside it: one batch item (q, k: (H, N, d)), one step at a time, with Python
+# sets and one float64 softmax row per query. ``plain(q, k, budget=, prefill=, scale=, **params)`` returns,
+# per head, the kept set of every step t = prefill … N − 1; ``xviz.decode.reference`` holds the fast
+# paths to them (display sizes only: slow).
+def _row(q, k, t: int, keys, scale: float) -> dict[int, float]:
+    """Query t's softmax weights over ``keys`` (q, k: (N, d) of one head)."""
+    keys = sorted(keys)
+    w = torch.softmax((k[keys].double() @ q[t].double()) * scale, 0).tolist()
+    return dict(zip(keys, w))
+
+
+def _top(scores: dict[int, float], count: int) -> set[int]:
+    return set(sorted(scores, key=lambda j: (-scores[j], j))[:max(count, 0)])
+
+
+def _each_step(q, prefill: int, kept_at) -> list[list[set[int]]]:
+    """Per head, ``kept_at(head, t)`` at every step."""
+    return [[kept_at(h, t) for t in range(prefill, q.shape[-2])] for h in range(q.shape[0])]
+
+
+def full_plain(q, k, *, budget, prefill, scale):
+    return _each_step(q, prefill, lambda h, t: set(range(t + 1)))
+
+
+def window_plain(q, k, *, budget, prefill, scale):
+    return _each_step(q, prefill, lambda h, t: set(range(max(0, t - budget + 1), t + 1)))
+
+
+def sinks_plain(q, k, *, budget, prefill, scale, sinks):
+    return _each_step(q, prefill, lambda h, t: set(range(min(sinks, t + 1))) |
+                      set(range(max(0, t - (budget - sinks) + 1), t + 1)))
+
+
+def _snapkv_prompt(q, k, budget, p, observe, kernel, pooling, scale) -> set[int]:
+    cap = budget - 1
+    if p <= cap:
+        return set(range(p))
+    o = min(observe, cap)
+    prefix = p - o
+    keep = set(range(prefix, p))
+    if o == 0 or cap <= o:
+        return keep
+    votes = [0.0] * prefix
+    for i in range(prefix, p):
+        for j, w in _row(q, k, i, range(i + 1), scale).items():
+            if j < prefix:
+                votes[j] += w
+    half = kernel // 2
+    pooled = {}
+    for j in range(prefix):
+        inside = [votes[u] for u in range(j - half, j - half + kernel) if 0 <= u < prefix]
+        pooled[j] = sum(inside) / kernel if pooling == "avg" else max(inside)
+    return keep | _top(pooled, cap - o)
+
+
+def snapkv_plain(q, k, *, budget, prefill, scale, observe, kernel, pooling):
+    prompt = [_snapkv_prompt(q[h], k[h], budget, prefill, observe, kernel, pooling, scale) for h in range(q.shape[0])]
+    return _each_step(q, prefill, lambda h, t: prompt[h] | set(range(prefill, t + 1)))
+
+
+def _quest_step(q, k, t, budget, page):
+    current, read = t // page, budget // page
+    chosen = set(range(current + 1))
+    if current + 1 > read:
+        bounds = {}
+        for g in range(current):
+            block = k[g * page:(g + 1) * page].double()
+            hi, lo = block.max(0).values, block.min(0).values
+            bounds[g] = float(torch.maximum(q[t].double() * hi, q[t].double() * lo).sum())
+        chosen = _top(bounds, read - 1) | {current}
+    return {j for j in range(t + 1) if j // page in chosen}
+
+
+def quest_plain(q, k, *, budget, prefill, scale, page):
+    return _each_step(q, prefill, lambda h, t: _quest_step(q[h], k[h], t, budget, page))
+
+
+def _h2o_head(q, k, budget, p, recent, scale):
+    n = q.shape[0]
+    r = recent_length(recent, budget)  # positions always kept
+    acc = [0.0] * n
+    for i in range(p):
+        for j, w in _row(q, k, i, range(i + 1), scale).items():
+            acc[j] += w
+    cache = set(range(p))
+    if p + 1 > budget:
+        old = p + 1 - r
+        cache = set(range(old, p)) | _top({j: acc[j] for j in range(old)}, budget - r)
+    out = []
+    for t in range(p, n):
+        cache.add(t)
+        out.append(set(cache))
+        for j, w in _row(q, k, t, cache, scale).items():
+            acc[j] += w
+        if len(cache) >= budget and t + 1 < n:
+            cache.remove(min((j for j in cache if j <= t + 1 - r), key=lambda j: (acc[j], j)))
+    return out
+
+
+def h2o_plain(q, k, *, budget, prefill, scale, recent):
+    return [_h2o_head(q[h], k[h], budget, prefill, recent, scale) for h in range(q.shape[0])]
+
+
+def _tova_group(qs, ks, budget, p, scale):
+    """TOVA over a group of heads that share one kept set (one head for heads="each")."""
+    def mean_row(t, keys):
+        rows = [_row(q, k, t, keys, scale) for q, k in zip(qs, ks)]
+        return {j: sum(r[j] for r in rows) / len(rows) for j in rows[0]}
+
+    n = qs[0].shape[0]
+    cache = set(range(p))
+    if p + 1 > budget:
+        cache = _top(mean_row(p - 1, range(p)), budget - 1)
+    out = []
+    for t in range(p, n):
+        cache.add(t)
+        out.append(set(cache))
+        if len(cache) >= budget and t + 1 < n:
+            w = mean_row(t, cache)
+            cache.remove(min(cache, key=lambda j: (w[j], j)))
+    return out
+
+
+def tova_plain(q, k, *, budget, prefill, scale, heads):
+    if heads == "mean":
+        return [_tova_group(list(q), list(k), budget, prefill, scale)] * q.shape[0]
+    return [_tova_group([q[h]], [k[h]], budget, prefill, scale) for h in range(q.shape[0])]
+
+
 # ------------------------------------------------------------------------------ checks and registration
 def _sinks_fit(params, budget, n, prefill):
     if params["sinks"] >= budget:
@@ -195,39 +325,39 @@ def _page_fits(params, budget, n, prefill):
 
 
 register_policy(PolicySpec(
-    name="full", display_name="Full cache", paper="the reference: every key kept", fn=full,
+    name="full", display_name="Full cache", paper="the reference: every key kept", fn=full, plain=full_plain,
     uses_budget=False, description="every position stays; what the other policies are measured against"))
 register_policy(PolicySpec(
-    name="window", display_name="Sliding window", fn=window,
+    name="window", display_name="Sliding window", fn=window, plain=window_plain,
     paper="Jiang et al. 2023, Mistral 7B (arXiv:2310.06825), rolling buffer cache",
     description="the last `budget` positions"))
 register_policy(PolicySpec(
-    name="sinks", display_name="Sinks + window", fn=sinks,
+    name="sinks", display_name="Sinks + window", fn=sinks, plain=sinks_plain,
     paper="Xiao et al. 2023, Efficient Streaming Language Models with Attention Sinks (arXiv:2309.17453)",
     params=(Param("sinks", "int", 4, "first positions kept forever (attention sinks)", low=0, high="N"),),
     sinks=lambda params: params["sinks"], check=_sinks_fit,
     description="the first `sinks` positions plus the latest budget − sinks"))
 register_policy(PolicySpec(
-    name="h2o", display_name="H2O", fn=h2o,
+    name="h2o", display_name="H2O", fn=h2o, plain=h2o_plain,
     paper="Zhang et al. 2023, H2O: Heavy-Hitter Oracle for Efficient Generative Inference (arXiv:2306.14048)",
     params=(Param("recent", "float", 0.5, "share of the budget kept for the most recent positions",
                   low=0.0, high=1.0),),
     description="heavy hitters by accumulated attention plus a recent window"))
 register_policy(PolicySpec(
-    name="tova", display_name="TOVA", fn=tova,
+    name="tova", display_name="TOVA", fn=tova, plain=tova_plain,
     paper="Oren et al. 2024, Transformers are Multi-State RNNs (arXiv:2401.06104)",
     params=(Param("heads", "choice", "mean", "mean: one kept set per layer from head-averaged weights "
                   "(the paper's); each: every head chooses", choices=("mean", "each")),),
     description="after each step, evict the key the current query weighs least"))
 register_policy(PolicySpec(
-    name="snapkv", display_name="SnapKV", fn=snapkv,
+    name="snapkv", display_name="SnapKV", fn=snapkv, plain=snapkv_plain,
     paper="Li et al. 2024, SnapKV: LLM Knows What You Are Looking for Before Generation (arXiv:2404.14469)",
     params=(Param("observe", "int", 32, "observation window: the last prompt queries that vote", low=1, high="N"),
             Param("kernel", "int", 5, "pooling kernel along the keys (1 = no pooling)", low=1, high=63),
             Param("pooling", "choice", "avg", "how votes are pooled", choices=("avg", "max"))),
     description="prompt keys chosen once by the observation window's pooled votes; generated tokens kept"))
 register_policy(PolicySpec(
-    name="quest", display_name="Quest", fn=quest, evicts_once=False, reads_only=True,
+    name="quest", display_name="Quest", fn=quest, plain=quest_plain, evicts_once=False, reads_only=True,
     paper="Tang et al. 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference "
           "(arXiv:2406.10774)",
     params=(Param("page", "int", 16, "tokens per page (per-page key min/max bounds)", low=1, high="N"),),

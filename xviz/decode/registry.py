@@ -35,7 +35,9 @@ class PolicySpec(Spec):
         (Quest); the kept bytes are then bytes read, not bytes held.
     uses_budget: False for the reference (the full cache ignores the budget).
     sinks: how many leading positions the policy pins (drawn as sinks), a function of the params.
-    check(params, budget, n, prefill) raises ParameterError for combinations the ranges cannot express."""
+    check(params, budget, n, prefill) raises ParameterError for combinations the ranges cannot express.
+    plain: the policy's plain form, ``plain(q, k, budget=, prefill=, scale=, **params)`` on one batch
+        item (q, k: (H, N, d)) -> per head, the kept set of every step: what the tests hold ``fn`` to."""
 
     name: str
     display_name: str
@@ -48,6 +50,7 @@ class PolicySpec(Spec):
     sinks: Callable[[Mapping[str, Any]], int] | None = None
     check: Callable[..., None] | None = None
     description: str = ""
+    plain: Callable[..., list] | None = None
 
     def __post_init__(self) -> None:
         taken = [p.name for p in self.params if p.name in RESERVED]
@@ -69,18 +72,15 @@ class PolicySpec(Spec):
         return int(self.sinks(params)) if self.sinks is not None else 0
 
 
-_CATALOG = Catalog("KV-cache policy", "policies", ParameterError)
+_CATALOG = Catalog("KV-cache policy", "policies", ParameterError, PolicySpec)
 
 
 def register_policy(spec: PolicySpec, /, *, replace: bool = False) -> PolicySpec:
     """Add a policy to the catalog; a name already taken raises XvizError unless ``replace=True``."""
-    if not isinstance(spec, PolicySpec):
-        raise XvizError(f"register_policy needs a PolicySpec, got {type(spec).__name__}.")
     return _CATALOG.register(spec, replace)
 
 
-def unregister_policy(name: str) -> None:
-    _CATALOG.unregister(name)
+unregister_policy = _CATALOG.unregister
 
 
 def _ensure_loaded() -> None:
@@ -88,7 +88,7 @@ def _ensure_loaded() -> None:
     # (XVIZ_PLUGINS, entry points), whose loader is thread-safe and runs once.
     from . import policies  # noqa: F401
 
-    variant_registry._ensure_loaded()
+    variant_registry.ensure_loaded()
 
 
 def list_policies() -> list[PolicySpec]:

@@ -210,7 +210,7 @@ class _Run:
             kept=torch.cat(self.kept, -1).cpu(), bytes_per_key=(r.k.shape[-1] + r.v.shape[-1]) * r.v.element_size(),
             sinks=self.spec.sink_count(self.params), reads_only=self.spec.reads_only, evicted_at=evicted_at,
             packed=None if self.packed is None else np.concatenate(self.packed, axis=2),
-            _q=r.q, _k=r.k, _scale=r.scale)
+            q=r.q, k=r.k, scale=r.scale)
 
 
 def _replay(runs: list[_Run], replay: Replay) -> None:

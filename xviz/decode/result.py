@@ -41,9 +41,9 @@ class DecodeResult:
     reads_only: bool = False
     evicted_at: torch.Tensor | None = None  # (B, H, N) first step a key is not kept; N = never
     packed: np.ndarray | None = None  # (B, H, S, ⌈N/8⌉) bit-packed kept masks (dynamic policies)
-    _q: torch.Tensor | None = field(default=None, repr=False)
-    _k: torch.Tensor | None = field(default=None, repr=False)
-    _scale: float = 1.0
+    q: torch.Tensor | None = field(default=None, repr=False)  # the replayed queries and keys, for weights_at
+    k: torch.Tensor | None = field(default=None, repr=False)
+    scale: float = 1.0
 
     @property
     def label(self) -> str:
@@ -80,10 +80,10 @@ class DecodeResult:
         """(full, policy): the query's weights over keys 0 … step, (B, H, step + 1) each, float64 —
         full causal attention, and the policy's softmax over its kept keys (0 elsewhere)."""
         self._index(step)
-        q = self._q[..., step:step + 1, :]
-        k = self._k[..., :step + 1, :]
+        q = self.q[..., step:step + 1, :]
+        k = self.k[..., :step + 1, :]
         cdt = work_dtype(q.dtype)
-        logits = (q.to(cdt) @ k.to(cdt).transpose(-1, -2)).squeeze(-2).double() * self._scale
+        logits = (q.to(cdt) @ k.to(cdt).transpose(-1, -2)).squeeze(-2).double() * self.scale
         kept = self.kept_at(step).to(logits.device)
         return torch.softmax(logits, -1), masked_softmax(logits, kept)[0]
 

@@ -12,8 +12,8 @@ from plotly.subplots import make_subplots
 
 from ..core.registry import Artifact
 from .base import (DIVERGING, FAMILY_COLOURS, MASK_CELLS, MASK_SCALE, MAX_CELLS, QUALITATIVE, SEQUENTIAL,
-                   SIDE_BY_SIDE_CELLS, SIGNED_WEIGHTS, Pooled, _2d, _window, labels, pool1d, pool2d, pool_factor,
-                   style, to_numpy)
+                   SIDE_BY_SIDE_CELLS, SIGNED_WEIGHTS, Pooled, first_2d, crop_window, labels, pool1d, pool2d,
+                   pool_factor, style, to_numpy)
 
 
 def axis_tokens(tokens) -> tuple:
@@ -46,7 +46,7 @@ def heatmap(a: Any, tokens: Sequence[str] | None = None, *, title: str = "", how
             colorscale: Any = SEQUENTIAL, zmin: float | None = None, zmax: float | None = None,
             zmid: float | None = None, font_size: int = 13, height: int = 560) -> go.Figure:
     """One (R, C) matrix (the first slice of a larger stack) as a pooled heatmap."""
-    x, r0, c0 = _window(_2d(a), window)
+    x, r0, c0 = crop_window(first_2d(a), window)
     p = pool2d(x, max_cells, how)
     note = "" if p.fr == p.fc == 1 else f" ({how}-pooled {p.fr}×{p.fc})"
     fig = go.Figure(_heat_trace(p, tokens, r0, c0, colorscale=colorscale, zmin=zmin, zmax=zmax, zmid=zmid))
@@ -79,8 +79,8 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     otherwise wash the map out). ``selected`` = (query, key) marks one cell in all three panels (the
     query inspector shows its row). ``clickable``: invisible markers on the weight panels' cells (up to
     CLICK_CELLS of them) carry [query, key], so a click selects a cell."""
-    ex, r0, c0 = _window(_2d(exact), window)
-    ap, _, _ = _window(_2d(approx), window)
+    ex, r0, c0 = crop_window(first_2d(exact), window)
+    ap, _, _ = crop_window(first_2d(approx), window)
     pe, pa = pool2d(ex, max_cells, "mean"), pool2d(ap, max_cells, "mean")
     # mean pooling is linear: the pooled difference is the difference of the pooled maps
     pd = Pooled(z=(pa.z.astype(np.float64) - pe.z).astype(np.float32), fr=pe.fr, fc=pe.fc, row_starts=pe.row_starts,
@@ -167,7 +167,7 @@ def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = 
                         subplot_titles=[f"head {h}" for h in panels] if len(panels) > 1 else None)
     note = ""
     for i, h in enumerate(panels):
-        x, r0, c0 = _window(m[h].astype(bool), window)
+        x, r0, c0 = crop_window(m[h].astype(bool), window)
         p = pool2d(x, per_panel, "max")
         note = "" if p.fr == p.fc == 1 else f" (max-pooled {p.fr}×{p.fc})"
         fig.add_trace(_heat_trace(p, tokens, r0, c0, colorscale=MASK_SCALE, zmin=0, zmax=1, showscale=False,
@@ -223,12 +223,12 @@ def query_lines(exact_row: Any, approx_row: Any, tokens: Sequence[str] | None = 
 
 
 # ----------------------------------------------------------------------------------------- artifacts
-def _flatten_artifact(name: str, value: Any) -> list[tuple[str, Any]]:
+def flatten_artifact(name: str, value: Any) -> list[tuple[str, Any]]:
     """An artifact may be a tensor, a tuple/list of tensors or a dict of them: one entry per tensor."""
     if isinstance(value, Mapping):
         out = []
         for k, v in value.items():
-            out += _flatten_artifact(f"{name}.{k}", v)
+            out += flatten_artifact(f"{name}.{k}", v)
         return out
     if isinstance(value, (tuple, list)) and value and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
         return [(f"{name}[{i}]", v) for i, v in enumerate(value)]
@@ -259,7 +259,7 @@ def artifact_figures(art: Artifact | str, value: Any, tokens: Sequence[str] | No
     """
     art = art if isinstance(art, Artifact) else Artifact(str(art))
     figs = []
-    for label, v in _flatten_artifact(art.name, value):
+    for label, v in flatten_artifact(art.name, value):
         if not isinstance(v, (torch.Tensor, np.ndarray)):
             continue
         a = to_numpy(v)
@@ -300,7 +300,7 @@ def curve_figure(values: Any, *, title: str = "", max_cells: int = MAX_CELLS, fo
 
 def matrix_figure(values: Any, *, title: str = "", max_cells: int = MAX_CELLS, font_size: int = 13) -> go.Figure:
     """A 2-D array as a mean-pooled heatmap; diverging and centred at 0 when it has both signs."""
-    sl = _2d(values)
+    sl = first_2d(values)
     if sl.dtype == np.bool_:
         sl = sl.astype(np.float32)
     p = pool2d(sl.astype(np.float64), max_cells, "mean")

@@ -159,7 +159,7 @@ def labels(tokens: Sequence[str] | None, starts: np.ndarray, f: int, n: int, off
     return out
 
 
-def _window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int]:
+def crop_window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int]:
     if window is None:
         return a, 0, 0
     r0, r1, c0, c1 = (int(w) for w in window)
@@ -168,7 +168,7 @@ def _window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> tuple[np
     return a[r0:r1, c0:c1], r0, c0
 
 
-def _2d(a: Any) -> np.ndarray:
+def first_2d(a: Any) -> np.ndarray:
     x = to_numpy(a)
     while x.ndim > 2:
         x = x[0]

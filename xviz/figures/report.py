@@ -5,7 +5,7 @@ import html
 
 import plotly.graph_objects as go
 
-from ..analysis.check import FAIL, INFO, PASS, SKIP, CheckResult, _num
+from ..analysis.check import FAIL, INFO, PASS, SKIP, CheckResult, short_number
 from ..core.registry import get_variant
 
 
@@ -33,8 +33,8 @@ def report_html(name: str, results: list[CheckResult]) -> str:
     colors = {PASS: "#1a7f37", FAIL: "#cf222e", SKIP: "#6e7781", INFO: "#0969da"}
     rows = "".join(
         f"<tr><td style='color:{colors[r.status]};font-weight:bold'>{r.status}</td><td>{html.escape(r.check)}</td>"
-        f"<td>{'' if r.measured is None else html.escape(_num(r.measured))}</td>"
-        f"<td>{'' if r.tolerance is None else html.escape(_num(r.tolerance))}</td><td>{html.escape(r.message)}</td></tr>"
+        f"<td>{'' if r.measured is None else html.escape(short_number(r.measured))}</td>"
+        f"<td>{'' if r.tolerance is None else html.escape(short_number(r.tolerance))}</td><td>{html.escape(r.message)}</td></tr>"
         for r in results)
     figs = [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
             for i, fig in enumerate(report_figures(name, results))]

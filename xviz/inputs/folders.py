@@ -99,3 +99,18 @@ def _tensor_count(file: str) -> int:
         return sum(1 for k in header if k != "__metadata__") if isinstance(header, dict) else 0
     except (OSError, ValueError, UnicodeDecodeError):
         return 0
+
+
+def available_models() -> list[str]:
+    """The models a user may pick, as ``from_text``'s ``model`` takes them: "" (the bundled default), then
+    every model folder (one holding a config.json) directly inside an allowed root, by path. The input
+    source offers this list, so a model added here needs no change anywhere else."""
+    roots = [r for r in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if r.strip()]
+    found = []
+    for root in roots:
+        try:
+            entries = sorted(os.scandir(os.path.expanduser(root)), key=lambda e: e.name)
+        except OSError:
+            continue
+        found += [e.path for e in entries if e.is_dir() and os.path.isfile(os.path.join(e.path, "config.json"))]
+    return ["", *found]

@@ -2,10 +2,10 @@
 
 ``torch.nn.attention.flex_attention`` takes a ``BlockMask`` (which key blocks each query block
 visits) and a ``mask_mod(b, h, q_idx, kv_idx)`` (which keys count inside them), and fuses the
-softmax with a ``score_mod`` (a bias on the logits). A ``blocks.BlockPart`` is exactly that: its
+softmax with a ``score_mod`` (a bias on the logits). A ``block_pattern.BlockPart`` is exactly that: its
 block table becomes the BlockMask (``BlockMask.from_kv_blocks`` at 128 × 128, the kernel's tile, so
 a finer table is OR-pooled) and its predicate, table membership and shared columns the mask_mod.
-Queries and keys are laid out as the tiles lay them out (``blocks.plan_tiles``: the part's layout,
+Queries and keys are laid out as the tiles lay them out (``tiles.plan_tiles``: the part's layout,
 cross-attention's grouping by c(i)), so a strided or residue pattern stays block-sparse.
 
 Used on CUDA (compiled once per shape); on the CPU the tiles are faster (see docs/bench/cpu: the
@@ -21,7 +21,9 @@ from functools import lru_cache
 
 import torch
 
-from .dense import work_dtype
+from .block_pattern import centres
+from .dense import merge, work_dtype
+from .tiles import dedupe_blocks, dense_rows, part_tiles, plan_tiles, tile_rows
 
 BLOCK = 128  # FlexAttention's sparse block (query and key) on CUDA
 MEMBER_LIMIT = 1 << 26  # fine (tile, key block) membership booleans a part may hold; finer tables use tiles
@@ -66,9 +68,6 @@ def _flex(q, k, v, *, score_mod=None, block_mask=None, scale=None):
 
 def execute(q, k, v, scale: float, pattern) -> torch.Tensor:
     """``blocks.execute`` on FlexAttention; parts it cannot express compactly fall back to tiles."""
-    from .dense import merge
-    from .tiles import dense_rows, part_tiles
-
     wd = work_dtype(q.dtype)  # logits at ≥ float32 (the CUDA kernel accumulates in float32 for half inputs)
     fd = q.dtype if q.is_cuda else wd
     b, h, nq, _ = q.shape
@@ -107,7 +106,7 @@ def _pool(member: torch.Tensor, size: int, axis: int) -> torch.Tensor:
 
 
 def part_flex(qs, k, v, p, pattern):
-    """One part on FlexAttention: (out, lse) like ``blocks.part_tiles``, or None when its fine
+    """One part on FlexAttention: (out, lse) like ``tiles.part_tiles``, or None when its fine
     membership table would be too large (one-position blocks: random keys)."""
     prep = prepare(qs, k, v, p, pattern)
     if prep is None:
@@ -130,8 +129,6 @@ def prepare(qs, k, v, p, pattern):
     (block_mask, q rows, k slots, v slots, q_slots), or None (see ``part_flex``)."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    from .blocks import centres
-    from .tiles import _dedupe, _tile_rows, plan_tiles
 
     b, h, nq, d = qs.shape
     n, dev = k.shape[-2], qs.device
@@ -141,16 +138,16 @@ def prepare(qs, k, v, p, pattern):
     hb = plan.table.shape[0]
     if hb * t * nkb > MEMBER_LIMIT:
         return None
-    table = _dedupe(plan.table, nkb)
+    table = dedupe_blocks(plan.table, nkb)
     member = torch.zeros(hb, t, nkb + 1, dtype=torch.bool, device=dev)
     member.scatter_(-1, table, True)
     member = member[..., :nkb]
     rows = t * bq
     qpos = plan.q_slots if plan.q_slots is not None else torch.arange(rows, device=dev)
     cpos = qpos if nq == n else torch.where(qpos < nq, centres(nq, n, dev)[qpos.clamp(max=nq - 1)], n)
-    qp = _tile_rows(qs, plan.q_slots, rows)
+    qp = tile_rows(qs, plan.q_slots, rows)
     nslots = -(-nkb * bk // BLOCK) * BLOCK  # the columns (if any) start at a BlockMask block
-    kl, vl = _tile_rows(k, p.order, nslots), _tile_rows(v, p.order, nslots)
+    kl, vl = tile_rows(k, p.order, nslots), tile_rows(v, p.order, nslots)
     if p.order is not None and nslots > kl.shape[-2]:
         kl, vl = (torch.nn.functional.pad(x, (0, 0, 0, nslots - x.shape[-2])) for x in (kl, vl))
     kpos = p.positions(torch.arange(nslots, device=dev), n)

@@ -1,7 +1,7 @@
-"""The fixed and combined sparse patterns, each written once as a ``blocks.BlockPattern``.
+"""The fixed and combined sparse patterns, each written once as a ``block_pattern.BlockPattern``.
 
 A constructor takes the key length n (the pattern's positions; cross-attention places query i at
-c(i), see ``blocks.centres``) and the pattern's parameters, and returns the block table(s), the
+c(i), see ``block_pattern.centres``) and the pattern's parameters, and returns the block table(s), the
 element predicate and the global rows. Everything else derives from that one object:
 ``pattern.keys_for(rows, heads)`` gives the per-query key lists (xviz.sparse: the gather reference,
 the matrix, the mask, keys_per_row), ``blocks.execute`` the output from contiguous tiles (CPU) or
@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 
 from ..core.result import check_budget
-from .blocks import BlockPart, BlockPattern, centres
 from . import draws
+from .block_pattern import BlockPart, BlockPattern, centres
 
 __all__ = ["window", "blocked_local", "dilated_window", "longformer", "sparse_strided", "sparse_fixed", "bigbird",
            "random_keys", "axial", "topk", "dense_mask", "global_rows", "bigbird_random_blocks", "random_table",

@@ -1,4 +1,4 @@
-"""The tile executor of ``blocks.BlockPattern``: a part's query tiles against their key blocks as
+"""The tile executor of ``block_pattern.BlockPattern``: a part's query tiles against their key blocks as
 plain 3-D matmuls, per (batch, head) row, over chunks of tiles sized to stay in cache.
 
 * A band table (tile t meets blocks t + offsets) reads its keys as strided views of the layout: no
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .blocks import BlockPart, BlockPattern, centres
+from .block_pattern import BlockPart, BlockPattern, centres
 from .dense import merge, work_dtype
 
 # Logit elements one pass holds: 2 MB of float32, so a chunk's logits stay in a core's L2 cache.
@@ -49,14 +49,14 @@ def execute_tiles(q, k, v, scale: float, pattern: BlockPattern) -> torch.Tensor:
 
 
 @dataclass
-class _Tiles:
+class TilePlan:
     q_slots: torch.Tensor | None  # (T·bq,) query index per tile row (≥ nq: padding); None: contiguous
     table: torch.Tensor  # (hb, T, L) key blocks per query tile (−1 or out of range: none)
     bq: int
     band: torch.Tensor | None  # (L,) offsets when table[t] = t + offsets (a strided view serves the keys)
 
 
-def plan_tiles(p: BlockPart, n: int, nq: int, device) -> _Tiles:
+def plan_tiles(p: BlockPart, n: int, nq: int, device) -> TilePlan:
     """Query tiles for ``nq`` queries: the part's own tiles (tile t holds the queries at its slots).
     Cross-attention: tile t holds the queries whose position c(i) falls in its slots (padded to the
     most any tile holds), so it keeps the part's table, band views included."""
@@ -68,7 +68,7 @@ def plan_tiles(p: BlockPart, n: int, nq: int, device) -> _Tiles:
         if bool((off == off[0]).all()) and bool((off[0].diff() == 1).all()):
             band = off[0]
     if nq == n:
-        return _Tiles(None if p.order is None else p.order.to(device), table, p.q_block, band)
+        return TilePlan(None if p.order is None else p.order.to(device), table, p.q_block, band)
     slot = p.inverse(n, device)[centres(nq, n, device)]
     order = torch.argsort(slot, stable=True)  # queries by slot (c is monotone: a stable sort keeps i in order)
     tile = slot[order] // p.q_block
@@ -77,10 +77,10 @@ def plan_tiles(p: BlockPart, n: int, nq: int, device) -> _Tiles:
     rank = torch.arange(nq, device=device) - (torch.cumsum(count, 0) - count)[tile]
     q_slots = torch.full((t * bq,), nq, dtype=torch.long, device=device)
     q_slots[tile * bq + rank] = order
-    return _Tiles(q_slots, table, bq, band)
+    return TilePlan(q_slots, table, bq, band)
 
 
-def _tile_rows(x: torch.Tensor, slots, rows_total: int) -> torch.Tensor:
+def tile_rows(x: torch.Tensor, slots, rows_total: int) -> torch.Tensor:
     """(B, h, N, ·) rows arranged by tile slot: a padded view, or one gather for a layout."""
     if slots is None:
         return torch.nn.functional.pad(x, (0, 0, 0, rows_total - x.shape[-2])) if rows_total > x.shape[-2] else x
@@ -88,7 +88,7 @@ def _tile_rows(x: torch.Tensor, slots, rows_total: int) -> torch.Tensor:
     return x.reshape(b * h, n, c).index_select(1, slots.clamp(max=n - 1)).view(b, h, -1, c)
 
 
-def _dedupe(table: torch.Tensor, nkb: int) -> torch.Tensor:
+def dedupe_blocks(table: torch.Tensor, nkb: int) -> torch.Tensor:
     """Repeated key blocks in a tile's row marked as none (each key counts once)."""
     key = torch.where((table >= 0) & (table < nkb), table, nkb).sort(-1).values
     key[..., 1:][key[..., 1:] == key[..., :-1]] = nkb
@@ -101,15 +101,15 @@ class _Keys:
     t·b + lo … + span: no copy; only the edge tiles read a small zero-padded copy); any other
     table's tiles are its key blocks, gathered whole."""
 
-    def __init__(self, x: torch.Tensor, p: BlockPart, plan: _Tiles, n: int, transposed: bool):
+    def __init__(self, x: torch.Tensor, p: BlockPart, plan: TilePlan, n: int, transposed: bool):
         b, h, _, c = x.shape
         self.p, self.plan, self.n, self.bk, self.heads, self.tr = p, plan, n, p.k_block, h, transposed
         self.nkb = -(-p.slots(n) // self.bk)
-        xl = _tile_rows(x, p.order, self.nkb * self.bk).reshape(b * h, -1, c)
+        xl = tile_rows(x, p.order, self.nkb * self.bk).reshape(b * h, -1, c)
         t = plan.table.shape[1]
         self.span = plan.table.shape[-1] * self.bk
         if plan.band is None:
-            self.table = _dedupe(plan.table, self.nkb)
+            self.table = dedupe_blocks(plan.table, self.nkb)
             self.x = xl.reshape(b * h, self.nkb, self.bk, c)
             self.segments = [(0, t, None, 0)]
             return
@@ -174,7 +174,7 @@ def part_tiles(qs, k, v, p: BlockPart, pattern: BlockPattern, need_lse: bool = T
     n, dv, dev = k.shape[-2], v.shape[-1], qs.device
     plan = plan_tiles(p, n, nq, dev)
     t, bq = plan.table.shape[1], plan.bq
-    qt = _tile_rows(qs, plan.q_slots, t * bq).reshape(b * h, t, bq, d)
+    qt = tile_rows(qs, plan.q_slots, t * bq).reshape(b * h, t, bq, d)
     keys, values = _Keys(k, p, plan, n, transposed=True), _Keys(v, p, plan, n, transposed=False)
     qpos = (plan.q_slots if plan.q_slots is not None else torch.arange(t * bq, device=dev)).view(t, bq)
     cpos = qpos if nq == n else torch.where(qpos < nq, centres(nq, n, dev)[qpos.clamp(max=nq - 1)], n)

@@ -26,7 +26,7 @@ from dataclasses import replace
 import torch
 
 from ..core.registry import Artifact, Param, VariantSpec, register_variant
-from ..kernels.blocks import lazy_views
+from ..kernels.lazy import lazy_views
 from ..kernels.costs import sparse_cost
 from ..kernels.dense import work_dtype
 from ..kernels.grid import Grid, grid_local_keys, grid_local_part

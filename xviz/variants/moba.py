@@ -20,7 +20,7 @@ Lu et al. 2025, MoBA: Mixture of Block Attention for Long-Context LLMs (arXiv:25
 import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
-from ..kernels.blocks import lazy_views
+from ..kernels.lazy import lazy_views
 from ..kernels.costs import sparse_cost
 from ..kernels.dense import work_dtype
 from ..kernels.routed import PASS_ELEMENTS, block_means, choose_blocks, selected_blocks_part, selected_keys

@@ -45,7 +45,7 @@ from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
 from ..core.result import check_budget
 from ..kernels import patterns
 from ..kernels.blocks import execute
-from ..kernels.blocks import lazy_views
+from ..kernels.lazy import lazy_views
 from ..kernels.costs import sparse_cost
 from ..kernels.dense import masked_softmax, work_dtype
 from ..kernels.routed import (PASS_ELEMENTS, block_overlaps, compressed_blocks, compressed_count, compressed_ends,

@@ -37,7 +37,7 @@ import math
 import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
-from ..kernels.blocks import lazy_views
+from ..kernels.lazy import lazy_views
 from ..kernels.clustering import flat_rows, row_base, work_dtype
 from ..kernels.costs import sparse_cost
 from ..kernels.tiles import softmax_out

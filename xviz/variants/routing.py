@@ -36,7 +36,7 @@ import math
 import torch
 
 from ..core.registry import Artifact, Cost, Param, VariantSpec, register_variant
-from ..kernels.blocks import lazy_views
+from ..kernels.lazy import lazy_views
 from ..kernels.clustering import group_table, grouped_attention, kmeans, work_dtype
 from ..kernels.costs import sparse_cost
 from ..kernels.dense import unit

@@ -17,7 +17,7 @@ named k.)
 import torch
 
 from ..kernels import patterns
-from ..kernels.blocks import lazy_views
+from ..kernels.lazy import lazy_views
 from ..kernels.dense import work_dtype
 from ..core.registry import Cost, Param, VariantSpec, register_variant
 from ..kernels.sparse import KEYS_PER_ROW, MASK, sparse_attention

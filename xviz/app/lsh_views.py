@@ -17,7 +17,7 @@ import torch
 
 from ..core.errors import ParameterError
 from ..core.registry import VariantSpec
-from .lsh import (CollisionCurve, InputCollisions, RecallGrid, cluster_sizes, collision_probability,
+from ..analysis.lsh import (CollisionCurve, InputCollisions, RecallGrid, cluster_sizes, collision_probability,
                   collisions_on_input, measure_collisions, missed_topk, reference_weights, support_of)
 
 

@@ -41,5 +41,5 @@ def exact_in_chunks(q, k, v, *, causal: bool = False, scale: float | None = None
     shape = Shape(b, h, n, d, v4.shape[-1], causal, nk)
     return AttentionResult(name="exact", out=out[0, 0] if squeeze else out, artifacts=Artifacts(),
                            cost=get_variant("exact").cost(shape), params={}, causal=causal, seed=0,
-                           _matrix_fn=lambda: dense_weights(q4, k4, scale, causal), _shape=(b, h, n, nk),
-                           _squeeze=squeeze, _who="exact in chunks")
+                           matrix_fn=lambda: dense_weights(q4, k4, scale, causal), matrix_shape=(b, h, n, nk),
+                           squeeze=squeeze, source="exact in chunks")

@@ -6,16 +6,14 @@ A value larger than the bound is returned but not kept. ``nbytes(value)`` measur
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
-import gc
 import threading
 import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
 import torch
+
+from ..core.memory import release_memory
 
 
 def tensor_bytes(value: Any) -> int:
@@ -32,25 +30,6 @@ def tensor_bytes(value: Any) -> int:
     if hasattr(value, "__dict__"):
         return sum(tensor_bytes(v) for v in vars(value).values() if isinstance(v, (torch.Tensor, dict, list, tuple)))
     return 0
-
-
-@functools.lru_cache(maxsize=1)
-def libc():
-    """The C library (glibc on Linux), loaded once, or None where there is none to load."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the kernel. glibc keeps freed blocks of a
-    few MB in its arenas (its mmap threshold rises after the first large free), so without the trim
-    a server's resident memory stays at its peak after the tensors are gone."""
-    gc.collect()
-    c = libc()
-    if c is not None and hasattr(c, "malloc_trim"):
-        c.malloc_trim(0)
 
 
 _LOCK = threading.Lock()

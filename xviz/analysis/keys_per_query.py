@@ -1,5 +1,5 @@
-"""Parameters matched to a budget: the keys-per-query budget every variant is compared at, solved
-through each variant's own cost model (Compare, the Explorer's defaults, Spectra)."""
+"""Parameters matched to a keys-per-query budget: the number of keys each query reads, which every variant is
+compared at, solved through its own cost model (Compare, the Explorer's defaults, Spectra)."""
 from __future__ import annotations
 
 import math
@@ -111,27 +111,3 @@ def budget_params(spec: VariantSpec, n: int, d: int, heads: int, *, keys_per_row
     pick = min(close, key=lambda c: (not c[2].log, c[1])) if close else min(per_param, key=lambda c: c[0])
     score, _, p, params, flops, _ = pick
     return Budgeted(params=params, knob=p.name, flops=flops, matched=score <= math.log(1.5))
-
-
-class Allowance:
-    """Heavy work a visitor may start per time window (FLOPs in the last ``window`` seconds): a shared
-    server stays usable when one visitor asks for the exact reference at N = 65,536 again and again."""
-
-    def __init__(self, flops: float, window: float = 600.0):
-        self.flops, self.window = float(flops), float(window)
-        self._spent: list[tuple[float, float]] = []  # (time, flops)
-
-    def left(self, now: float) -> float:
-        self._spent = [(t, f) for t, f in self._spent if now - t < self.window]
-        return self.flops - sum(f for _, f in self._spent)
-
-    def take(self, flops: float, now: float) -> str | None:
-        """Record ``flops`` if they fit; else a sentence saying why not (nothing is recorded)."""
-        left = self.left(now)
-        if flops > left:
-            wait = min((self.window - (now - t) for t, _ in self._spent), default=0.0)
-            return (f"this session has used its allowance of heavy work ({self.flops:.3g} FLOPs per "
-                    f"{self.window / 60:.0f} minutes; {max(left, 0):.3g} left); try again in {wait:.0f} s "
-                    f"or use a shorter input.")
-        self._spent.append((now, float(flops)))
-        return None

@@ -1,4 +1,4 @@
-"""The app's settings as plain data: URL query parameters ⇄ validated values, and budgets.
+"""The app's settings as plain data: URL query parameters ⇄ validated values, widget specs, number formats.
 
 No streamlit here: the app binds every widget to a query parameter named by ``key`` below, and
 calls :func:`check_query` on the raw URL before the widgets read it, so a bad value in a link
@@ -6,110 +6,35 @@ calls :func:`check_query` on the raw URL before the widgets read it, so a bad va
 silently dropped parameter or a traceback.
 
 Names in the URL:
-    source, text, model, layer, kind, sample, n, d, heads, causal, device, dtype, seed, present, img
-    syn.<kind>.<knob>     a synthetic generator's knob (e.g. syn.clustered.clusters)
+    source, causal, device, dtype, seed, present, img
+    the source's own settings by their keys (text, model, kv, layer; kind, n, d, heads; sample; …: its
+                          ``SourceSpec.fields``), and its knobs (syn.<kind>.<knob>, e.g. syn.clustered.clusters)
     variant, <variant>.<param>   the Explorer's variant and its parameters (e.g. sliding_window.window)
     head, query, topk     the Explorer's head, inspected query and top-k for recall
-    budget, pattern       the Compare page's budget and the Patterns page's pattern
+    budget, pattern       the Compare page's keys per query and the Patterns page's pattern
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
-from .core.errors import ParameterError, XvizError
-from .core.registry import Param
-from .inputs import LIMITS
+from ..core.errors import XvizError
+from ..core.registry import Param
+from ..inputs.catalog import Field, list_sources, parse_value
+from ..inputs.catalog import quoted as shown
+from ..inputs.sources import DEFAULT_TEXT
 
-DEFAULT_TEXT = ("The animal didn't cross the street because it was too tired, "
-                "so it lay down in the shade and slept until the evening.")
-SOURCES = ("text", "synthetic", "sample", "upload")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("float32", "bfloat16", "float16")
 IMAGE_FORMATS = ("png", "svg")
 
 
-@dataclass(frozen=True)
-class Field:
-    """One app setting: its URL key, type, default and range (ints/floats), or choices."""
-
-    key: str
-    kind: str  # "int", "float", "bool", "choice", "str"
-    default: Any
-    label: str
-    help: str = ""
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-
-    def parse(self, raw: Any) -> Any:
-        """The URL value as this field's type; ParameterError with a sentence when it is not valid."""
-        if isinstance(raw, (list, tuple)):
-            raw = raw[-1] if raw else ""
-        return parse_value(self.key, self.kind, raw, self.low, self.high, self.choices)
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """A user's value as a message echoes it: quoted, and cut to ``limit`` characters (a link may carry
-    100 KB in one parameter)."""
-    text = str(value)
-    return repr(text[:limit] + "…") if len(text) > limit else repr(text)
-
-
-def parse_value(key: str, kind: str, raw: Any, low=None, high=None, choices: Sequence[str] = ()) -> Any:
-    text = str(raw).strip()
-    if kind == "str":
-        return str(raw)
-    if kind == "bool":
-        if text.lower() in ("true", "1", "yes", "on"):
-            return True
-        if text.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ParameterError(f"{key} = {shown(text)} is not true or false.")
-    if kind == "choice":
-        if text not in choices:
-            raise ParameterError(f"{key} = {shown(text)} is not one of: {', '.join(choices)}.")
-        return text
-    try:
-        value: Any = float(text)
-    except ValueError:
-        raise ParameterError(f"{key} = {shown(text)} is not a number.") from None
-    if not math.isfinite(value):
-        raise ParameterError(f"{key} = {shown(text)} is not a finite number.")
-    if kind == "int":
-        if not float(value).is_integer():
-            raise ParameterError(f"{key} = {shown(text)} is not a whole number.")
-        value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        raise ParameterError(f"{key} = {text[:40]}{'…' if len(text) > 40 else ''} is outside its valid range [{lo}, {hi}].")
-    return value
-
-
-def sidebar_fields(limits: Mapping[str, int] | None = None, *, synthetic_kinds: Sequence[str] = (),
-                   samples: Sequence[str] = ()) -> dict[str, Field]:
-    """The shared sidebar's settings (the inputs' limits bound N, d and heads)."""
-    lim = dict(LIMITS)
-    lim.update(limits or {})
-    kinds = tuple(synthetic_kinds) or ("gaussian",)
+def sidebar_fields() -> dict[str, Field]:
+    """The shared sidebar's settings besides the source's own (those come from its ``SourceSpec``)."""
     return {f.key: f for f in (
-        Field("source", "choice", "text", "Input", "where Q, K, V come from", choices=SOURCES),
-        Field("text", "str", DEFAULT_TEXT, "Text", "goes through the model; one layer's Q, K, V per head"),
-        Field("model", "str", "", "Model folder", "a local Hugging Face model folder the server allows; empty = "
-              "the bundled MiniLM"),
-        Field("kv", "str", "", "Keys and values from a second text", "cross-attention: the first text's queries "
-              "attend this text's keys and values (same model and layer); empty = self-attention"),
-        Field("layer", "int", 0, "Layer", "which layer's Q, K, V", low=0, high=128),
-        Field("kind", "choice", "clustered" if "clustered" in kinds else kinds[0], "Generator",
-              "synthetic generator", choices=kinds),
-        Field("sample", "choice", samples[0] if samples else "", "Sample", "a file from sample_inputs/",
-              choices=tuple(samples) or ("",)),
-        Field("n", "int", 256, "N (tokens)", "sequence length", low=2, high=lim["max_n"]),
-        Field("d", "int", 64, "d (head dim)", "query/key dimension per head", low=1, high=lim["max_d"]),
-        Field("heads", "int", 4, "heads", "number of heads", low=1, high=lim["max_heads"]),
+        Field("source", "choice", "text", "Input", "where Q, K, V come from: " + "; ".join(
+            f"{s.name}, {s.label}" for s in list_sources()), choices=lambda: tuple(s.name for s in list_sources())),
         Field("causal", "bool", False, "causal", "query i sees only keys j ≤ i"),
         Field("device", "choice", "auto", "device", "auto = CUDA when available", choices=DEVICES),
         Field("dtype", "choice", "float32", "dtype", "compute dtype", choices=DTYPES),
@@ -123,12 +48,6 @@ def sidebar_fields(limits: Mapping[str, int] | None = None, *, synthetic_kinds: 
 def param_key(owner: str, name: str) -> str:
     """URL/widget key of a variant parameter or a generator knob: ``owner.name``."""
     return f"{owner}.{name}"
-
-
-def knob_owner(kind: str) -> str:
-    """Prefix of a synthetic generator's knobs in the URL (``syn.clustered.clusters``), kept apart
-    from variant parameters (a variant and a generator may share a name, as "clustered" does)."""
-    return f"syn.{kind}"
 
 
 def check_query(raw: Mapping[str, Any], fields: Mapping[str, Field]) -> tuple[dict, list[str]]:
