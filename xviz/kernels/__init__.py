@@ -37,5 +37,7 @@ variant. Each module is one mechanism:
 - ``grid``       2-D local attention on a raster grid (Image Transformer) from 2-D unfold windows.
 - ``routed``     query-routed key blocks (MoBA, NSA): top-k choice, block-dispatched attention,
                  NSA's overlapping compressed blocks.
+- ``draws``      random draws that do not depend on how many are drawn (row by row from one stream,
+                 uniforms filled serially, normals by Box–Muller): a causal prefix draws the same values.
 - ``costs``      cost models at a ``Shape``: quadratic, sparse (keys per row), linear (features).
 """
