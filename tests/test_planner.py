@@ -73,7 +73,8 @@ def test_plan_map_draws_thirty_layers_by_nine_heads():
             for li in range(30) for h in range(9)]
     fig = plan_map(rows)
     z = fig.data[0].z
-    assert len(z) == 30 and len(z[0]) == 9 and "sinks=1" in fig.data[0].text[0][1]
+    assert len(z) == 30 and len(z[0]) == 9 and "sinks=1" in fig.data[1].text[1]
+    assert [list(c) for c in fig.data[1].customdata[:2]] == [[0, 0], [0, 1]]  # a click opens (layer, head)
 
 
 def test_cli_plan(smollm2, tmp_path, capsys):

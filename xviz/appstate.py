@@ -99,7 +99,7 @@ def sidebar_fields(limits: Mapping[str, int] | None = None, *, synthetic_kinds: 
         Field("source", "choice", "text", "Input", "where Q, K, V come from", choices=SOURCES),
         Field("text", "str", DEFAULT_TEXT, "Text", "goes through the model; one layer's Q, K, V per head"),
         Field("model", "str", "", "Model folder", "a local Hugging Face model folder the server allows; empty = "
-              "the bundled MiniLM"),
+              "the bundled MiniLM; smollm2-135m = the bundled SmolLM2 decoder"),
         Field("kv", "str", "", "Keys and values from a second text", "cross-attention: the first text's queries "
               "attend this text's keys and values (same model and layer); empty = self-attention"),
         Field("layer", "int", 0, "Layer", "which layer's Q, K, V", low=0, high=128),

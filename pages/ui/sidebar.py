@@ -68,9 +68,31 @@ def _wait_for_model(model: str) -> None:
         st.rerun(scope="app")
 
 
+# The bundled models by their ``model`` value ("" is the default): the picker writes the model field, which
+# stays the one setting in the URL (a local folder is typed there).
+BUNDLED_MODELS = {"": "all-MiniLM-L6-v2 (encoder, 6 layers × 12 heads)",
+                  "smollm2-135m": "SmolLM2-135M (decoder, 30 × 9 heads; 4-bit Q4_1 weights dequantized)"}
+_PICK = "_model_pick"
+
+
+def _pick_model() -> None:
+    st.session_state["model"] = st.session_state[_PICK]
+
+
+def _model_picker(sb) -> None:
+    current = str(st.session_state.get("model", st.query_params.get("model", "")))
+    options = list(BUNDLED_MODELS) + ([current] if current not in BUNDLED_MODELS else [])
+    st.session_state[_PICK] = current  # follows the model field (a link, a typed folder)
+    sb.selectbox("Model", options, key=_PICK, on_change=_pick_model,
+                 format_func=lambda m: BUNDLED_MODELS.get(m, "a local folder (see Model folder)"),
+                 help="the bundled models; SmolLM2's first use converts its weights once (about 20 s), then it "
+                      "loads in seconds")
+
+
 def _text_source(fields, sb, messages) -> InputSpec | None:
     text = sb.text_area("Text", value=appstate.DEFAULT_TEXT, key="text", bind="query-params", height=110,
                         help="goes through the model: one layer's Q, K, V per head and its own attention")
+    _model_picker(sb)
     with sb.expander("Model, cross-attention", expanded=False):
         model = field_widget(fields["model"])
         kv = field_widget(fields["kv"])

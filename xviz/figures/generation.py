@@ -102,9 +102,10 @@ PATTERN_COLOURS = {"sink": "#d62728", "local": "#1f77b4", "sink+local": "#9467bd
                    "block-sparse": "#2ca02c", "global": "#7f7f7f"}
 
 
-def plan_map(rows: Sequence[dict], *, font_size: int = 13, value: str = "pattern") -> go.Figure:
+def plan_map(rows: Sequence[dict], *, font_size: int = 13) -> go.Figure:
     """The planner's layer × head map: cell colour = the head's pattern class; hover: the class, its
-    measures, and the cheapest variant meeting the target with its parameters and error."""
+    measures, and the cheapest variant meeting the target with its parameters and error. A marker on every
+    cell carries [layer, head] as customdata, so a click selects the cell (to open it in the Explorer)."""
     layers = max(r["layer"] for r in rows) + 1
     heads = max(r["head"] for r in rows) + 1
     classes = list(PATTERN_COLOURS)
@@ -114,19 +115,23 @@ def plan_map(rows: Sequence[dict], *, font_size: int = 13, value: str = "pattern
         z[r["layer"], r["head"]] = classes.index(r["pattern"])
         chosen = r["variant"] + (f" ({r['params']})" if r["params"] else "") if r["variant"] else "none meets it"
         text[r["layer"], r["head"]] = (
-            f"layer {r['layer']}, head {r['head']}<br>{r['pattern']}: mass on the sink {r['sink_mass']:.2f}, "
+            f"layer {r['layer']}, head {r['head']}: {r['pattern']}<br>mass on the sink {r['sink_mass']:.2f}, "
             f"local {r['local_mass']:.2f}, top columns + diagonals {r['column_mass']:.2f}, top blocks "
             f"{r['block_mass']:.2f}<br>cheapest: {html.escape(chosen)}, error {r['error']:.3g}, "
-            f"{r['flops_ratio']:.2f}× exact's FLOPs")
+            f"{r['flops_ratio']:.2f}× exact's FLOPs<br>click to open in the Explorer")
     n = len(classes)
     scale = []
     for i, c in enumerate(classes):
         scale += [[i / n, PATTERN_COLOURS[c]], [(i + 1) / n, PATTERN_COLOURS[c]]]
     fig = go.Figure(go.Heatmap(
-        z=z, x=[f"h{h}" for h in range(heads)], y=[f"L{layer}" for layer in range(layers)], zmin=-0.5,
-        zmax=n - 0.5, colorscale=scale, text=text, hovertemplate="%{text}<extra></extra>", xgap=1, ygap=1,
-        colorbar=dict(tickvals=list(range(n)), ticktext=classes, title="pattern")))
-    fig.update_yaxes(autorange="reversed", title="layer")
-    fig.update_xaxes(title="query head", side="top")
+        z=z, x=list(range(heads)), y=list(range(layers)), zmin=-0.5, zmax=n - 0.5, colorscale=scale,
+        hoverinfo="skip", xgap=1, ygap=1, colorbar=dict(tickvals=list(range(n)), ticktext=classes, title="pattern")))
+    yy, xx = np.meshgrid(np.arange(layers), np.arange(heads), indexing="ij")
+    fig.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), mode="markers", showlegend=False,
+                             customdata=np.stack([yy.ravel(), xx.ravel()], 1), text=text.ravel(),
+                             marker=dict(size=14, color="rgba(255,255,255,0.01)", symbol="square"),
+                             hovertemplate="%{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="layer", dtick=1, showgrid=False)
+    fig.update_xaxes(title="query head", side="top", dtick=1, showgrid=False)
     return style(fig, font_size=font_size, height=max(360, 22 * layers + 140),
-                 title="Per-head plan: each head's measured pattern (hover for the cheapest variant meeting the target)")
+                 title="Per-head plan: each head's measured pattern (hover: the cheapest variant meeting the target)")
