@@ -186,3 +186,19 @@ def test_generation_figures(runs):
     page = texts_html([full, dataclasses.replace(window, labels=labels), sinks], full)
     assert "<script>x" not in page and "&lt;script&gt;" in page and page.count("<mark") == sum(
         r.first_divergence(full) is not None for r in runs[1:])
+
+
+def test_grouped_query_view_uses_the_models_groups(smollm2):
+    from xviz.analysis.budget import real_group_params
+
+    seq = inputs.from_text(TEXT, model="smollm2-135m", layer=4)
+    params = real_group_params(xviz.get_variant("grouped_query"), seq)
+    assert params == {"groups": 3}
+    # The model's groups share K and V already: pooling them changes nothing, so GQA is exact here
+    # (float32 rounding of the mean of three equal heads: ~1e-7).
+    gqa = xviz.run("grouped_query", seq.q, seq.k, seq.v, causal=True, **params)
+    exact = xviz.run("exact", seq.q, seq.k, seq.v, causal=True)
+    assert torch.allclose(gqa.out, exact.out, atol=1e-5)
+    assert not torch.allclose(xviz.run("grouped_query", seq.q, seq.k, seq.v, causal=True, groups=1).out, exact.out,
+                              atol=1e-3)
+    assert real_group_params(xviz.get_variant("grouped_query"), inputs.synthetic("gaussian", n=8, d=4, heads=2)) == {}

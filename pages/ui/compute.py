@@ -19,7 +19,7 @@ import torch
 
 import xviz
 from xviz.analysis import metrics as metrics_lib
-from xviz.analysis.budget import Allowance, budget_params
+from xviz.analysis.budget import Allowance, budget_params, real_group_params
 from xviz.analysis.reference import exact_in_chunks
 from xviz.core.cache import BoundedCache, release_memory_every
 from xviz.core.errors import BudgetError, XvizError
@@ -149,7 +149,8 @@ def budget_match(ctx, spec, budget: int):
 
 def budget_defaults(ctx, spec, budget: int) -> dict:
     got = budget_match(ctx, spec, budget)
-    return got.params if got is not None else {p.name: p.fit_default(ctx.n, ctx.shape[-1]) for p in spec.params}
+    params = got.params if got is not None else {p.name: p.fit_default(ctx.n, ctx.shape[-1]) for p in spec.params}
+    return {**params, **real_group_params(spec, ctx.inp)}  # a grouped-query model's own groups
 
 
 def default_budget(n: int) -> int:

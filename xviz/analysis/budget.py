@@ -135,3 +135,14 @@ class Allowance:
                     f"or use a shorter input.")
         self._spent.append((now, float(flops)))
         return None
+
+
+def real_group_params(spec: VariantSpec, inp) -> dict:
+    """A grouped-query variant on an input from a grouped-query model: its ``groups`` set to the model's own
+    key/value heads (``inp.kv_group``), so the view shows the real groups. Empty otherwise."""
+    group = getattr(inp, "kv_group", None)
+    if not group or "groups" not in {p.name for p in spec.params}:
+        return {}
+    count = len(set(group))
+    contiguous = list(group) == sorted(group) and len(group) % count == 0  # the variant's groups are contiguous
+    return {"groups": count} if contiguous else {}
