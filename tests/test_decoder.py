@@ -202,3 +202,12 @@ def test_grouped_query_view_uses_the_models_groups(smollm2):
     assert not torch.allclose(xviz.run("grouped_query", seq.q, seq.k, seq.v, causal=True, groups=1).out, exact.out,
                               atol=1e-3)
     assert real_group_params(xviz.get_variant("grouped_query"), inputs.synthetic("gaussian", n=8, d=4, heads=2)) == {}
+
+
+def test_batched_policies_do_not_mix(runs):
+    """generate_many steps every policy in one batch; each row must be what that policy gives alone (up to
+    float32 rounding of a different batch size: ~1e-6 on logits, so 1e-3 nats on KL)."""
+    alone = dec.generate("sinks", PROMPT, max_new_tokens=8, budget=BUDGET, sinks=2)
+    together = runs[2]
+    assert alone.tokens == together.tokens and np.allclose(alone.kl, together.kl, atol=1e-3)
+    assert (alone.kept == together.kept).all()

@@ -53,7 +53,7 @@ def _run(key: tuple, prompt: str, policies: list[str], budget: int, steps: int) 
     bar = st.progress(0.0, text="prefill: the prompt through 30 layers…")
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"generated {done} of {total} tokens (all policies)")
+        bar.progress(done / total, text=f"generated token {done} of {total} (every policy at once)")
 
     results = dec.generate_many(policies, prompt, model=MODEL, max_new_tokens=steps, budget=budget, progress=progress)
     compute.REPLAYS.put(key, results)

@@ -88,6 +88,11 @@ class GenerationResult:
         return f"{self.display_name} ({shown})" if shown else self.display_name
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (what a cache bounded by bytes counts)."""
+        return int(self.kept.nbytes + self.attention.nbytes + self.kl.nbytes)
+
+    @property
     def prefill(self) -> int:
         return len(self.prompt_ids)
 
@@ -179,40 +184,66 @@ class _LayerCache:
 
 
 class _PolicyRun:
-    """One policy's generation: its cache, its per-layer views, what it records."""
+    """One policy's generation: its per-layer views, its batch rows, what it records."""
 
-    def __init__(self, spec: PolicySpec, params: dict, budget: int, shared: "_Prefill", steps: int):
-        self.spec, self.params, self.budget, self.shared = spec, params, budget, shared
+    def __init__(self, spec: PolicySpec, params: dict, budget: int, shared: "_Prefill", steps: int, row: int,
+                 full_row: int | None):
+        self.spec, self.params, self.budget = spec, params, budget
+        self.row, self.full_row = row, full_row  # its cache's row, and its full-cache companion's (None: full)
         n = shared.p + steps - 1  # positions fed: the prompt, then every generated token but the last
         self.layers = [_LayerCache(layer, n, spec, params, budget) for layer in shared.layers]
-        self.cache = copy.deepcopy(shared.cache)
-        self.full_cache = None if spec.name == "full" else copy.deepcopy(shared.cache)
         g = shared.layers[0]["k"].shape[1]
         self.kept = np.zeros((steps, len(self.layers), g, n), dtype=bool)
         self.attention = np.zeros(self.kept.shape, dtype=np.float32)
         self.kept[0, :, :, :shared.p] = True
         self.attention[0, :, :, :shared.p] = shared.last_attention
-        self.step_index = 0
-        self._calls = 0
+        self.tokens = [int(torch.argmax(shared.logits))]
+        self.kl = [0.0]
+
+
+class _Batch:
+    """Every run stepped together, one forward per step: a batch row per policy's cache and one per its
+    full-cache companion (fed the policy's tokens), all holding the same positions. A row's attention
+    reads only what its policy keeps; the batch's rows never mix (attention, norms and MLPs are per row)."""
+
+    def __init__(self, runs: list[_PolicyRun], shared: "_Prefill", rows: int):
+        self.runs, self.step_index, self._calls = runs, 0, 0
+        self.cache = copy.deepcopy(shared.cache)
+        self.cache.reorder_cache(torch.zeros(rows, dtype=torch.long))  # the prompt's cache in every row
+        self.rows = rows
 
     def _attend(self, eager, module, query, key, value, attention_mask, scaling=None, **kwargs):
         layer, self._calls = self._calls, self._calls + 1
-        t = key.shape[-2] - 1
-        kept, probs = self.layers[layer].step(t, query, key, value)
-        self.kept[self.step_index, layer, :, :t + 1] = kept[0].numpy()
-        self.attention[self.step_index, layer, :, :t + 1] = probs[0].numpy()
-        read = kept.repeat_interleave(query.shape[1] // kept.shape[1], 1)[:, :, None, :]  # (1, H, 1, t + 1)
-        low = torch.finfo(query.dtype).min
+        t, h = key.shape[-2] - 1, query.shape[1]
+        read = torch.ones(self.rows, h, 1, t + 1, dtype=torch.bool)
+        for run in self.runs:
+            r = run.row
+            kept, probs = run.layers[layer].step(t, query[r:r + 1], key[r:r + 1], value[r:r + 1])
+            run.kept[self.step_index, layer, :, :t + 1] = kept[0].numpy()
+            run.attention[self.step_index, layer, :, :t + 1] = probs[0].numpy()
+            read[r] = kept[0].repeat_interleave(h // kept.shape[1], 0)[:, None, :]
+        low = torch.full((), torch.finfo(query.dtype).min, dtype=query.dtype)
         base = attention_mask[..., :t + 1] if attention_mask is not None else query.new_zeros(())
-        mask = torch.where(read, base, torch.full((), low, dtype=query.dtype))
-        return eager(module, query, key, value, mask, scaling=scaling, dropout=0.0, **kwargs)
+        return eager(module, query, key, value, torch.where(read, base, low), scaling=scaling, dropout=0.0, **kwargs)
 
-    def step(self, lm, token: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feed the previous token for step s: (policy logits, full-cache logits)."""
+    def step(self, lm, s: int, eos) -> bool:
+        """Generated token s for every run still going; False when every run has ended."""
+        going = [run for run in self.runs if run.tokens[-1] != eos]
+        if not going:
+            return False
+        ids = [[0] for _ in range(self.rows)]
+        for run in self.runs:  # an ended run keeps feeding its last token: its row is ignored
+            ids[run.row] = [run.tokens[-1]]
+            if run.full_row is not None:
+                ids[run.full_row] = [run.tokens[-1]]
         self.step_index, self._calls = s, 0
-        ours = models.lm_step(lm, [token], self.cache, override=self._attend)
-        full = ours if self.full_cache is None else models.lm_step(lm, [token], self.full_cache)
-        return ours, full
+        logits = models.lm_step(lm, ids, self.cache, override=self._attend)
+        for run in going:
+            ours = logits[run.row]
+            full = ours if run.full_row is None else logits[run.full_row]
+            run.kl.append(_kl(full, ours))
+            run.tokens.append(int(torch.argmax(ours)))
+        return True
 
 
 @dataclass
@@ -261,7 +292,7 @@ def generate(policy, prompt: str, *, model: str = DEFAULT_MODEL, max_new_tokens:
     """Greedy generation of ``max_new_tokens`` tokens after ``prompt`` with every layer's KV cache
     pruned by ``policy`` (a name from ``list_policies()``) at ``budget`` cached positions per step
     (the token being decoded included). params: the policy's parameters. progress(done, total) is
-    called after each generated token."""
+    called after each generated token (done of max_new_tokens)."""
     return generate_many([(policy, params)], prompt, model=model, max_new_tokens=max_new_tokens, budget=budget,
                          progress=progress)[0]
 
@@ -269,7 +300,8 @@ def generate(policy, prompt: str, *, model: str = DEFAULT_MODEL, max_new_tokens:
 def generate_many(policies: Sequence[str | tuple[str, Mapping]], prompt: str, *, model: str = DEFAULT_MODEL,
                   max_new_tokens: int = 32, budget: int,
                   progress: Callable[[int, int], None] | None = None) -> list[GenerationResult]:
-    """Several policies (names or (name, params)) after one shared prefill of ``prompt``."""
+    """Several policies (names or (name, params)) after one shared prefill of ``prompt``, stepped together
+    (one batched forward per generated token)."""
     steps, budget = _check_steps(max_new_tokens), _check_budget(budget)
     lm = models.decoder(model)
     limit = min(lm.max_tokens, LIMITS["max_model_tokens"]) - steps
@@ -277,40 +309,39 @@ def generate_many(policies: Sequence[str | tuple[str, Mapping]], prompt: str, *,
         raise ParameterError(f"max_new_tokens = {steps} leaves no room for a prompt: {lm.name} reads at most "
                              f"{lm.max_tokens:,} tokens here.")
     ids, notices = models.prompt_ids(lm, prompt, limit)
-    runs = []
+    resolved = []
     for item in policies:
         name, params = (item, {}) if isinstance(item, (str, PolicySpec)) else (item[0], dict(item[1]))
         spec = name if isinstance(name, PolicySpec) else get_policy(name)
-        d = lm.head_dim
-        runs.append((spec, spec.resolve(params, n=len(ids) + steps, d=d, budget=budget, prefill=len(ids))))
+        resolved.append((spec, spec.resolve(params, n=len(ids) + steps, d=lm.head_dim, budget=budget,
+                                            prefill=len(ids))))
+    if not resolved:
+        raise ParameterError("no policy given; name at least one (list_policies()).")
     shared = _prefill(lm, ids)
+    runs, row = [], 0
+    for spec, params in resolved:
+        full_row = None if spec.name == "full" else row + 1
+        runs.append(_PolicyRun(spec, params, budget, shared, steps, row, full_row))
+        row += 1 if full_row is None else 2
+    batch = _Batch(runs, shared, row)
     eos = getattr(lm.tokenizer, "eos_token_id", None)
-    total, done = steps * len(runs), 0
-    results = []
-    for spec, params in runs:
-        run = _PolicyRun(spec, params, budget, shared, steps)
-        tokens, kl = [int(torch.argmax(shared.logits))], [0.0]
-        done += 1
+    if progress:
+        progress(1, steps)
+    for s in range(1, steps):
+        if not batch.step(lm, s, eos):
+            break
         if progress:
-            progress(done, total)
-        for s in range(1, steps):
-            if tokens[-1] == eos:
-                break
-            ours, full = run.step(lm, tokens[-1], s)
-            kl.append(_kl(full, ours))
-            tokens.append(int(torch.argmax(ours)))
-            done += 1
-            if progress:
-                progress(done, total)
-        done += steps - len(tokens)
-        t = len(tokens)
-        dv = shared.layers[0]["v"].shape[-1]
+            progress(s + 1, steps)
+    results = []
+    dv = shared.layers[0]["v"].shape[-1]
+    group = [i * lm.kv_heads // lm.heads for i in range(lm.heads)]
+    for run in runs:
+        t = len(run.tokens)
         results.append(GenerationResult(
-            policy=spec.name, display_name=spec.display_name, params=params, budget=budget, model=lm.name,
-            prompt_ids=list(ids), prompt_labels=models.labels(lm, ids), tokens=tokens,
-            labels=models.labels(lm, tokens), text=lm.tokenizer.decode(tokens, skip_special_tokens=True),
-            kl=np.array(kl), kept=run.kept[:t, :, :, :len(ids) + t - 1],
-            attention=run.attention[:t, :, :, :len(ids) + t - 1], kv_group=[i * lm.kv_heads // lm.heads
-                                                                            for i in range(lm.heads)],
+            policy=run.spec.name, display_name=run.spec.display_name, params=run.params, budget=budget,
+            model=lm.name, prompt_ids=list(ids), prompt_labels=models.labels(lm, ids), tokens=run.tokens,
+            labels=models.labels(lm, run.tokens), text=lm.tokenizer.decode(run.tokens, skip_special_tokens=True),
+            kl=np.array(run.kl), kept=run.kept[:t, :, :, :len(ids) + t - 1],
+            attention=run.attention[:t, :, :, :len(ids) + t - 1], kv_group=group,
             bytes_per_key=(lm.head_dim + dv) * 4, notices=list(notices)))
     return results

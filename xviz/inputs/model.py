@@ -320,19 +320,21 @@ def new_cache(lm: _Loaded):
     return transformers.DynamicCache(config=lm.lm.config)
 
 
-def lm_step(lm: _Loaded, ids: list[int], cache, override=None) -> torch.Tensor:
+def lm_step(lm: _Loaded, ids: list, cache, override=None) -> torch.Tensor:
     """Feed ``ids`` after what ``cache`` holds (the cache grows in place); the next-token logits at the
-    last position, float32 (V,). ``override(eager, module, q, k, v, mask, scaling=…)`` replaces each
-    attention call, in layer order."""
+    last position, float32: (V,) for a list of ids, (B, V) for a batch (a list of B equally long lists).
+    ``override(eager, module, q, k, v, mask, scaling=…)`` replaces each attention call, in layer order."""
+    batched = bool(ids) and isinstance(ids[0], (list, tuple))
     with _LOCK:
         token = _OVERRIDE.set(override)
         try:
             with torch.no_grad():
-                out = lm.lm(input_ids=torch.tensor([ids], dtype=torch.long), past_key_values=cache, use_cache=True,
-                            logits_to_keep=1)
+                out = lm.lm(input_ids=torch.tensor(ids if batched else [ids], dtype=torch.long),
+                            past_key_values=cache, use_cache=True, logits_to_keep=1)
         finally:
             _OVERRIDE.reset(token)
-    return out.logits[0, -1].float()
+    logits = out.logits[:, -1].float()
+    return logits if batched else logits[0]
 
 
 def labels(lm: _Loaded, ids: list[int]) -> list[str]:
