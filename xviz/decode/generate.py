@@ -150,8 +150,7 @@ class _LayerCache:
         self.k = k.new_zeros(b, self.g, n_total, d)
         self.v = v.new_zeros(b, self.g, n_total, v.shape[-1])
         self.qh[..., :p, :], self.k[..., :p, :], self.v[..., :p, :] = qh, k, v
-        rep = lambda x: x[..., :p, :].repeat_interleave(self.size, 1)  # noqa: E731
-        self.heads = Replay(qh, rep(self.k), rep(self.v), budget, p, self.scale)  # prompt only
+        self.heads = prompt["heads"]  # the prompt per query head, its attention sums shared by every policy
         self.select = None
 
     def _replay(self, length: int) -> _GroupedReplay:
@@ -263,9 +262,11 @@ def _prefill(lm, ids: list[int]) -> _Prefill:
     def record(eager, module, query, key, value, attention_mask, scaling=None, **kwargs):
         out, weights = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0, **kwargs)
         size = query.shape[1] // key.shape[1]
-        layers.append(dict(q=query.detach().float().clone(), k=key.detach().float().clone(),
-                           v=value.detach().float().clone(),
-                           scale=float(scaling) if scaling is not None else query.shape[-1] ** -0.5))
+        q, k, v = (x.detach().float().clone() for x in (query, key, value))
+        scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+        # budget 1: prompt_weight_sums, all a policy asks of this Replay, does not read the budget
+        heads = Replay(q, k.repeat_interleave(size, 1), v.repeat_interleave(size, 1), 1, q.shape[-2], scale)
+        layers.append(dict(q=q, k=k, v=v, scale=scale, heads=heads))
         last.append(weights[0, :, -1].float().unflatten(0, (-1, size)).mean(1).numpy())
         return out, weights
 
