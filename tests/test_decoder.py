@@ -61,7 +61,8 @@ def test_exact_attention_equals_the_models_own(smollm2, plain_lm):
         assert (ours - seq.reference_attention).abs().max() <= ATOL
         assert (seq.reference_attention - theirs[layer]).abs().max() <= ATOL  # the model's own, as transformers says
         # The causal flag matters: without it exact attention is far from the model's.
-        assert (xviz.run("exact", seq.q, seq.k, seq.v, causal=False).matrix() - seq.reference_attention).abs().max() > 0.1
+        bidirectional = xviz.run("exact", seq.q, seq.k, seq.v, causal=False).matrix()
+        assert (bidirectional - seq.reference_attention).abs().max() > 0.1
     sink = seqs[5].reference_attention[0, :, 4:, 0].mean()
     assert sink > 0.3, f"the layer-5 attention sink on token 0 carries {sink:.2f} of later queries' weight"
 

@@ -237,7 +237,8 @@ def _add_plan_parser(sub) -> None:
     plan.add_argument("--model", default="smollm2-135m", help="smollm2-135m (bundled), empty for all-MiniLM-L6-v2, "
                                                                "or an allowed model folder")
     plan.add_argument("--text", required=True, help="the text the model reads")
-    plan.add_argument("--target", default="0.05", help="relative output error a head's variant must meet (default 0.05)")
+    plan.add_argument("--target", default="0.05",
+                      help="relative output error a head's variant must meet (default 0.05)")
     plan.add_argument("--csv", type=_output_file, help="CSV: one row per layer and head")
     plan.add_argument("--html", type=_output_file, help="standalone HTML: the layer x head map")
     plan.set_defaults(func=_cmd_plan)

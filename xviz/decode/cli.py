@@ -137,7 +137,8 @@ def add_generate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], help="policy parameter name=value (repeatable)")
     from ..cli import _output_file  # an unwritable output is refused before the model runs
 
-    p.add_argument("--csv", type=_output_file, help="CSV: one row per step (token, KL, cache bytes, kept keys per layer)")
+    p.add_argument("--csv", type=_output_file,
+                   help="CSV: one row per step (token, KL, cache bytes, kept keys per layer)")
     p.add_argument("--html", type=_output_file, help="standalone HTML: the texts, KL over the steps, kept keys per "
                                                      "layer and head")
     p.set_defaults(func=run_generate)
