@@ -27,7 +27,8 @@ kept about equally small (≈ N/8 keys a query), so a class says which small set
 **The cheapest variant.** Candidates: sliding window, sinks + window (1 or 4 sinks), Longformer
 (window + 2 global tokens), BigBird, with a few parameter values each, and exact attention (which always
 meets the target; top-k is left out: it computes every score, so it costs what exact attention costs).
-They are ordered by xviz's own cost model (``Cost.flops`` of the variant at this N, d); the first whose relative output error ‖O − Ô‖ / ‖O‖ on the head is at most the target is the head's choice.
+They are ordered by xviz's own cost model (``Cost.flops`` of the variant at this N, d); the first whose
+relative output error ‖O − Ô‖ / ‖O‖ on the head is at most the target is the head's choice.
 """
 from __future__ import annotations
 
