@@ -181,6 +181,7 @@ def test_generation_figures(runs):
     z = np.array(generated_attention(window, 5).data[0].z)
     assert z.shape == (len(window.tokens), full.prefill + len(window.tokens) - 1)
     assert np.allclose(z[1:].sum(-1), 1, atol=1e-5)  # each generated token's weights over what it read
+    assert (window.attention[1:][~window.kept[1:]] == 0).all()  # ... and nothing on what the policy dropped
     cut = window.first_divergence(full)
     labels = list(window.labels)
     labels[cut] = "<script>x</script>"  # a token is text: escaped, never markup

@@ -29,7 +29,7 @@ What is measured per generated token s (s = 0 is the prefill's token): ``kl[s]``
 of the next-token distributions, where "full" is the same model with a full cache fed the same
 tokens (the policy's own text so far), so it measures the error the pruned cache adds at that step,
 not the drift of two different texts; ``kept[s]`` the positions each layer and key/value head read;
-``attention[s]`` the group-mean attention weights of the query that produced token s. Greedy decoding
+``attention[s]`` the attention weights the query that produced token s used, averaged per group. Greedy decoding
 (argmax, ties to the lower id, as transformers' ``generate(do_sample=False)``); generation stops
 after the model's end-of-sequence token, as ``generate`` does.
 """
@@ -60,8 +60,8 @@ class GenerationResult:
     kl: (T,) KL(full ‖ policy) in nats of each step's next-token distribution (kl[0] = 0: the prefill).
     kept: (T, L, G, P + T − 1) bool, the positions the query that produced token s read (s = 0: the
         last prompt query, which reads the whole prompt).
-    attention: (T, L, G, P + T − 1) float32, that query's attention weights, averaged over each
-        key/value head's query heads.
+    attention: (T, L, G, P + T − 1) float32, the attention weights that query used (0 off the keys it
+        read), averaged over each key/value head's query heads.
     kv_group: entry h is query head h's key/value head.
     bytes_per_key: K and V of one position for one key/value head, float32: (d + d_v) · 4."""
 
@@ -158,9 +158,9 @@ class _LayerCache:
         return _GroupedReplay(qmean, self.k[..., :length, :], self.v[..., :length, :], self.budget, self.p,
                               self.scale, self.heads, self.size)
 
-    def step(self, t: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
-        """Position t's query arrives (key and value hold positions 0 … t): (kept (1, G, t + 1) bool,
-        the group-mean weights over all t + 1 keys)."""
+    def step(self, t: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Position t's query arrives (key and value hold positions 0 … t): the keys it reads, (1, G, t + 1)
+        bool. The policy sees the group-mean weights of the full cache (what ``simulate``'s chunks hold)."""
         self.qh[..., t, :], self.k[..., t, :], self.v[..., t, :] = query[..., 0, :], key[..., t, :], value[..., t, :]
         logits = (query.float() @ key.float().repeat_interleave(self.size, 1).transpose(-1, -2)) * self.scale
         probs = torch.softmax(logits, -1).unflatten(1, (self.g, self.size)).mean(2)  # (1, G, 1, t + 1)
@@ -179,7 +179,7 @@ class _LayerCache:
         if not bool(kept[..., t].all()):
             raise VariantError(f"policy {self.spec.name!r} ({self.spec.module}) dropped the token being decoded "
                                f"at position {t}; a cache always holds the current token's key.")
-        return kept, probs[:, :, 0]
+        return kept
 
 
 class _PolicyRun:
@@ -217,13 +217,18 @@ class _Batch:
         read = torch.ones(self.rows, h, 1, t + 1, dtype=torch.bool)
         for run in self.runs:
             r = run.row
-            kept, probs = run.layers[layer].step(t, query[r:r + 1], key[r:r + 1], value[r:r + 1])
+            kept = run.layers[layer].step(t, query[r:r + 1], key[r:r + 1], value[r:r + 1])
             run.kept[self.step_index, layer, :, :t + 1] = kept[0].numpy()
-            run.attention[self.step_index, layer, :, :t + 1] = probs[0].numpy()
             read[r] = kept[0].repeat_interleave(h // kept.shape[1], 0)[:, None, :]
         low = torch.full((), torch.finfo(query.dtype).min, dtype=query.dtype)
         base = attention_mask[..., :t + 1] if attention_mask is not None else query.new_zeros(())
-        return eager(module, query, key, value, torch.where(read, base, low), scaling=scaling, dropout=0.0, **kwargs)
+        out, weights = eager(module, query, key, value, torch.where(read, base, low), scaling=scaling, dropout=0.0,
+                             **kwargs)
+        for run in self.runs:  # the weights the model used (0 off the kept keys), averaged over each group
+            g = run.kept.shape[2]
+            run.attention[self.step_index, layer, :, :t + 1] = weights[run.row, :, 0].float().unflatten(
+                0, (g, -1)).mean(1).numpy()
+        return out, weights
 
     def step(self, lm, s: int, eos) -> bool:
         """Generated token s for every run still going; False when every run has ended."""
