@@ -43,3 +43,11 @@ def test_real_model_page_with_smollm2_and_its_plan(smollm2):
     markers = plan["data"][1]
     assert len(markers["customdata"]) == 270 if isinstance(markers["customdata"], list) else \
         json.dumps(markers["customdata"]["shape"]) in ('"270, 2"', '"270,2"')
+
+
+def test_explorer_shows_the_sink_of_smollm2(smollm2):
+    at = run_page("explorer", {"model": "smollm2-135m", "layer": "5", "text": TEXT, "causal": "true"})
+    assert not at.exception and not at.error, texts(at, "error")
+    assert "SmolLM2" in texts(at, "caption") and "layer 5 of 30" in texts(at, "caption")
+    exact = chart_specs(at)[0]["data"][0]  # the model's exact attention, first panel
+    assert exact["type"] == "heatmap"
