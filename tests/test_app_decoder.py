@@ -37,6 +37,8 @@ def test_real_model_page_with_smollm2_and_its_plan(smollm2):
     at = run_page("real_model", {"model": "smollm2-135m", "text": TEXT, "rm_variant": "sliding_window"})
     assert not at.exception and not at.error, texts(at, "error")
     assert "30 layers × 9 heads" in texts(at, "caption")
+    thumbs = next(spec for spec in chart_specs(at) if "every layer and head" in spec["layout"]["title"]["text"])
+    assert len(thumbs["data"][1]["x"]) == 270  # one clickable marker per layer and head of the mosaic
     at.button(key="plan_run").click().run()
     assert not at.exception and not at.error, texts(at, "error")
     plan = next(spec for spec in chart_specs(at) if "Per-head plan" in spec["layout"]["title"]["text"])
