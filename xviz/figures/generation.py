@@ -81,8 +81,8 @@ def texts_html(results: Sequence, reference=None) -> str:
                 parts.append(f"<span style='opacity:0.7'>{text}</span>")
             else:
                 parts.append(text)
-        note = (f"departs at token {cut}" if cut is not None else "same as the reference"
-                if reference is not None and r is not reference else "reference")
+        note = ("" if reference is None else "reference" if r is reference else
+                f"departs at token {cut}" if cut is not None else "same as the reference")
         rows.append(f"<tr><td><b>{html.escape(r.label)}</b><br><small>{note}</small></td>"
                     f"<td style='font-family:monospace'>{' '.join(parts)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
