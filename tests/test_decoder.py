@@ -127,6 +127,8 @@ def test_generation_under_policies(runs):
         for s in range(1, t):
             here = r.kept_at(s)
             assert here.shape == (30, 3, p + s) and here[..., -1].all()  # the current token is always read
+            per_query = r.kept_per_query_head(s)
+            assert per_query.shape == (30, 9, p + s) and (per_query[:, 4] == here[:, 1]).all()
         assert r.kl[0] == 0 and (r.kl >= 0).all() and r.kl[1:].max() > 1e-3  # pruning changes the distribution
         assert (r.cache_bytes[1:] == budget * 30 * 3 * (64 + 64) * 4).all()
     s = 3

@@ -113,6 +113,10 @@ class GenerationResult:
             raise ParameterError(f"step = {step} is outside 0–{len(self.tokens) - 1}.")
         return self.kept[step, :, :, :self.prefill + step]  # its query sits at position P + step − 1
 
+    def kept_per_query_head(self, step: int) -> np.ndarray:
+        """(L, H, P + step) bool: ``kept_at(step)`` for every query head (a group's heads read the same keys)."""
+        return self.kept_at(step)[:, self.kv_group]
+
     def first_divergence(self, other: "GenerationResult") -> int | None:
         """The first step whose token differs from ``other``'s (None: one text is a prefix of the other)."""
         for s, (a, b) in enumerate(zip(self.tokens, other.tokens)):
