@@ -215,3 +215,14 @@ def test_batched_policies_do_not_mix(runs):
     together = runs[2]
     assert alone.tokens == together.tokens and np.allclose(alone.kl, together.kl, atol=1e-3)
     assert (alone.kept == together.kept).all()
+
+
+def test_every_layer_from_one_pass_equals_one_layer_at_a_time(smollm2):
+    many = inputs.from_text_layers(TEXT, model="smollm2-135m", layers=[0, 29])
+    for seq, layer in zip(many, (0, 29)):
+        one = inputs.from_text(TEXT, model="smollm2-135m", layer=layer)
+        assert torch.equal(seq.q, one.q) and torch.equal(seq.v, one.v) and seq.provenance == one.provenance
+        assert torch.equal(seq.reference_attention, one.reference_attention)
+    assert not torch.equal(many[0].q, many[1].q)
+    with pytest.raises(xviz.InputError, match="outside"):
+        inputs.from_text_layers(TEXT, model="smollm2-135m", layers=[30])

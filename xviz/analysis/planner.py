@@ -164,15 +164,11 @@ def plan_layers(layers: Sequence, *, target: float = 0.05,
 
 def plan(text: str, *, model: str = "smollm2-135m", target: float = 0.05,
          progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """``plan_layers`` over every layer of ``model`` on ``text`` (one pass of the model per layer)."""
-    from ..inputs import from_text, model_info
+    """``plan_layers`` over every layer of ``model`` on ``text`` (one pass of the model)."""
+    from ..inputs import from_text_layers
 
     _check_target(target)  # before the model runs
-    count = model_info(model)["layers"]
-    layers = []
-    for layer in range(count):
-        layers.append(from_text(text, model=model, layer=layer))
-    return plan_layers(layers, target=target, progress=progress)
+    return plan_layers(from_text_layers(text, model=model), target=target, progress=progress)
 
 
 def summary(rows: Sequence[dict]) -> dict:

@@ -15,12 +15,12 @@ is first used.
 from .sequence import SequenceInput
 from ._common import LIMITS
 from .files import load_upload
-from .model import default_model_path, from_text, model_info
+from .model import default_model_path, from_text, from_text_layers, model_info
 from .samples import Sample, list_samples, load_sample
 from .synthetic import SYNTHETIC_KINDS, synthetic, synthetic_params
 from .spec import InputSpec  # noqa: E402  (builds on every source above)
 
 __all__ = [
     "SequenceInput", "LIMITS", "SYNTHETIC_KINDS", "synthetic", "synthetic_params", "Sample", "list_samples",
-    "load_sample", "load_upload", "from_text", "default_model_path", "model_info", "InputSpec",
+    "load_sample", "load_upload", "from_text", "from_text_layers", "default_model_path", "model_info", "InputSpec",
 ]

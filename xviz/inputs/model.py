@@ -114,17 +114,17 @@ def _mask_info(mask, n: int, module) -> tuple[bool, bool]:
 
 @dataclass
 class _Recorder:
-    target: int | None  # the layer (call index) whose tensors to keep; None keeps only the summaries
+    targets: frozenset  # the layers (call indices) whose tensors to keep; empty keeps only the summaries
     calls: list = field(default_factory=list)
-    captured: dict | None = None
+    captured: dict = field(default_factory=dict)  # layer -> its tensors
 
     def add(self, module, query, key, value, mask, scaling, weights) -> None:
         n = query.shape[-2]
         causal, masks_past = _mask_info(mask, n, module)
         self.calls.append(dict(kind=type(module).__name__, heads=query.shape[1], kv_heads=key.shape[1],
                                d=query.shape[-1], dv=value.shape[-1], causal=causal, masks_past=masks_past))
-        if len(self.calls) - 1 == self.target:
-            self.captured = dict(q=query.detach().float().clone(), k=key.detach().float().clone(),
+        if len(self.calls) - 1 in self.targets:
+            self.captured[len(self.calls) - 1] = dict(q=query.detach().float().clone(), k=key.detach().float().clone(),
                                  v=value.detach().float().clone(), weights=weights.detach().float().clone(),
                                  scaling=None if scaling is None else float(scaling), causal=causal,
                                  masks_past=masks_past)
@@ -264,7 +264,7 @@ def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
                      head_dim=0, max_tokens=_max_tokens(net, tokenizer), causal=False,
                      model_type=str(config.model_type), lm=lm)
     ids = tokenizer(_PROBE_TEXT, add_special_tokens=True)["input_ids"][: max(loaded.max_tokens, 1)]
-    rec = _forward(loaded, ids, target=None)
+    rec = _forward(loaded, ids, targets=())
     if not rec.calls:
         raise InputError(f"xviz could not capture attention from the model in {where}: its layers do not call "
                          f"transformers' attention interface; BERT-, GPT-2- and LLaMA-like models are supported.")
@@ -275,8 +275,8 @@ def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
     return loaded
 
 
-def _forward(loaded: _Loaded, ids: list[int], target: int | None) -> _Recorder:
-    rec = _Recorder(target)
+def _forward(loaded: _Loaded, ids: list[int], targets) -> _Recorder:
+    rec = _Recorder(frozenset(targets))
     input_ids = torch.tensor([ids], dtype=torch.long)
     with _LOCK:
         token = _ACTIVE.set(rec)
@@ -434,27 +434,51 @@ def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None
     pre_rope: Q and K before the rotary embedding (RoPE models only); by default they are as the
     attention sees them. Grouped-query models: meta["kv_group"][h] is query head h's key/value head
     (``SequenceInput.kv_group``); K and V are repeated to one per query head."""
+    return from_text_layers(text, model=model, layers=[layer], max_tokens=max_tokens, pre_rope=pre_rope)[0]
+
+
+def _check_text(text) -> None:
     if not isinstance(text, str):
         raise InputError(f"the text must be a string, not {type(text).__name__}.")
     if not text.strip():
         raise InputError("the text is empty; give at least one word.")
+
+
+def from_text_layers(text, *, model=None, layers=None, max_tokens: int | None = None,
+                     pre_rope: bool = False) -> list[SequenceInput]:
+    """``from_text`` for several layers (None: every layer) from one pass of the model."""
+    _check_text(text)
     lm = _load(model)
+    layers = list(range(lm.layers)) if layers is None else [_layer(lm, x) for x in layers]
+    if not isinstance(pre_rope, bool):
+        raise InputError(f"pre_rope = {pre_rope!r:.20} must be True or False.")
+    limit, why = _token_limit(lm, max_tokens)
+    ids, notices, cut = _tokenize(lm, text, limit, why)
+    rec = _forward(lm, ids, targets=layers)
+    out = []
+    for layer in layers:
+        cap = rec.captured.get(layer)
+        if cap is None:
+            raise InputError(f"layer {layer} of {lm.name} ran no attention on this input; choose another layer.")
+        out.append(_sequence(lm, cap, ids, list(notices), cut, layer, pre_rope))
+    return out
+
+
+def _layer(lm: _Loaded, layer) -> int:
     if isinstance(layer, np.integer):  # a NumPy index from a widget or a loop
         layer = int(layer)
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < lm.layers:
         raise InputError(f"layer = {layer!r} is outside 0–{lm.layers - 1}: {lm.name} has {lm.layers} layers.")
-    limit, why = _token_limit(lm, max_tokens)
-    ids, notices, cut = _tokenize(lm, text, limit, why)
-    rec = _forward(lm, ids, target=layer)
-    cap = rec.captured
-    if cap is None:
-        raise InputError(f"layer {layer} of {lm.name} ran no attention on this input; choose another layer.")
+    return layer
+
+
+def _sequence(lm: _Loaded, cap: dict, ids: list[int], notices: list[str], cut: bool, layer: int,
+              pre_rope: bool) -> SequenceInput:
+    """One layer's captured tensors as a SequenceInput."""
     q, k, v, weights = cap["q"], cap["k"], cap["v"], cap["weights"]
     b, h, n, d = q.shape
-    if pre_rope is True:
+    if pre_rope:
         q, k = _unrotate(lm, q, k)
-    elif pre_rope is not False:
-        raise InputError(f"pre_rope = {pre_rope!r:.20} must be True or False.")
     if k.shape[1] != h:  # grouped-query attention: query head i uses key/value head i // (H / H_kv), as repeat_kv
         rep = h // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
