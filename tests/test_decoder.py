@@ -185,9 +185,10 @@ def test_generation_figures(runs):
     assert np.allclose(z[1:].sum(-1), 1, atol=1e-5)  # each generated token's weights over what it read
     assert (window.attention[1:][~window.kept[1:]] == 0).all()  # ... and nothing on what the policy dropped
     cut = window.first_divergence(full)
-    labels = list(window.labels)
-    labels[cut] = "<script>x</script>"  # a token is text: escaped, never markup
-    page = texts_html([full, dataclasses.replace(window, labels=labels), sinks], full)
+    assert "".join(window.pieces) == window.text
+    pieces = list(window.pieces)
+    pieces[cut] = "<script>x</script>"  # a token is text: escaped, never markup
+    page = texts_html([full, dataclasses.replace(window, pieces=pieces), sinks], full)
     assert "<script>x" not in page and "&lt;script&gt;" in page and page.count("<mark") == sum(
         r.first_divergence(full) is not None for r in runs[1:])
 

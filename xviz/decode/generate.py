@@ -56,7 +56,8 @@ MAX_NEW_TOKENS = 512
 class GenerationResult:
     """One policy's generation. T generated tokens, P prompt tokens, L layers, G key/value heads.
 
-    tokens: the generated ids (T); text: them decoded; labels: one label per token.
+    tokens: the generated ids (T); text: them decoded; labels: one short label per token (axes); pieces:
+        each token's own text, spaces kept.
     kl: (T,) KL(full ‖ policy) in nats of each step's next-token distribution (kl[0] = 0: the prefill).
     kept: (T, L, G, P + T − 1) bool, the positions the query that produced token s read (s = 0: the
         last prompt query, which reads the whole prompt).
@@ -81,6 +82,7 @@ class GenerationResult:
     kv_group: list[int]
     bytes_per_key: int
     notices: list[str] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)  # each token's own text, spaces kept (text = their join)
 
     @property
     def label(self) -> str:
@@ -353,5 +355,6 @@ def generate_many(policies: Sequence[str | tuple[str, Mapping]], prompt: str, *,
             labels=models.labels(lm, run.tokens), text=lm.tokenizer.decode(run.tokens, skip_special_tokens=True),
             kl=np.array(run.kl), kept=run.kept[:t, :, :, :len(ids) + t - 1],
             attention=run.attention[:t, :, :, :len(ids) + t - 1], kv_group=group,
-            bytes_per_key=(lm.head_dim + dv) * 4, notices=list(notices)))
+            bytes_per_key=(lm.head_dim + dv) * 4, notices=list(notices),
+            pieces=[lm.tokenizer.decode([t]) for t in run.tokens]))
     return results

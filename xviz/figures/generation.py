@@ -72,7 +72,7 @@ def texts_html(results: Sequence, reference=None) -> str:
     for r in results:
         cut = r.first_divergence(reference) if reference is not None and r is not reference else None
         parts = []
-        for s, label in enumerate(r.labels):
+        for s, label in enumerate(r.pieces or r.labels):
             text = html.escape(label)
             if cut is not None and s == cut:
                 parts.append(f"<mark title='first token that departs from {html.escape(reference.label)}'>"
@@ -84,7 +84,7 @@ def texts_html(results: Sequence, reference=None) -> str:
         note = ("" if reference is None else "reference" if r is reference else
                 f"departs at token {cut}" if cut is not None else "same as the reference")
         rows.append(f"<tr><td><b>{html.escape(r.label)}</b><br><small>{note}</small></td>"
-                    f"<td style='font-family:monospace'>{' '.join(parts)}</td></tr>")
+                    f"<td style='font-family:monospace; white-space:pre-wrap'>{''.join(parts)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
