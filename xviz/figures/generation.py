@@ -102,6 +102,9 @@ PATTERN_COLOURS = {"sink": "#d62728", "local": "#1f77b4", "sink+local": "#9467bd
                    "block-sparse": "#2ca02c", "global": "#7f7f7f"}
 
 
+VARIANT_CODES = {"exact": "ex", "sliding_window": "win", "sinks": "snk", "longformer": "lf", "bigbird": "bb"}
+
+
 def plan_map(rows: Sequence[dict], *, font_size: int = 13) -> go.Figure:
     """The planner's layer × head map: cell colour = the head's pattern class; hover: the class, its
     measures, and the cheapest variant meeting the target with its parameters and error. A marker on every
@@ -111,8 +114,10 @@ def plan_map(rows: Sequence[dict], *, font_size: int = 13) -> go.Figure:
     classes = list(PATTERN_COLOURS)
     z = np.full((layers, heads), np.nan)
     text = np.empty((layers, heads), dtype=object)
+    short = np.full((layers, heads), "", dtype=object)
     for r in rows:
         z[r["layer"], r["head"]] = classes.index(r["pattern"])
+        short[r["layer"], r["head"]] = VARIANT_CODES.get(r["variant"], r["variant"][:4])
         chosen = r["variant"] + (f" ({r['params']})" if r["params"] else "") if r["variant"] else "none meets it"
         text[r["layer"], r["head"]] = (
             f"layer {r['layer']}, head {r['head']}: {r['pattern']}<br>mass on the sink {r['sink_mass']:.2f}, "
@@ -125,13 +130,15 @@ def plan_map(rows: Sequence[dict], *, font_size: int = 13) -> go.Figure:
         scale += [[i / n, PATTERN_COLOURS[c]], [(i + 1) / n, PATTERN_COLOURS[c]]]
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(heads)), y=list(range(layers)), zmin=-0.5, zmax=n - 0.5, colorscale=scale,
-        hoverinfo="skip", xgap=1, ygap=1, colorbar=dict(tickvals=list(range(n)), ticktext=classes, title="pattern")))
+        text=short, texttemplate="%{text}", hoverinfo="skip", xgap=1, ygap=1, colorbar=dict(tickvals=list(range(n)), ticktext=classes, title="pattern")))
     yy, xx = np.meshgrid(np.arange(layers), np.arange(heads), indexing="ij")
     fig.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), mode="markers", showlegend=False,
                              customdata=np.stack([yy.ravel(), xx.ravel()], 1), text=text.ravel(),
                              marker=dict(size=14, color="rgba(255,255,255,0.01)", symbol="square"),
                              hovertemplate="%{text}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title="layer", dtick=1, showgrid=False)
-    fig.update_xaxes(title="query head", side="top", dtick=1, showgrid=False)
-    return style(fig, font_size=font_size, height=max(360, 22 * layers + 140),
-                 title="Per-head plan: each head's measured pattern (hover: the cheapest variant meeting the target)")
+    fig.update_yaxes(range=[layers - 0.5, -0.5], title="layer", dtick=1, showgrid=False, zeroline=False)
+    fig.update_xaxes(range=[-0.5, heads - 0.5], title="query head", dtick=1, showgrid=False, zeroline=False)
+    legend = ", ".join(f"{code} = {name}" for name, code in VARIANT_CODES.items())
+    return style(fig, font_size=font_size, height=max(360, 22 * layers + 160),
+                 title=f"Per-head plan: colour = measured pattern; text = cheapest variant meeting the target "
+                       f"<br><sup>{legend}; hover for parameters and error</sup>")
