@@ -42,7 +42,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..core.errors import InputError, ParameterError, VariantError
+from ..core.errors import ParameterError, VariantError
 from ..inputs import model as models
 from ..inputs._common import LIMITS
 from .registry import PolicySpec, get_policy
