@@ -7,7 +7,7 @@
     inputs.from_text("Attention is all you need.", layer=0)  # the model's own Q, K, V and probabilities
 
 Sources: ``synthetic`` (seeded generators), ``samples`` (sample_inputs/), ``files`` (uploads) and ``model``
-(a real pretrained model, default all-MiniLM-L6-v2, offline). Every bad input raises ``xviz.InputError``
+(a real pretrained model, default all-MiniLM-L6-v2; the bundled decoder ``"smollm2-135m"``; offline). Every bad input raises ``xviz.InputError``
 with one sentence naming the problem and what is accepted. ``LIMITS`` holds the configured limits.
 This package never imports streamlit; torch and numpy are imported here, transformers only when a model
 is first used.
