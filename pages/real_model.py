@@ -9,6 +9,7 @@ import streamlit as st
 import xviz
 from pages.ui import compute, display, router, widgets
 from pages.ui.selection import OPEN_CELL, open_cell, open_selected
+from pages.ui.plan_view import plan_section
 from pages.ui.sidebar import context, model_info
 from xviz import figures
 from xviz.app import settings as appstate
@@ -131,3 +132,5 @@ if ctx.causal and not spec.causal:
 else:
     with display.guard("Error map"):
         error_map(ctx, layers, spec, metric, budget_in, text, model, cell)
+with display.guard("Per-head plan"):
+    plan_section(ctx, layers, text, model)

@@ -32,3 +32,12 @@ def plain(text: str) -> str:
     import re
 
     return re.sub(r"\\(.)", r"\1", text)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The bundled decoder, loaded once per test session. Its one-time conversion from GGUF (~20 s) lands in
+    xviz's model cache ($XVIZ_CACHE_DIR, else ~/.cache/xviz), so later sessions load it in about a second."""
+    from xviz import inputs
+
+    return inputs.model_info("smollm2-135m")

@@ -1,4 +1,5 @@
-"""``python -m xviz``: the catalog (list, show), runs against exact attention (run), checks, benchmarks, decode.
+"""``python -m xviz``: the catalog (list, show), runs against exact attention (run), checks, benchmarks, decode,
+generate (a real decoder under a KV-cache policy), plan (a per-head variant plan for a real model).
 
 Every failure the user can cause ends in one line on stderr and exit code 2, never a traceback.
 """
@@ -194,6 +195,50 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    import csv
+
+    from .analysis import planner
+
+    try:
+        target = float(args.target)
+    except ValueError:
+        raise ParameterError(f"--target {args.target!r:.40} must be a number between 0 and 1.") from None
+    rows = planner.plan(args.text, model=args.model, target=target,
+                        progress=lambda done, total: print(f"layer {done}/{total}", flush=True))
+    s = planner.summary(rows)
+    print(f"{s['heads']} heads; patterns: " + ", ".join(f"{k} {v}" for k, v in s["patterns"].items() if v))
+    print("cheapest variant meeting the target: " + ", ".join(f"{k} {v}" for k, v in s["variants"].items()))
+    print(f"the plan's attention FLOPs: {s['flops_ratio']:.2f}x exact attention's on every head")
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.csv}")
+    if args.html:
+        from . import figures
+        from .figures.generation import plan_map
+
+        with open(args.html, "wb") as f:
+            f.write(figures.to_html(plan_map(rows)))
+        print(f"wrote {args.html}")
+    return 0
+
+
+def _add_plan_parser(sub) -> None:
+    plan = sub.add_parser("plan", help="per layer and head of a real model: its attention pattern and the cheapest "
+                                       "variant meeting an error target")
+    plan.add_argument("--model", default="smollm2-135m", help="smollm2-135m (bundled), empty for all-MiniLM-L6-v2, "
+                                                               "or an allowed model folder")
+    plan.add_argument("--text", required=True, help="the text the model reads")
+    plan.add_argument("--target", default="0.05",
+                      help="relative output error a head's variant must meet (default 0.05)")
+    plan.add_argument("--csv", type=_output_file, help="CSV: one row per layer and head")
+    plan.add_argument("--html", type=_output_file, help="standalone HTML: the layer x head map")
+    plan.set_defaults(func=_cmd_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m xviz", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,9 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "machine)")
     bench.add_argument("--out", type=_output_folder, default="bench-output", help="folder for engine.md and engine.csv")
     bench.set_defaults(func=_cmd_bench)
-    from .decode.cli import add_parser as add_decode_parser
+    from .decode.cli import add_generate_parser, add_parser as add_decode_parser
 
     add_decode_parser(sub)
+    add_generate_parser(sub)
+    _add_plan_parser(sub)
     return parser
 
 

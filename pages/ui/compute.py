@@ -19,7 +19,7 @@ import torch
 
 import xviz
 from xviz.analysis import metrics as metrics_lib
-from xviz.analysis.keys_per_query import budget_params
+from xviz.analysis.keys_per_query import budget_params, real_group_params
 from xviz.app.allowance import Allowance
 from xviz.analysis.exact_chunks import exact_in_chunks
 from xviz.app.cache import BoundedCache, release_memory_every
@@ -150,7 +150,8 @@ def budget_match(ctx, spec, budget: int):
 
 def budget_defaults(ctx, spec, budget: int) -> dict:
     got = budget_match(ctx, spec, budget)
-    return got.params if got is not None else {p.name: p.fit_default(ctx.n, ctx.shape[-1]) for p in spec.params}
+    params = got.params if got is not None else {p.name: p.fit_default(ctx.n, ctx.shape[-1]) for p in spec.params}
+    return {**params, **real_group_params(spec, ctx.inp)}  # a grouped-query model's own groups
 
 
 def default_budget(n: int) -> int:

@@ -111,3 +111,14 @@ def budget_params(spec: VariantSpec, n: int, d: int, heads: int, *, keys_per_row
     pick = min(close, key=lambda c: (not c[2].log, c[1])) if close else min(per_param, key=lambda c: c[0])
     score, _, p, params, flops, _ = pick
     return Budgeted(params=params, knob=p.name, flops=flops, matched=score <= math.log(1.5))
+
+
+def real_group_params(spec: VariantSpec, inp) -> dict:
+    """A grouped-query variant on an input from a grouped-query model: its ``groups`` set to the model's own
+    key/value heads (``inp.kv_group``), so the view shows the real groups. Empty otherwise."""
+    group = getattr(inp, "kv_group", None)
+    if not group or "groups" not in {p.name for p in spec.params}:
+        return {}
+    count = len(set(group))
+    contiguous = list(group) == sorted(group) and len(group) % count == 0  # the variant's groups are contiguous
+    return {"groups": count} if contiguous else {}

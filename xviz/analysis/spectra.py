@@ -218,9 +218,8 @@ def lowrank_errors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ks: Sequen
 
 # ---------------------------------------------------------------------------------------- real model
 def model_layers(text: str, model: str | None = None, max_tokens: int | None = None) -> list:
-    """Every layer's SequenceInput for ``text`` (one forward pass per layer; the model is cached)."""
-    info = inputs.model_info(model)
-    return [inputs.from_text(text, model=model, layer=layer, max_tokens=max_tokens) for layer in range(info["layers"])]
+    """Every layer's SequenceInput for ``text`` (one forward pass of the model; the model is cached)."""
+    return inputs.from_text_layers(text, model=model, max_tokens=max_tokens)
 
 
 def attention_of(inp: Any, causal: bool | None = None) -> torch.Tensor:

@@ -124,3 +124,67 @@ def run_decode(args) -> int:
         _write_html(args.html, r, seq, args.head)
         print(f"wrote {args.html}")
     return 0
+
+
+def add_generate_parser(sub) -> argparse.ArgumentParser:
+    """Add the ``generate`` subcommand: a real decoder generating under a KV-cache policy."""
+    p = sub.add_parser("generate", help="generate text with a real decoder whose KV cache a policy prunes; "
+                                        "KL against the full cache per step")
+    p.add_argument("policy", help="full, window, sinks, h2o, tova, snapkv, quest, or a plugin's")
+    p.add_argument("--model", default="smollm2-135m", help="a decoder: smollm2-135m (bundled) or an allowed folder")
+    p.add_argument("--prompt", required=True, help="the prompt (tokenized as the model's tokenizer does, no template)")
+    p.add_argument("--budget", default="64", help="cached positions a step reads, its own included (default 64)")
+    p.add_argument("--max-new-tokens", default="32", help="tokens to generate (default 32)")
+    p.add_argument("--param", action="append", default=[], help="policy parameter name=value (repeatable)")
+    from ..cli import _output_file  # an unwritable output is refused before the model runs
+
+    p.add_argument("--csv", type=_output_file,
+                   help="CSV: one row per step (token, KL, cache bytes, kept keys per layer)")
+    p.add_argument("--html", type=_output_file, help="standalone HTML: the texts, KL over the steps, kept keys per "
+                                                     "layer and head")
+    p.set_defaults(func=run_generate)
+    return p
+
+
+def generation_rows(result) -> list[dict]:
+    """One row per generated token: step, token id and text, KL(full ‖ policy), cache bytes, and the keys
+    kept per layer (summed over key/value heads)."""
+    counts = result.kept_counts.sum(-1)  # (T, L)
+    return [dict(step=s, token=t, text=label, kl=float(result.kl[s]), cache_bytes=int(result.cache_bytes[s]),
+                 **{f"kept_layer_{layer}": int(counts[s, layer]) for layer in range(counts.shape[1])})
+            for s, (t, label) in enumerate(zip(result.tokens, result.labels))]
+
+
+def run_generate(args) -> int:
+    import csv
+
+    from ..inputs._common import fmt_bytes
+    from .generate import generate
+    from .registry import get_policy
+
+    spec = get_policy(args.policy)
+    budget, steps = _whole("budget", args.budget), _whole("max-new-tokens", args.max_new_tokens)
+    r = generate(spec.name, args.prompt, model=args.model, max_new_tokens=steps, budget=budget,
+                 **_params(args.param))
+    for note in r.notices:
+        print(f"notice: {note}")
+    used = "" if spec.uses_budget else " (ignored by this policy)"
+    print(f"model: {r.model}; prompt {r.prefill} tokens; policy {spec.name} {r.params}: budget {r.budget}{used}")
+    print(f"text: {r.text}")
+    s = r.summary()
+    print(f"  KL(full || policy) per step: mean {s['mean_kl']:.4g}, max {s['max_kl']:.4g} nats")
+    print(f"  cache: {fmt_bytes(int(r.cache_bytes[-1]))} at the last step (all layers and key/value heads)")
+    if args.csv:
+        rows = generation_rows(r)
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.csv}")
+    if args.html:
+        from ..figures.generation import generation_html
+
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(generation_html([r]))
+        print(f"wrote {args.html}")
+    return 0

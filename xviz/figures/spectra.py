@@ -6,7 +6,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .base import (MISSED_COLOUR, SEQUENTIAL, colour as _colour, labels, pool2d,
                    pool_factor, rgba as _rgba, style, to_numpy)
@@ -115,40 +114,45 @@ def thumbnail_grid(maps: Sequence[Any], tokens: Sequence[str] | None = None, *, 
                    font_size: int = 13, selected: tuple[int, int] | None = None) -> go.Figure:
     """A layer × head grid of attention maps (``maps``: one (H, N, N) per layer), each mean-pooled to at most
     ``max_cells`` a side, on one colour scale [0, max]; hover names the layer, head, query and key tokens. A
-    click on a thumbnail's middle selects [layer, head] (its marker's customdata)."""
+    click on a thumbnail's middle selects [layer, head] (its marker's customdata).
+
+    Drawn as one mosaic heatmap (thumbnails separated by empty cells) rather than a subplot per head: a
+    30 × 9 grid of subplots took seconds to build; the mosaic's axis labels carry the layer / head and token."""
     mats = [to_numpy(m).astype(np.float64) for m in maps]
     L, H = len(mats), mats[0].shape[0]
     n = mats[0].shape[-1]
-    fig = make_subplots(rows=L, cols=H, horizontal_spacing=0.004, vertical_spacing=0.01,
-                        row_titles=[f"L{i}" for i in range(L)], column_titles=[f"h{j}" for j in range(H)])
     f = pool_factor(n, max_cells)
     lab = labels(tokens, np.arange(0, n, f), f, n)
-    top = max(float(m.max()) for m in mats) if mats else 1.0
+    c = len(lab)
+    z = np.full((L * (c + 1) - 1, H * (c + 1) - 1), np.nan, dtype=np.float32)
     for li, m in enumerate(mats):
         for h in range(H):
-            p = pool2d(m[h], max_cells, "mean")
-            fig.add_trace(go.Heatmap(z=p.z, x=lab, y=lab, coloraxis="coloraxis",
-                                     hovertemplate=f"layer {li}, head {h}<br>query %{{y}}<br>key %{{x}}<br>"
-                                                   "%{z:.3f}<extra></extra>"), row=li + 1, col=h + 1)
-            # heatmaps cannot be selected: one transparent marker over the middle of each thumbnail can
-            mid = lab[len(lab) // 2]
-            fig.add_trace(go.Scatter(x=[mid], y=[mid], mode="markers", customdata=[[li, h]], showlegend=False,
-                                     marker=dict(size=30, color="rgba(0,0,0,0)", symbol="square"),
-                                     hovertemplate=f"layer {li}, head {h} — click to open<extra></extra>"),
-                          row=li + 1, col=h + 1)
-    fig.update_xaxes(showticklabels=False, showgrid=False, type="category")
-    fig.update_yaxes(showticklabels=False, showgrid=False, type="category", autorange="reversed")
+            z[li * (c + 1):li * (c + 1) + c, h * (c + 1):h * (c + 1) + c] = pool2d(m[h], max_cells, "mean").z
+    # category labels, unique per mosaic row / column: the hover names layer, head, query and key
+    xs = [f"h{h} key {lab[j]}" if j < c else f"h{h} |" for h in range(H) for j in range(c + 1)][:-1]
+    ys = [f"L{li} query {lab[i]}" if i < c else f"L{li} |" for li in range(L) for i in range(c + 1)][:-1]
+    top = max(float(m.max()) for m in mats) if mats else 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=xs, y=ys, coloraxis="coloraxis", hoverongaps=False,
+                               hovertemplate="%{y}<br>%{x}<br>%{z:.3f}<extra></extra>"))
+    # heatmaps cannot be selected: a transparent marker over the middle of each thumbnail can
+    mid = c // 2
+    cells = [(li, h) for li in range(L) for h in range(H)]
+    fig.add_trace(go.Scatter(x=[xs[h * (c + 1) + mid] for _, h in cells], y=[ys[li * (c + 1) + mid] for li, _ in cells],
+                             mode="markers", customdata=[[li, h] for li, h in cells], showlegend=False,
+                             marker=dict(size=22, color="rgba(0,0,0,0)", symbol="square"),
+                             hovertemplate="layer %{customdata[0]}, head %{customdata[1]} — click to open"
+                                           "<extra></extra>"))
+    fig.update_xaxes(type="category", showgrid=False, side="top", tickmode="array", range=[-0.5, len(xs) - 0.5],
+                     tickvals=[xs[h * (c + 1) + mid] for h in range(H)], ticktext=[f"h{h}" for h in range(H)])
+    fig.update_yaxes(type="category", showgrid=False, range=[len(ys) - 0.5, -0.5], tickmode="array",
+                     tickvals=[ys[li * (c + 1) + mid] for li in range(L)], ticktext=[f"L{li}" for li in range(L)])
     if selected is not None:
         li, h = selected
-        if 0 <= li < L and 0 <= h < H:
-            idx = li * H + h + 1
-            sfx = "" if idx == 1 else str(idx)
-            fig.add_shape(type="rect", xref=f"x{sfx} domain", yref=f"y{sfx} domain", x0=0, x1=1, y0=0, y1=1,
+        if 0 <= li < L and 0 <= h < H:  # category axes: positions are the labels' indices
+            x0, y0 = h * (c + 1) - 0.5, li * (c + 1) - 0.5
+            fig.add_shape(type="rect", xref="x", yref="y", x0=x0, x1=x0 + c, y0=y0, y1=y0 + c,
                           line=dict(color=MISSED_COLOUR, width=3))
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=top, colorbar=dict(title="weight")))
     note = "" if f == 1 else f" (mean-pooled by {f})"
-    fig.update_annotations(font_size=max(9, font_size - 3))
-    style(fig, font_size=font_size, title=f"Attention of every layer and head{note}",
-          height=int(max(300, min(1400, 70 * L + 60))))
-    fig.update_annotations(font_size=max(9, font_size - 3))
-    return fig
+    return style(fig, font_size=font_size, title=f"Attention of every layer and head{note}",
+                 height=int(max(300, min(1400, 70 * L + 60))))

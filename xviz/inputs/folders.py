@@ -12,6 +12,7 @@ import os
 
 from ..core.errors import InputError
 from ._common import shown
+from .bundled import bundled_names, model_folder
 
 
 def default_model_path() -> str:
@@ -52,11 +53,15 @@ def _is_allowed(path: str) -> bool:
 
 
 def resolve_path(model) -> tuple[str, bool, str]:
-    """(real path, is the default, the name as the user typed it, shortened for messages). A folder
+    """(real path, is bundled (the default or one named in ``bundled_names()``), the name as the user typed
+    it, shortened for messages). A folder
     outside ``allowed_model_dirs()`` is refused before anything about it (existence, type) is looked
     at, so a message can never tell what exists on the server."""
     if model is None or (isinstance(model, str) and not model.strip()):  # "" from an empty text field
         return default_model_path(), True, "the default model"
+    if isinstance(model, str) and model.strip().lower() in bundled_names():  # a bundled model, by name
+        name = model.strip().lower()
+        return model_folder(name), True, name
     if not isinstance(model, (str, os.PathLike)):
         raise InputError(f"model must be None (the default model) or the path of a local model folder, "
                          f"not {type(model).__name__}.")
@@ -102,9 +107,10 @@ def _tensor_count(file: str) -> int:
 
 
 def available_models() -> list[str]:
-    """The models a user may pick, as ``from_text``'s ``model`` takes them: "" (the bundled default), then
-    every model folder (one holding a config.json) directly inside an allowed root, by path. The input
-    source offers this list, so a model added here needs no change anywhere else."""
+    """The models a user may pick, as ``from_text``'s ``model`` takes them: "" (the bundled default), the
+    other bundled models by name (``smollm2-135m``), then every model folder (one holding a config.json)
+    directly inside an allowed root, by path. The input source offers this list, so a model added here
+    needs no change anywhere else."""
     roots = [r for r in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if r.strip()]
     found = []
     for root in roots:
@@ -113,4 +119,4 @@ def available_models() -> list[str]:
         except OSError:
             continue
         found += [e.path for e in entries if e.is_dir() and os.path.isfile(os.path.join(e.path, "config.json"))]
-    return ["", *found]
+    return ["", *bundled_names(), *found]

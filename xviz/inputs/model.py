@@ -43,6 +43,7 @@ from ..core.errors import InputError
 from ..core.result import matrix_budget
 from .sequence import SequenceInput
 from ._common import LIMITS, shown
+from . import bundled
 from .folders import MODEL_DIRS_ENV, allowed_model_dirs, check_folder, default_model_path, resolve_path  # noqa: F401
 
 _IMPL = "xviz_capture"
@@ -50,6 +51,8 @@ _LOCK = threading.RLock()
 _CACHE: "OrderedDict[str, _Loaded]" = OrderedDict()
 _CACHE_SIZE = 2
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("xviz_capture_recorder", default=None)
+# Generation under a KV-cache policy replaces the attention computation itself (see decode/generate.py).
+_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("xviz_attention_override", default=None)
 _REGISTERED = False
 _PROBE_TEXT = "The quick brown fox jumps over the lazy dog."
 # Max |captured − model| probability difference tolerated before a notice: float32 softmax noise is ~1e-6.
@@ -85,6 +88,9 @@ def _generic_eager(module, query, key, value, attention_mask, scaling=None, drop
 
 def _capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None) or _generic_eager
+    override = _OVERRIDE.get()
+    if override is not None:
+        return override(eager, module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     out, weights = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     recorder = _ACTIVE.get()
     if recorder is not None:
@@ -108,17 +114,17 @@ def _mask_info(mask, n: int, module) -> tuple[bool, bool]:
 
 @dataclass
 class _Recorder:
-    target: int | None  # the layer (call index) whose tensors to keep; None keeps only the summaries
+    targets: frozenset  # the layers (call indices) whose tensors to keep; empty keeps only the summaries
     calls: list = field(default_factory=list)
-    captured: dict | None = None
+    captured: dict = field(default_factory=dict)  # layer -> its tensors
 
     def add(self, module, query, key, value, mask, scaling, weights) -> None:
         n = query.shape[-2]
         causal, masks_past = _mask_info(mask, n, module)
         self.calls.append(dict(kind=type(module).__name__, heads=query.shape[1], kv_heads=key.shape[1],
                                d=query.shape[-1], dv=value.shape[-1], causal=causal, masks_past=masks_past))
-        if len(self.calls) - 1 == self.target:
-            self.captured = dict(q=query.detach().float().clone(), k=key.detach().float().clone(),
+        if len(self.calls) - 1 in self.targets:
+            self.captured[len(self.calls) - 1] = dict(q=query.detach().float().clone(), k=key.detach().float().clone(),
                                  v=value.detach().float().clone(), weights=weights.detach().float().clone(),
                                  scaling=None if scaling is None else float(scaling), causal=causal,
                                  masks_past=masks_past)
@@ -140,6 +146,12 @@ class _Loaded:
     max_tokens: int  # the model's own maximum
     causal: bool
     model_type: str
+    lm: object = None  # the model with its language-model head (decoders only): what generation runs
+
+
+def _is_causal_lm(config) -> bool:
+    """Whether the folder's declared architecture is a decoder with a language-model head."""
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or ()))
 
 
 def _transformers():
@@ -212,6 +224,8 @@ def _load(model=None) -> _Loaded:
 
 
 def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
+    if typed in bundled.bundled_names():
+        path = bundled.ensure_converted(typed)
     check_folder(path, typed)
     where = typed if is_default else repr(typed)
     tf = _transformers()
@@ -225,26 +239,32 @@ def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"the model folder {where} has no usable tokenizer ({_short(exc)}); it needs "
                          f"tokenizer.json or the tokenizer's vocabulary files.") from None
+    lm = None
     try:
-        net, info = _quiet_load(lambda: tf.AutoModel.from_pretrained(
+        # A decoder with a language-model head is loaded whole (generation needs the head); its base
+        # model is what captures attention.
+        auto = tf.AutoModelForCausalLM if _is_causal_lm(config) else tf.AutoModel
+        net, info = _quiet_load(lambda: auto.from_pretrained(
             path, config=config, local_files_only=True, attn_implementation="eager", use_safetensors=True,
             dtype=torch.float32, output_loading_info=True))
         net.eval()
         net.set_attn_implementation(_IMPL)
+        if auto is not tf.AutoModel:
+            lm, net = net, net.base_model
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"the model in {where} could not be loaded with transformers ({_short(exc)}); "
                          f"BERT-, GPT-2- and LLaMA-like models are supported.") from None
-    missing, total = len(info.get("missing_keys") or ()), len(net.state_dict())
+    missing, total = len(info.get("missing_keys") or ()), len((lm or net).state_dict())
     if total and missing * 2 >= total:  # mostly random weights: what it shows would not be the model's
         raise InputError(f"the weights in {where} cover only {total - missing} of the model's {total} tensors; "
                          f"the rest would be random, so it is refused.")
-    name = ("all-MiniLM-L6-v2" if is_default else
-            f"{shown(os.path.basename(typed.rstrip(os.sep)), 40)} ({config.model_type})")
+    name = (bundled.display_name(typed) if typed in bundled.bundled_names() else "all-MiniLM-L6-v2" if is_default
+            else f"{shown(os.path.basename(typed.rstrip(os.sep)), 40)} ({config.model_type})")
     loaded = _Loaded(path=path, name=name, model=net, tokenizer=tokenizer, layers=0, heads=0, kv_heads=0,
                      head_dim=0, max_tokens=_max_tokens(net, tokenizer), causal=False,
-                     model_type=str(config.model_type))
+                     model_type=str(config.model_type), lm=lm)
     ids = tokenizer(_PROBE_TEXT, add_special_tokens=True)["input_ids"][: max(loaded.max_tokens, 1)]
-    rec = _forward(loaded, ids, target=None)
+    rec = _forward(loaded, ids, targets=())
     if not rec.calls:
         raise InputError(f"xviz could not capture attention from the model in {where}: its layers do not call "
                          f"transformers' attention interface; BERT-, GPT-2- and LLaMA-like models are supported.")
@@ -255,8 +275,8 @@ def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
     return loaded
 
 
-def _forward(loaded: _Loaded, ids: list[int], target: int | None) -> _Recorder:
-    rec = _Recorder(target)
+def _forward(loaded: _Loaded, ids: list[int], targets) -> _Recorder:
+    rec = _Recorder(frozenset(targets))
     input_ids = torch.tensor([ids], dtype=torch.long)
     with _LOCK:
         token = _ACTIVE.set(rec)
@@ -268,6 +288,57 @@ def _forward(loaded: _Loaded, ids: list[int], target: int | None) -> _Recorder:
         finally:
             _ACTIVE.reset(token)
     return rec
+
+
+# ------------------------------------------------------------------ decoders: steps with a KV cache
+
+
+def decoder(model=None) -> _Loaded:
+    """The loaded model, which must be a decoder with a language-model head (generation needs one)."""
+    lm = _load(model)
+    if lm.lm is None or not lm.causal:
+        raise InputError(f"{lm.name} is not a decoder with a language-model head, so it cannot generate text; "
+                         f"use a decoder such as smollm2-135m.")
+    return lm
+
+
+def prompt_ids(lm: _Loaded, text, limit: int) -> tuple[list[int], list[str]]:
+    """A prompt's token ids as the model's tokenizer gives them by default (no chat template), at most
+    ``limit`` of them (cut with a notice)."""
+    if not isinstance(text, str):
+        raise InputError(f"the prompt must be a string, not {type(text).__name__}.")
+    if not text.strip():
+        raise InputError("the prompt is empty; give at least one word.")
+    why = f"the prompt may have at most {limit:,} tokens here"
+    ids, notices, _ = _tokenize(lm, text, limit, why)
+    return ids, notices
+
+
+def new_cache(lm: _Loaded):
+    import transformers
+
+    return transformers.DynamicCache(config=lm.lm.config)
+
+
+def lm_step(lm: _Loaded, ids: list, cache, override=None) -> torch.Tensor:
+    """Feed ``ids`` after what ``cache`` holds (the cache grows in place); the next-token logits at the
+    last position, float32: (V,) for a list of ids, (B, V) for a batch (a list of B equally long lists).
+    ``override(eager, module, q, k, v, mask, scaling=…)`` replaces each attention call, in layer order."""
+    batched = bool(ids) and isinstance(ids[0], (list, tuple))
+    with _LOCK:
+        token = _OVERRIDE.set(override)
+        try:
+            with torch.no_grad():
+                out = lm.lm(input_ids=torch.tensor(ids if batched else [ids], dtype=torch.long),
+                            past_key_values=cache, use_cache=True, logits_to_keep=1)
+        finally:
+            _OVERRIDE.reset(token)
+    logits = out.logits[:, -1].float()
+    return logits if batched else logits[0]
+
+
+def labels(lm: _Loaded, ids: list[int]) -> list[str]:
+    return _labels(lm.tokenizer, ids)
 
 
 # ------------------------------------------------------------------ public functions
@@ -354,26 +425,60 @@ def _tokenize(lm: _Loaded, text: str, limit: int, why: str) -> tuple[list[int], 
     return ids, notices, cut
 
 
-def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None) -> SequenceInput:
+def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None,
+              pre_rope: bool = False) -> SequenceInput:
     """The model's own Q, K, V for all heads of ``layer`` on ``text``; reference_attention = the model's
-    own attention probabilities. Text longer than the limit is cut, with a notice."""
+    own attention probabilities. Text longer than the limit is cut, with a notice.
+
+    model: None (all-MiniLM-L6-v2), a bundled name (``"smollm2-135m"``) or an allowed local folder.
+    pre_rope: Q and K before the rotary embedding (RoPE models only); by default they are as the
+    attention sees them. Grouped-query models: meta["kv_group"][h] is query head h's key/value head
+    (``SequenceInput.kv_group``); K and V are repeated to one per query head."""
+    return from_text_layers(text, model=model, layers=[layer], max_tokens=max_tokens, pre_rope=pre_rope)[0]
+
+
+def _check_text(text) -> None:
     if not isinstance(text, str):
         raise InputError(f"the text must be a string, not {type(text).__name__}.")
     if not text.strip():
         raise InputError("the text is empty; give at least one word.")
+
+
+def from_text_layers(text, *, model=None, layers=None, max_tokens: int | None = None,
+                     pre_rope: bool = False) -> list[SequenceInput]:
+    """``from_text`` for several layers (None: every layer) from one pass of the model."""
+    _check_text(text)
     lm = _load(model)
+    layers = list(range(lm.layers)) if layers is None else [_layer(lm, x) for x in layers]
+    if not isinstance(pre_rope, bool):
+        raise InputError(f"pre_rope = {pre_rope!r:.20} must be True or False.")
+    limit, why = _token_limit(lm, max_tokens)
+    ids, notices, cut = _tokenize(lm, text, limit, why)
+    rec = _forward(lm, ids, targets=layers)
+    out = []
+    for layer in layers:
+        cap = rec.captured.get(layer)
+        if cap is None:
+            raise InputError(f"layer {layer} of {lm.name} ran no attention on this input; choose another layer.")
+        out.append(_sequence(lm, cap, ids, list(notices), cut, layer, pre_rope))
+    return out
+
+
+def _layer(lm: _Loaded, layer) -> int:
     if isinstance(layer, np.integer):  # a NumPy index from a widget or a loop
         layer = int(layer)
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < lm.layers:
         raise InputError(f"layer = {layer!r} is outside 0–{lm.layers - 1}: {lm.name} has {lm.layers} layers.")
-    limit, why = _token_limit(lm, max_tokens)
-    ids, notices, cut = _tokenize(lm, text, limit, why)
-    rec = _forward(lm, ids, target=layer)
-    cap = rec.captured
-    if cap is None:
-        raise InputError(f"layer {layer} of {lm.name} ran no attention on this input; choose another layer.")
+    return layer
+
+
+def _sequence(lm: _Loaded, cap: dict, ids: list[int], notices: list[str], cut: bool, layer: int,
+              pre_rope: bool) -> SequenceInput:
+    """One layer's captured tensors as a SequenceInput."""
     q, k, v, weights = cap["q"], cap["k"], cap["v"], cap["weights"]
     b, h, n, d = q.shape
+    if pre_rope:
+        q, k = _unrotate(lm, q, k)
     if k.shape[1] != h:  # grouped-query attention: query head i uses key/value head i // (H / H_kv), as repeat_kv
         rep = h // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -385,8 +490,10 @@ def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None
     if cap["masks_past"]:
         notices.append(f"{lm.name} also masks some past positions in layer {layer} (a sliding window?); exact "
                        f"attention on the captured Q, K only applies a causal mask.")
-    diff = _mismatch(q, k, weights, causal)
-    if diff > _MATCH_TOL:
+    diff = _mismatch(q, k, weights, causal) if not pre_rope else float("nan")
+    if pre_rope:
+        notices.append(f"Q and K are before the rotary embedding (RoPE): attention on them is not {lm.name}'s.")
+    elif diff > _MATCH_TOL:
         notices.append(f"Exact attention on the captured Q, K differs from {lm.name}'s own attention by up to "
                        f"{diff:.2g} in layer {layer}: the model adds something beyond QKᵀ and a causal mask.")
     reference = weights
@@ -395,15 +502,32 @@ def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None
         notices.append(f"The model's own attention ({h} heads × {n:,}²) is over the matrix budget and is not kept.")
     kv_note = f", {lm.kv_heads} key/value heads repeated" if lm.kv_heads != lm.heads else ""
     scale_note = f", model scale {scaling:.4g} folded into q" if abs(factor - 1.0) > 1e-12 else ""
-    provenance = (f"{lm.name}, layer {layer} of {lm.layers}, {h} heads{kv_note}, d={d}{scale_note}; "
+    rope_note = ", Q and K before RoPE" if pre_rope else ""
+    provenance = (f"{lm.name}, layer {layer} of {lm.layers}, {h} heads{kv_note}, d={d}{scale_note}{rope_note}; "
                   f"{n:,} tokens of text{' (cut to the limit)' if cut else ''}"
                   f"{'; causal' if causal else ''}")
     meta = dict(source="model", model=lm.path, model_name=lm.name, layer=layer, layers=lm.layers,
                 heads=lm.heads, kv_heads=lm.kv_heads, scaling=scaling, token_ids=list(ids),
-                max_abs_diff_vs_model=diff)
+                max_abs_diff_vs_model=diff, kv_group=[i * lm.kv_heads // h for i in range(h)], pre_rope=pre_rope)
     return SequenceInput(q=q.contiguous(), k=k.contiguous(), v=v.contiguous(), tokens=_labels(lm.tokenizer, ids),
                          positions=torch.arange(n), provenance=provenance, causal=causal,
                          reference_attention=reference, notices=notices, meta=meta)
+
+
+def _unrotate(lm: _Loaded, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k before the rotary embedding: the model's own rotation by the negative angles (RoPE is a
+    rotation per pair of channels, scaled by the rotary's attention_scaling s: divided back by s²)."""
+    base = lm.model
+    rotary = getattr(base, "rotary_emb", None)
+    apply = getattr(sys.modules.get(type(base).__module__), "apply_rotary_pos_emb", None)
+    if rotary is None or apply is None:
+        raise InputError(f"{lm.name} has no rotary embedding, so there are no pre-RoPE Q and K; leave pre_rope off.")
+    positions = torch.arange(q.shape[-2])[None]
+    with torch.no_grad():
+        cos, sin = rotary(q, positions)
+        q0, k0 = apply(q, k, cos, -sin)
+    norm = (cos ** 2 + sin ** 2)[:, None]
+    return q0 / norm, k0 / norm
 
 
 def _mismatch(q: torch.Tensor, k: torch.Tensor, weights: torch.Tensor, causal: bool, max_rows: int = 128) -> float:

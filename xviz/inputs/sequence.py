@@ -37,6 +37,13 @@ class SequenceInput:
         return list(self.key_tokens) if self.key_tokens is not None else list(self.tokens)
 
     @property
+    def kv_group(self) -> list[int] | None:
+        """Grouped-query models: entry h is the key/value head query head h reads (heads sharing an
+        entry share K and V); None when the source has no such groups."""
+        group = self.meta.get("kv_group")
+        return list(group) if group is not None else None
+
+    @property
     def shape(self) -> tuple[int, int, int, int]:
         return tuple(self.q.shape)
 

@@ -61,8 +61,10 @@ register_source(SourceSpec(
     fields=(
         Field("text", "text", DEFAULT_TEXT, "Text", "goes through the model: one layer's Q, K, V per head and its "
               "own attention"),
-        Field("model", "choice", "", "Model", "the bundled model (empty) or a model folder the server allows",
-              choices=available_models, open=True, more=True),
+        Field("model", "choice", "", "Model", "(default): the bundled all-MiniLM-L6-v2 encoder, 6 layers × 12 heads; "
+              "smollm2-135m: the bundled SmolLM2-135M-Instruct decoder, 30 layers × 9 query / 3 key-value heads, "
+              "RoPE, its 4-bit (Q4_1) weights dequantized (the first use converts them once, about 20 s); or a "
+              "model folder the server allows", choices=available_models, open=True, more=False),
         Field("kv", "str", "", "Keys and values from a second text", "cross-attention: the first text's queries "
               "attend this text's keys and values (same model and layer); empty = self-attention", more=True),
         LAYER,
