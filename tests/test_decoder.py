@@ -26,7 +26,7 @@ def plain_lm(smollm2):
     """The converted folder through plain transformers (eager attention): the outside reference."""
     from transformers import AutoModelForCausalLM
 
-    net = M._quiet_load(lambda: AutoModelForCausalLM.from_pretrained(
+    net = M.quiet_load(lambda: AutoModelForCausalLM.from_pretrained(
         smollm2["path"], local_files_only=True, attn_implementation="eager", dtype=torch.float32))
     return net.eval()
 
@@ -194,7 +194,7 @@ def test_generation_figures(runs):
 
 
 def test_grouped_query_view_uses_the_models_groups(smollm2):
-    from xviz.analysis.budget import real_group_params
+    from xviz.analysis.keys_per_query import real_group_params
 
     seq = inputs.from_text(TEXT, model="smollm2-135m", layer=4)
     params = real_group_params(xviz.get_variant("grouped_query"), seq)

@@ -27,7 +27,7 @@ def own_attentions(path, ids):
     independent of xviz's capture function."""
     from transformers import AutoModel
 
-    net = M._quiet_load(lambda: AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager"))
+    net = M.quiet_load(lambda: AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager"))
     with torch.no_grad():
         return net.eval()(input_ids=torch.tensor([ids]), output_attentions=True).attentions, net
 
@@ -134,7 +134,7 @@ def tiny_models(tmp_path_factory):
             for p in net.parameters():
                 if p.dim() == 2:
                     p.mul_(8.0)
-        M._quiet_load(lambda: net.save_pretrained(path))
+        M.quiet_load(lambda: net.save_pretrained(path))
         tok.save_pretrained(path)
         paths[name] = str(path)
     yield paths

@@ -11,6 +11,7 @@ import sys
 import traceback
 
 from .core.errors import ParameterError, XvizError
+from .decode.cli import output_file
 from .inputs.catalog import cli_forms
 
 
@@ -43,16 +44,6 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text[:40]!r}: every N must be at least 1")
     return values
-
-
-def _output_file(text: str) -> str:
-    """A path whose folder exists (checked before any work starts, not after it)."""
-    folder = os.path.dirname(os.path.abspath(text))
-    if not text or os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is a folder, not a file name")
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"the folder of {text[:80]!r} does not exist; create it first")
-    return text
 
 
 def _output_folder(text: str) -> str:
@@ -234,8 +225,8 @@ def _add_plan_parser(sub) -> None:
     plan.add_argument("--text", required=True, help="the text the model reads")
     plan.add_argument("--target", default="0.05",
                       help="relative output error a head's variant must meet (default 0.05)")
-    plan.add_argument("--csv", type=_output_file, help="CSV: one row per layer and head")
-    plan.add_argument("--html", type=_output_file, help="standalone HTML: the layer x head map")
+    plan.add_argument("--csv", type=output_file, help="CSV: one row per layer and head")
+    plan.add_argument("--html", type=output_file, help="standalone HTML: the layer x head map")
     plan.set_defaults(func=_cmd_plan)
 
 
@@ -260,13 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--causal", action="store_true")
     runp.add_argument("--param", action="append", default=[], help="name=value (repeatable)")
     runp.add_argument("--head", type=_int(0), default=0, help="head drawn in --html")
-    runp.add_argument("--out", type=_output_file, help="NPZ with outputs, matrices and artifacts")
-    runp.add_argument("--html", type=_output_file, help="standalone HTML: exact, approximate, difference")
+    runp.add_argument("--out", type=output_file, help="NPZ with outputs, matrices and artifacts")
+    runp.add_argument("--html", type=output_file, help="standalone HTML: exact, approximate, difference")
     runp.set_defaults(func=_cmd_run)
     check = sub.add_parser("check", help="sanity-check a variant: MODULE:NAME (a plugin) or NAME (built-in)")
     check.add_argument("target")
     check.add_argument("--quick", action="store_true", help="skip the sweeps and the complexity fit")
-    check.add_argument("--report", type=_output_file, help="HTML report path (default xviz-check-NAME.html)")
+    check.add_argument("--report", type=output_file, help="HTML report path (default xviz-check-NAME.html)")
     check.set_defaults(func=_cmd_check)
     bench = sub.add_parser("bench", help="time and peak memory of every variant against N")
     bench.add_argument("--n", type=_int_list, default=[1024, 2048, 4096, 8192, 16384],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+import os
+
 from ..inputs.catalog import cli_forms
 
 
@@ -126,6 +128,17 @@ def run_decode(args) -> int:
     return 0
 
 
+def output_file(text: str) -> str:
+    """A path whose folder exists (checked before any work starts, not after it): the argparse type of every
+    output option of the command line (xviz/cli.py takes it from here)."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if not text or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is a folder, not a file name")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder of {text[:80]!r} does not exist; create it first")
+    return text
+
+
 def add_generate_parser(sub) -> argparse.ArgumentParser:
     """Add the ``generate`` subcommand: a real decoder generating under a KV-cache policy."""
     p = sub.add_parser("generate", help="generate text with a real decoder whose KV cache a policy prunes; "
@@ -136,11 +149,9 @@ def add_generate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--budget", default="64", help="cached positions a step reads, its own included (default 64)")
     p.add_argument("--max-new-tokens", default="32", help="tokens to generate (default 32)")
     p.add_argument("--param", action="append", default=[], help="policy parameter name=value (repeatable)")
-    from ..cli import _output_file  # an unwritable output is refused before the model runs
-
-    p.add_argument("--csv", type=_output_file,
+    p.add_argument("--csv", type=output_file,
                    help="CSV: one row per step (token, KL, cache bytes, kept keys per layer)")
-    p.add_argument("--html", type=_output_file, help="standalone HTML: the texts, KL over the steps, kept keys per "
+    p.add_argument("--html", type=output_file, help="standalone HTML: the texts, KL over the steps, kept keys per "
                                                      "layer and head")
     p.set_defaults(func=run_generate)
     return p
@@ -158,7 +169,7 @@ def generation_rows(result) -> list[dict]:
 def run_generate(args) -> int:
     import csv
 
-    from ..inputs._common import fmt_bytes
+    from ..inputs import fmt_bytes
     from .generate import generate
     from .registry import get_policy
 

@@ -44,9 +44,9 @@ import torch
 
 from ..core.errors import ParameterError, VariantError
 from ..inputs import model as models
-from ..inputs._common import LIMITS
+from ..inputs import LIMITS
 from .registry import PolicySpec, get_policy
-from .replay import Chunk, Replay, _check_budget, _whole
+from .replay import Chunk, Replay, check_cache_budget, whole_number
 
 DEFAULT_MODEL = "smollm2-135m"
 MAX_NEW_TOKENS = 512
@@ -293,7 +293,7 @@ def _kl(full: torch.Tensor, ours: torch.Tensor) -> float:
 
 
 def _check_steps(max_new_tokens) -> int:
-    t = _whole("max_new_tokens", max_new_tokens, 1)
+    t = whole_number("max_new_tokens", max_new_tokens, 1)
     if not 1 <= t <= MAX_NEW_TOKENS:
         raise ParameterError(f"max_new_tokens = {t} must be in 1–{MAX_NEW_TOKENS}.")
     return t
@@ -314,7 +314,7 @@ def generate_many(policies: Sequence[str | tuple[str, Mapping]], prompt: str, *,
                   progress: Callable[[int, int], None] | None = None) -> list[GenerationResult]:
     """Several policies (names or (name, params)) after one shared prefill of ``prompt``, stepped together
     (one batched forward per generated token)."""
-    steps, budget = _check_steps(max_new_tokens), _check_budget(budget)
+    steps, budget = _check_steps(max_new_tokens), check_cache_budget(budget)
     lm = models.decoder(model)
     limit = min(lm.max_tokens, LIMITS["max_model_tokens"]) - steps
     if limit < 1:

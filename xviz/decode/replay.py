@@ -231,7 +231,7 @@ def _replay(runs: list[_Run], replay: Replay) -> None:
             run.step_chunk(chunk, out_full, out_full.norm(dim=-1))
 
 
-def _whole(name: str, value, low: int) -> int:
+def whole_number(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
             isinstance(value, float) and value.is_integer()):
         raise ParameterError(f"{name} = {value!r:.40} must be a whole number, at least {low}.")
@@ -246,7 +246,7 @@ def _prepare(q, k, v, prefill, scale, causal) -> tuple[torch.Tensor, torch.Tenso
     n = q.shape[-2]
     if n < 2:
         raise InputError(f"the sequence has N = {n} token; decoding needs at least 2 (a prompt and one step).")
-    prefill = n // 2 if prefill is None else _whole("prefill", prefill, 1)
+    prefill = n // 2 if prefill is None else whole_number("prefill", prefill, 1)
     if not 1 <= prefill <= n - 1:
         raise ParameterError(f"prefill = {prefill} must be in [1, N − 1] = [1, {n - 1}]: a prompt of at least one "
                              f"token, and at least one token left to decode.")
@@ -258,8 +258,8 @@ def _prepare(q, k, v, prefill, scale, causal) -> tuple[torch.Tensor, torch.Tenso
     return q, k, v, prefill, float(scale)
 
 
-def _check_budget(budget) -> int:
-    budget = _whole("budget", budget, 1)
+def check_cache_budget(budget) -> int:
+    budget = whole_number("budget", budget, 1)
     if budget < 1:
         raise ParameterError(f"budget = {budget} must be at least 1 cached token (the token being decoded).")
     return budget
@@ -293,7 +293,7 @@ def simulate_many(policies: Sequence[str | tuple[str, Mapping]], q, k, v, *, bud
                   prefill: int | None = None, scale: float | None = None, causal: bool = True) -> list[DecodeResult]:
     """Several policies at one budget in one pass (they share the full logits): names or (name, params)."""
     q, k, v, prefill, scale = _prepare(q, k, v, prefill, scale, causal)
-    replay = Replay(q, k, v, _check_budget(budget), prefill, scale)
+    replay = Replay(q, k, v, check_cache_budget(budget), prefill, scale)
     runs = [_make_run(*((p, {}) if isinstance(p, (str, PolicySpec)) else (p[0], dict(p[1]))), replay, True)
             for p in policies]
     _storage_check(runs, replay)
@@ -314,7 +314,7 @@ def budget_sweep(policies: Sequence[str], budgets: Sequence[int], q, k, v, *, pr
     for name in policies:
         spec = get_policy(name)  # an unknown name is the caller's mistake: raise, do not note it
         for budget in budgets:
-            row = {"policy": name, "budget": _check_budget(budget), "note": ""}
+            row = {"policy": name, "budget": check_cache_budget(budget), "note": ""}
             try:
                 replay = Replay(q, k, v, row["budget"], prefill, scale, sums)  # prompt sums shared
                 runs.append((row, _make_run(spec, dict(params.get(name, {})), replay, False)))

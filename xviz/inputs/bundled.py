@@ -88,17 +88,17 @@ def _convert(source: str, folder: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from .model import _quiet_load, _short, _transformers
+    from .model import quiet_load, short_reason, transformers_module
 
-    tf = _transformers()
+    tf = transformers_module()
     where, name = os.path.dirname(source), os.path.basename(source)
     try:
-        tokenizer = _quiet_load(lambda: tf.AutoTokenizer.from_pretrained(where, gguf_file=name, local_files_only=True))
-        net = _quiet_load(lambda: tf.AutoModelForCausalLM.from_pretrained(
+        tokenizer = quiet_load(lambda: tf.AutoTokenizer.from_pretrained(where, gguf_file=name, local_files_only=True))
+        net = quiet_load(lambda: tf.AutoModelForCausalLM.from_pretrained(
             where, gguf_file=name, local_files_only=True, dtype=torch.float32))
     except ImportError as exc:
         raise InputError(f"reading the {SMOLLM2} weights needs the packages gguf and accelerate "
-                         f"({_short(exc)}).") from None
+                         f"({short_reason(exc)}).") from None
     config = net.config.to_dict()
     config.pop("quantization_config", None)  # the tensors below are dequantized float32
     config["_name_or_path"] = SMOLLM2
@@ -111,7 +111,7 @@ def _convert(source: str, folder: str) -> None:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".converting-", dir=parent)
     except OSError as exc:
-        raise InputError(f"xviz cannot write its model cache ({_short(exc)}); set {CACHE_ENV} to a writable "
+        raise InputError(f"xviz cannot write its model cache ({short_reason(exc)}); set {CACHE_ENV} to a writable "
                          f"folder.") from None
     try:
         save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})

@@ -62,7 +62,7 @@ _MATCH_TOL = 1e-4
 _PATHS = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"(),;:]*[\\/][^\s'\"(),;:]*")  # anything with two path separators
 
 
-def _short(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     """An exception's text for a message: one line, server paths replaced by <path>, cut to 160 characters."""
     text = _PATHS.sub("<path>", " ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
@@ -154,7 +154,7 @@ def _is_causal_lm(config) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or ()))
 
 
-def _transformers():
+def transformers_module():
     """Import transformers for strictly offline use and register the capture function once."""
     global _REGISTERED
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -170,7 +170,7 @@ def _transformers():
     return transformers
 
 
-def _quiet_load(fn):
+def quiet_load(fn):
     """Run fn() with transformers' progress bars and load reports silenced (they go to the terminal)."""
     from transformers.utils import logging as hf_logging
 
@@ -228,23 +228,23 @@ def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
         path = bundled.ensure_converted(typed)
     check_folder(path, typed)
     where = typed if is_default else repr(typed)
-    tf = _transformers()
+    tf = transformers_module()
     try:
         config = tf.AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 — any failure is the folder's, reported in one sentence
-        raise InputError(f"the config.json in {where} is not one transformers can read ({_short(exc)}); "
+        raise InputError(f"the config.json in {where} is not one transformers can read ({short_reason(exc)}); "
                          f"give a BERT-, GPT-2- or LLaMA-like model folder.") from None
     try:
-        tokenizer = _quiet_load(lambda: tf.AutoTokenizer.from_pretrained(path, local_files_only=True))
+        tokenizer = quiet_load(lambda: tf.AutoTokenizer.from_pretrained(path, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"the model folder {where} has no usable tokenizer ({_short(exc)}); it needs "
+        raise InputError(f"the model folder {where} has no usable tokenizer ({short_reason(exc)}); it needs "
                          f"tokenizer.json or the tokenizer's vocabulary files.") from None
     lm = None
     try:
         # A decoder with a language-model head is loaded whole (generation needs the head); its base
         # model is what captures attention.
         auto = tf.AutoModelForCausalLM if _is_causal_lm(config) else tf.AutoModel
-        net, info = _quiet_load(lambda: auto.from_pretrained(
+        net, info = quiet_load(lambda: auto.from_pretrained(
             path, config=config, local_files_only=True, attn_implementation="eager", use_safetensors=True,
             dtype=torch.float32, output_loading_info=True))
         net.eval()
@@ -252,7 +252,7 @@ def _load_uncached(path: str, is_default: bool, typed: str) -> _Loaded:
         if auto is not tf.AutoModel:
             lm, net = net, net.base_model
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"the model in {where} could not be loaded with transformers ({_short(exc)}); "
+        raise InputError(f"the model in {where} could not be loaded with transformers ({short_reason(exc)}); "
                          f"BERT-, GPT-2- and LLaMA-like models are supported.") from None
     missing, total = len(info.get("missing_keys") or ()), len((lm or net).state_dict())
     if total and missing * 2 >= total:  # mostly random weights: what it shows would not be the model's
@@ -284,7 +284,7 @@ def _forward(loaded: _Loaded, ids: list[int], targets) -> _Recorder:
             with torch.no_grad():
                 loaded.model(input_ids=input_ids)
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"the model {loaded.name} failed on this input ({_short(exc)}).") from None
+            raise InputError(f"the model {loaded.name} failed on this input ({short_reason(exc)}).") from None
         finally:
             _ACTIVE.reset(token)
     return rec
