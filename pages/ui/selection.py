@@ -24,13 +24,6 @@ def clicked_point(key: str) -> dict[str, Any] | None:
     return pts[0] if pts else None
 
 
-def pick_cell(key: str = "fig_heat") -> None:
-    """A click on an Explorer heatmap cell: the inspector's query and the marked key."""
-    pt = clicked_point(key)
-    if pt and isinstance(pt.get("customdata"), (list, tuple)):
-        st.session_state["query"], st.session_state["qkey"] = int(pt["customdata"][0]), int(pt["customdata"][1])
-
-
 def open_cell(text: str, model: str, layer: int, head: int, variant: str | None) -> None:
     """Open (on the next run) this text, layer and head in the Explorer: the sidebar switches to the text and
     layer now, before its widgets run; the page then opens the Explorer through the URL."""
