@@ -24,6 +24,14 @@ def clicked_point(key: str) -> dict[str, Any] | None:
     return pts[0] if pts else None
 
 
+def select_cell(key: str, layer_key: str, head_key: str) -> None:
+    """A click on a layer × head chart (customdata (layer, head)): that layer and head in this page's widgets."""
+    pt = clicked_point(key)
+    cd = pt.get("customdata") if pt else None
+    if isinstance(cd, (list, tuple)) and len(cd) == 2:
+        st.session_state[layer_key], st.session_state[head_key] = int(cd[0]), int(cd[1])
+
+
 def open_cell(text: str, model: str, layer: int, head: int, variant: str | None) -> None:
     """Open (on the next run) this text, layer and head in the Explorer: the sidebar switches to the text and
     layer now, before its widgets run; the page then opens the Explorer through the URL."""
