@@ -1,5 +1,6 @@
-"""Real model: a text through the model, every layer's and head's attention as thumbnails (token labels on
-hover), a cell opened in the Explorer, and a layer × head map of any variant's error on the model's own heads."""
+"""Real model: a text through the model, every layer's and head's attention as thumbnails (a click picks
+one), the picked layer in the linked view against a variant, a cell opened in the Explorer, and a layer ×
+head map of any variant's error on the model's own heads."""
 from functools import partial
 
 import numpy as np
