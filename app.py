@@ -37,3 +37,4 @@ if present:
 build_sidebar()
 with router.routing():
     page.run()
+widgets.name_unused_link_settings()  # only when the page ran to its end: then every setting it reads exists

@@ -27,7 +27,7 @@ OTHER = {
              "cost_repeats": "1", "cost_baseline": "fused exact", "causal": "true"},
     "check": {**SMALL, "chk_variant": "sliding_window", "chk_quick": "true"},
 }
-PRESENT = {"source": "synthetic", "n": "64", "d": "8", "heads": "2", "present": "true", "variant": "exact"}
+PRESENT = {"source": "synthetic", "n": "64", "d": "8", "heads": "2", "present": "true"}
 CHARTLESS = {"check", "cost"}  # pages whose work (and charts) waits for a button
 
 
@@ -46,6 +46,8 @@ def check_figures(at, max_side: int = 1024) -> int:
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
 def test_page_runs(route, settings):
     params = {"defaults": {}, "other": OTHER[route.name], "present": PRESENT}[settings]
+    if settings == "present" and route.name == "explorer":
+        params = {**PRESENT, "variant": "exact"}  # another page's link with it would be told it is not read there
     at = run_page(route.name, params)
     assert at.title[0].value == route.title
     assert not at.error, texts(at, "error")
@@ -101,6 +103,9 @@ def test_deep_link_reproduces_settings():
 
 @pytest.mark.parametrize("params, needle", [
     ({"variant": "no_such_variant"}, "unknown variant 'no_such_variant'"),
+    ({"source": "synthetic", "n": "64", "variant": "sliding_window", "window": "abc"},
+     "window = 'abc' is not a setting of this page; did you mean sliding_window.window?"),
+    ({"source": "text", "layer": "99"}, "layer = 99 is outside its valid range [0, 5]. Using 0."),
     ({"source": "synthetic", "n": "64", "variant": "sliding_window", "sliding_window.window": "-3"}, "window"),
     ({"source": "synthetic", "n": "1000000000"}, "n = 1000000000"),
     ({"source": "synthetic", "n": "64", "seed": "abc", "causal": "maybe"}, "seed"),
@@ -229,3 +234,13 @@ def test_reruns_leave_no_page_run_behind():
             assert not at.exception, [e.message for e in at.exception]
         assert alive(page) <= 2, (page, alive(page))  # this run's, and at most one being replaced
         del at
+
+
+def test_a_csv_upload_names_the_column_it_reads_and_its_nan():
+    at = run_page("explorer", {"source": "upload"})
+    at.file_uploader[0].set_value(("s.csv", b"time,a,b,c\n0,1,nan,0.5\n1,,2,0.7\n2,nan,3,0.9\n3,4,5,1.1\n", "text/csv"))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert ("s.csv: the series is the last of 4 columns, column 4 ('c'); column 1 ('time') labels its tokens; "
+            "column 2 ('a') and column 3 ('b') are not read (the 3 NaN or empty cells there included).") \
+        in texts(at, "info"), texts(at, "info")

@@ -85,8 +85,32 @@ def field_widget(f: appstate.Field, *, container=None, options: Sequence[str] | 
     if f.kind == "str":
         return c.text_input(f.label, value=str(value), key=f.key, help=f.help, bind=BIND)
     hi = int(f.high if high is None else high)
+    _within(f, hi)
     return c.number_input(f.label, min_value=int(f.low), max_value=hi, value=min(int(value), hi), step=1, key=f.key,
                           help=f.help, bind=BIND)
+
+
+def _within(f: appstate.Field, high: int) -> None:
+    """A link value inside the field's own range but above this run's (layer 99 of a 6-layer model) is named:
+    the widget would drop it silently. Values outside the field's own range are named by the sidebar."""
+    raw = _url_value(f.key)
+    if raw is None or f.key in st.session_state or high >= f.high:
+        return
+    try:
+        appstate.parse_value(f.key, "int", raw[-1], f.low, f.high)
+    except XvizError:
+        return
+    try:
+        appstate.parse_value(f.key, "int", raw[-1], f.low, high)
+    except XvizError as exc:
+        notice(f"Link setting ignored: {exc} Using {min(int(f.default), high)}.")
+
+
+def name_unused_link_settings() -> None:
+    """After a page ran to its end: every URL key that no widget of this run holds is named (a typo, a
+    parameter of another variant, a setting of another source)."""
+    for message in appstate.unused_link_settings(st.query_params.to_dict(), st.session_state.keys()):
+        notice(message)
 
 
 def _url_value(key: str) -> list[str] | None:
