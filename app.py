@@ -15,6 +15,24 @@ import streamlit as st  # noqa: E402
 from pages.ui import display, router, widgets  # noqa: E402
 from pages.ui.sidebar import build_sidebar  # noqa: E402
 
+# Presentation: large type, no sidebar, and no control on the page (they still run: the URL sets them); the
+# toggle stays, pinned in the top bar, so the first screen shows the title, the input and the main figure.
+CONTROLS = ", ".join(f'[data-testid="{t}"]' for t in (
+    "stNumberInput", "stSelectbox", "stSlider", "stMultiSelect", "stTextArea", "stTextInput", "stCheckbox",
+    "stRadio", "stButton", "stDownloadButton", "stSelectSlider"))
+PRESENT_CSS = f"""<style>
+section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
+[data-testid="stExpandSidebarButton"] {{display: none !important;}}
+[data-testid="stMain"] .stElementContainer:not(.st-key-present):has({CONTROLS}) {{display: none !important;}}
+[class*="st-key-xviz_controls"] {{display: none !important;}}
+.st-key-present {{position: fixed !important; top: 0.7rem; right: 1.5rem; z-index: 1000000; width: auto !important;}}
+[data-testid="stMainBlockContainer"] {{padding-top: 2.5rem !important;}}
+.stApp, .stMarkdown p, .stCaption, [data-testid="stMetricValue"] {{font-size: 1.35rem !important;}}
+h1 {{font-size: 2.2rem !important; padding: 0 !important;}} h2 {{font-size: 2rem !important;}}
+[data-testid="stMetricValue"] {{font-size: 2.2rem !important;}}
+[data-testid="stDataFrame"], [data-testid="stTable"] {{zoom: 1.35;}}
+</style>"""
+
 st.set_page_config(page_title="xviz — efficient attention vs exact", page_icon=":material/search:", layout="wide")
 display.start_run()
 page = st.navigation(router.pages(), position="top")
@@ -23,16 +41,7 @@ top = st.columns([6, 1])
 present = widgets.toggle("Presentation", "present", False, container=top[1],
                          help="large fonts; the sidebar and page controls are hidden")
 if present:
-    st.markdown(
-        """<style>
-        section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
-        [data-testid="stExpandSidebarButton"] {display: none !important;}
-        .stApp, .stMarkdown p, .stCaption, [data-testid="stMetricValue"] {font-size: 1.35rem !important;}
-        h1 {font-size: 3rem !important;} h2 {font-size: 2.3rem !important;}
-        [data-testid="stMetricValue"] {font-size: 2.2rem !important;}
-        </style>""",
-        unsafe_allow_html=True,
-    )
+    st.markdown(PRESENT_CSS, unsafe_allow_html=True)
 
 build_sidebar()
 with router.routing():

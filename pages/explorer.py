@@ -160,7 +160,8 @@ def heatmaps(ctx, key, mats, spec, name: str, view: dict) -> None:
     data = compute.derived(key + ("linked", view["window"], view["colour"]), lambda: linked.linked_view_data(
         mats["exact"][0], mats["approx"][0], ctx.tokens, key_tokens=ctx.inp.key_labels if cross else None,
         names=("exact", spec.display_name), window=view["window"], cap=COLOUR_CAPS[view["colour"]]))
-    linked_view.linked_view({**data, **linked.clamp_view(data, view["query"], view["key"], head)})
+    linked_view.linked_view({**data, **linked.clamp_view(data, view["query"], view["key"], head),
+                             "font_size": ctx.font_size + 1})
     display.download_npz("⬇ NPZ (matrices)", lambda: {"exact": mats["exact"][0, head], "approx": mats["approx"][0, head]},
                          f"attention_{name}_head{head}", "dl_npz", ctx)
 
@@ -217,10 +218,12 @@ def run_pair(ctx, spec, params):
                 exact, _ = compute.run_exact(ctx)
         if run_approx:
             with display.guard(spec.display_name):
-                approx, seconds = compute.run(ctx, spec.name, params)
+                approx, _ = compute.run(ctx, spec.name, params)
+            # one first run's time is not a measurement (it swung 1.8-211 ms): the Cost page times repeats
+            if approx is not None and not ctx.present:
                 st.caption(f"{spec.display_name}({appstate.describe_params(approx.params)}): "
-                           f"{appstate.format_flops(approx.cost.flops)}FLOPs in theory, {seconds * 1e3:.1f} ms "
-                           f"measured (first run) · exact: {appstate.format_flops(compute.exact_cost(ctx))}FLOPs")
+                           f"{appstate.format_flops(approx.cost.flops)}FLOPs by its cost model · exact: "
+                           f"{appstate.format_flops(compute.exact_cost(ctx))}FLOPs (the Cost page measures times).")
     return exact, approx
 
 
@@ -279,10 +282,15 @@ if spec.causal_only and not ctx.causal:
 view_key = ctx.key(name, tuple(sorted(params.items())))
 tokens = (ctx.tokens, ctx.inp.key_labels) if ctx.inp.cross else ctx.tokens
 exact, approx = run_pair(ctx, spec, params)
-st.subheader("Error against exact attention")
-mats = error_section(ctx, view_key, spec, exact, approx, view) if approx is not None else None
-st.subheader("Attention weights")
-weights_section(ctx, view_key, spec, approx, mats, view)
+# presentation: the maps first (the first screen at 1280 × 720 shows them), the error panel under them
+boxes = [st.container(), st.container()]
+error_box, weights_box = boxes[::-1] if ctx.present else boxes
+with error_box:
+    st.subheader("Error against exact attention")
+    mats = error_section(ctx, view_key, spec, exact, approx, view) if approx is not None else None
+with weights_box:
+    st.subheader("Attention weights")
+    weights_section(ctx, view_key, spec, approx, mats, view)
 with display.guard("Second variant"):
     second_variant(ctx, specs, exact, budget, view, tokens)
 if approx is not None and approx.causal:

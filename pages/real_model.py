@@ -85,7 +85,8 @@ def one_layer(ctx, layers, spec, budget_in: int, text: str, model: str, cell) ->
 
     data = compute.derived(("rm_linked", text, model, layer, spec.name, tuple(sorted(params.items())), causal,
                             ctx.seed), make)
-    linked_view.linked_view({**data, **linked.clamp_view(data, 0, 0, head)}, key="rm_linked",
+    linked_view.linked_view({**data, **linked.clamp_view(data, 0, 0, head), "font_size": ctx.font_size + 1},
+                            key="rm_linked",
                             targets=(None, None, "rm_head"))
 
 

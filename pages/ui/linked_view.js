@@ -70,6 +70,7 @@ class LinkedView {
     this.pin = {query: d.query, key: d.key};
     this.hover = null;
     this.box.replaceChildren();
+    this.box.style.fontSize = `${d.font_size || 14}px`;
     const bar = el("div", "bar");
     const label = el("label", "head-label");
     label.textContent = "head ";
