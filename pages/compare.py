@@ -54,9 +54,14 @@ def compute_rows(ctx, exact, budget: int) -> list:
 
 
 def show_table(df: pd.DataFrame, ctx, budget: int) -> None:
+    # the errors and the cost first: the parameters and bookkeeping columns scroll in from the right
+    first = ["variant", "family", *METRIC_NAMES, "flops", "keys per row"]
+    order = first + [c for c in df.columns if c not in first and c != "name"]
     event = st.dataframe(
-        df.drop(columns=["name"]), hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", column_order=order,
         key="cmp_table", column_config={
+            "variant": st.column_config.TextColumn(pinned=True),
+            "parameters": st.column_config.TextColumn(width="large"),
             "flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
             "bytes": st.column_config.NumberColumn("bytes", format="%.3e"),
             "seconds": st.column_config.NumberColumn("time (s, first run)", format="%.4f"),

@@ -212,3 +212,17 @@ def test_linked_view_payload_for_cross_attention_ships_the_keys_labels():
     assert d["cross"] and d["key_tokens"] == list("uvwxyz") and (d["n_queries"], d["n_keys"]) == (4, 6)
     with pytest.raises(ValueError, match="differ in shape"):
         linked_view_data(np.zeros((4, 6)), np.zeros((4, 5)))
+
+
+def test_error_cost_scatter_keeps_outliers_from_owning_the_axes():
+    rows = [dict(name=f"v{i}", family="kernel", flops=1e8 * (1 + i / 10), rel_out=0.5 + i / 20) for i in range(12)]
+    rows.append(dict(name="wild", family="low rank", flops=1.2e8, rel_out=300.0))
+    fig = figures.error_cost_scatter(rows, reference=1e9)
+    lo, hi = fig.layout.yaxis.range  # log10 units
+    assert hi < np.log10(300.0) and lo < np.log10(0.5)  # the axis keeps the bulk; the outlier sits on its edge
+    wild = next(t for t in fig.data if t.name == "low rank")  # its only point: beyond the axis
+    assert wild.marker.symbol[0] == "triangle-up" and np.isclose(np.log10(wild.y[0]), hi)
+    assert "300" in next(a.text for a in fig.layout.annotations if a.text.startswith("wild"))
+    labels = {a.text for a in fig.layout.annotations}
+    assert {f"v{i}" for i in range(12)} <= labels  # every point is named
+    assert {"exact attention's cost", "beyond the axis (value in brackets)"} <= {t.name for t in fig.data}
