@@ -166,8 +166,10 @@ def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = 
 
 
 def strip_figure(ids: Any, *, title: str = "", row_labels: Sequence[str] | None = None,
-                 tokens: Sequence[str] | None = None, max_cells: int = MAX_CELLS, font_size: int = 13) -> go.Figure:
-    """Integer ids per position (buckets, clusters), rows = rounds/heads: a categorical strip.
+                 tokens: Sequence[str] | None = None, max_cells: int = MAX_CELLS, font_size: int = 13,
+                 word: str = "id", legend_max: int = 16) -> go.Figure:
+    """Integer ids per position (buckets, clusters), rows = rounds/heads: a categorical strip, its colours
+    named in a legend ("``word`` i", up to ``legend_max`` ids; hover names them beyond).
     Over ``max_cells`` positions, every f-th position is shown (ids cannot be averaged)."""
     a = to_numpy(ids)
     if a.ndim == 1:
@@ -183,11 +185,16 @@ def strip_figure(ids: Any, *, title: str = "", row_labels: Sequence[str] | None 
     for i, c in enumerate(colours):
         scale += [[i / max(k, 1), c], [(i + 1) / max(k, 1), c]]
     fig = go.Figure(go.Heatmap(z=z.astype(np.float32), x=x, y=y, colorscale=scale, zmin=-0.5, zmax=max(k, 1) - 0.5,
-                               showscale=False, hovertemplate="%{y}<br>position %{x}<br>id %{z}<extra></extra>"))
+                               showscale=False, hovertemplate="%{y}<br>position %{x}<br>" + word + " %{z}<extra></extra>"))
+    if k <= legend_max:  # a heatmap has no legend: one legend-only square per id
+        for i in np.unique(a):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{word} {int(i)}",
+                                     marker=dict(symbol="square", size=12, color=colours[int(i)])))
+        fig.update_layout(legend=dict(orientation="h", y=-0.45, x=0, yanchor="top"))
     fig.update_xaxes(type="category", tickangle=-60)
     fig.update_yaxes(type="category", autorange="reversed")
     note = "" if f == 1 else f" (every {f}th position)"
-    return style(fig, font_size=font_size, title=title + note, height=120 + 28 * a.shape[0])
+    return style(fig, font_size=font_size, title=title + note, height=120 + 28 * a.shape[0] + 60 * (k <= legend_max))
 
 
 def query_lines(exact_row: Any, approx_row: Any, tokens: Sequence[str] | None = None, *, query: int = 0,
