@@ -37,7 +37,7 @@ st.set_page_config(page_title="xviz — efficient attention vs exact", page_icon
 display.start_run()
 page = st.navigation(router.pages(), position="top")
 
-top = st.columns([6, 1])
+top = st.columns([5, 1.3])  # room for the toggle's whole label
 present = widgets.toggle("Presentation", "present", False, container=top[1],
                          help="large fonts; the sidebar and page controls are hidden")
 if present:

@@ -133,7 +133,8 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
 
 
 def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
-    cols = st.columns(len(METRIC_NAMES))
+    per_row = (len(METRIC_NAMES) + 1) // 2  # two rows: six in one cut the longer labels ("mean row KL(exac…")
+    cols = [c for _ in range(2) for c in st.columns(per_row)]
     fmt = {"topk_recall": "{:.1%}", "kl": "{:.3g}", "max_abs": "{:.3g}"}
     for col, key in zip(cols, METRIC_NAMES):
         val = getattr(m, key)
