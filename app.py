@@ -12,8 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import streamlit as st  # noqa: E402
 
-from pages.ui import display, router, widgets  # noqa: E402
-from pages.ui.sidebar import build_sidebar  # noqa: E402
+from pages.ui import router  # noqa: E402  (light: the route table; the heavy imports come after the skeleton)
 
 # Presentation: large type, no sidebar, and no control on the page (they still run: the URL sets them); the
 # toggle stays, pinned in the top bar, so the first screen shows the title, the input and the main figure.
@@ -34,8 +33,20 @@ h1 {{font-size: 2.2rem !important; padding: 0 !important;}} h2 {{font-size: 2rem
 </style>"""
 
 st.set_page_config(page_title="xviz — efficient attention vs exact", page_icon=":material/search:", layout="wide")
-display.start_run()
 page = st.navigation(router.pages(), position="top")
+# The first run after the server started imports torch, transformers and plotly (seconds on a small
+# machine): the page's title and a line saying so are drawn first, instead of a blank page.
+skeleton = st.empty()
+if "xviz" not in sys.modules:
+    with skeleton.container():
+        st.title(page.title)
+        st.caption("Starting: loading the attention library (once, after the server started)…")
+
+from pages.ui import display, widgets  # noqa: E402
+from pages.ui.sidebar import build_sidebar  # noqa: E402
+
+skeleton.empty()
+display.start_run()
 
 top = st.columns([5, 1.3])  # room for the toggle's whole label
 present = widgets.toggle("Presentation", "present", False, container=top[1],
