@@ -39,7 +39,7 @@ page = st.navigation(router.pages(), position="top")
 skeleton = st.empty()
 if "xviz" not in sys.modules:
     with skeleton.container():
-        st.title(page.title)
+        st.title(next((r.title for r in router.ROUTES if r.name == page.url_path), page.title))
         st.caption("Starting: loading the attention library (once, after the server started)…")
 
 from pages.ui import display, widgets  # noqa: E402
