@@ -29,7 +29,8 @@ section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
 .stApp, .stMarkdown p, .stCaption, [data-testid="stMetricValue"] {{font-size: 1.35rem !important;}}
 h1 {{font-size: 2.2rem !important; padding: 0 !important;}} h2 {{font-size: 2rem !important;}}
 [data-testid="stMetricValue"] {{font-size: 2.2rem !important;}}
-[data-testid="stDataFrame"], [data-testid="stTable"] {{zoom: 1.35;}}
+.stElementContainer:has([data-testid="stDataFrame"], [data-testid="stTable"]) {{zoom: 1.35;
+  width: calc(100% / 1.35) !important;}}
 </style>"""
 
 st.set_page_config(page_title="xviz — efficient attention vs exact", page_icon=":material/search:", layout="wide")

@@ -127,8 +127,11 @@ st.caption(f"N = {n}, d = {d}, {h} heads. Budget: {budget} keys per query = "
            f"{appstate.format_flops(target_flops(b, h, n, d, ctx.inp.v.shape[-1], budget))}FLOPs; exact attention: "
            f"{appstate.format_flops(compute.exact_cost(ctx))}FLOPs. 'tuned' is the parameter set to meet it "
            "(— : the cost depends on none, defaults kept). Click a row or a point to open it in the Explorer.")
-show_table(df, ctx, budget)
-with display.guard("Scatter"):
+boxes = [st.container(), st.container()]  # presentation: the scatter first (the first screen shows it)
+table_box, scatter_box = boxes[::-1] if ctx.present else boxes
+with table_box:
+    show_table(df, ctx, budget)
+with scatter_box, display.guard("Scatter"):
     show_scatter(df, ctx, budget, metric, xaxis, t_exact)
 c = st.columns([3, 1])
 target = c[0].selectbox("Open in the Explorer", list(df["name"]), key="open_variant",

@@ -365,9 +365,11 @@ def fences(values: np.ndarray, k: float = 1.5) -> tuple[float, float]:
     return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
 
 
-def place_labels(px: np.ndarray, py: np.ndarray, widths: np.ndarray, height: float) -> list[tuple[float, float]]:
+def place_labels(px: np.ndarray, py: np.ndarray, widths: np.ndarray, height: float,
+                 area: tuple[float, float] = (np.inf, np.inf)) -> list[tuple[float, float]]:
     """An offset (dx, dy) in pixels for each point's label, chosen greedily (points in order) among sixteen
-    places around it as the one overlapping least the labels placed so far and the markers."""
+    places around it as the one overlapping least the labels placed so far and the markers, and staying
+    inside the plot ``area`` (width, height; a label outside would run into the legend)."""
     spots = [(10, -10), (10, 10), (-10, -10), (-10, 10), (0, -16), (0, 16), (22, 0), (-22, 0),
              (30, -24), (30, 24), (-30, -24), (-30, 24), (48, -8), (-48, -8), (48, 12), (-48, 12)]
     boxes: list[tuple[float, float, float, float]] = []
@@ -377,8 +379,10 @@ def place_labels(px: np.ndarray, py: np.ndarray, widths: np.ndarray, height: flo
         def cost(dx, dy):
             cx = x + dx + (w / 2 if dx > 0 else -w / 2 if dx < 0 else 0)
             box = (cx - w / 2, y + dy - height / 2, cx + w / 2, y + dy + height / 2)
-            return sum(max(0, min(box[2], b[2]) - max(box[0], b[0])) * max(0, min(box[3], b[3]) - max(box[1], b[1]))
-                       for b in boxes + marks), box
+            outside = (max(0, -box[0]) + max(0, box[2] - area[0])) * height + \
+                (max(0, -box[1]) + max(0, box[3] - area[1])) * w
+            return 4 * outside + sum(max(0, min(box[2], b[2]) - max(box[0], b[0])) *
+                                     max(0, min(box[3], b[3]) - max(box[1], b[1])) for b in boxes + marks), box
         best = min(spots, key=lambda s: cost(*s)[0])
         boxes.append(cost(*best)[1])
         out.append(best)
@@ -442,7 +446,7 @@ def error_cost_scatter(rows: Iterable[Mapping[str, Any]], *, x: str = "flops", y
     labels_ = [str(r.get("name")) + (f" ({v:.3g})" if o else "") for (r, _, v), o in zip(pts, out)]
     order = np.argsort(py)
     offsets = place_labels(px[order], py[order], np.array([0.55 * size * len(t) for t in np.array(labels_)[order]]),
-                           size + 2)
+                           size + 2, area=(plot_w, plot_h))
     for k, (dx, dy) in zip(order, offsets):
         fig.add_annotation(x=float(cx[k]), y=float(cy[k]), text=labels_[k], showarrow=True, arrowhead=0,
                            arrowwidth=0.6, arrowcolor="#999", ax=dx, ay=dy, xanchor="left" if dx > 0 else
