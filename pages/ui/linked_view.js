@@ -200,7 +200,7 @@ class LinkedView {
     this.note.textContent = (pooled ? `Each cell is the mean of a block of ${d.fr} queries × ${d.fc} keys ` +
       `(${d.rows} × ${d.cols} cells for ${d.n_queries} × ${d.n_keys}). ` : "") +
       (m.note ? `Weights saturate at ${m.note}. ` : "") +
-      "Hover a cell, a token or the inspector to follow a query in every panel; click to pin it (the address bar keeps it).";
+      "Hover a cell or a token to follow a query in every panel; click to pin it (the address bar keeps it).";
     this.render();
   }
 
