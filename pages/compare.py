@@ -55,9 +55,14 @@ def compute_rows(ctx, exact, budget: int) -> list:
 
 
 def show_table(df: pd.DataFrame, ctx, budget: int) -> None:
+    # the errors and the cost first: the parameters and bookkeeping columns scroll in from the right
+    first = ["variant", "family", *METRIC_NAMES, "flops", "keys per row"]
+    order = first + [c for c in df.columns if c not in first and c != "name"]
     event = st.dataframe(
-        df.drop(columns=["name"]), hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", column_order=order,
         key="cmp_table", column_config={
+            "variant": st.column_config.TextColumn(pinned=True),
+            "parameters": st.column_config.TextColumn(width="large"),
             "flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
             "bytes": st.column_config.NumberColumn("bytes", format="%.3e"),
             "seconds": st.column_config.NumberColumn("time (s, first run)", format="%.4f"),
@@ -123,8 +128,11 @@ st.caption(f"N = {n}, d = {d}, {h} heads. Budget: {budget} keys per query = "
            f"{appstate.format_flops(target_flops(b, h, n, d, ctx.inp.v.shape[-1], budget))}FLOPs; exact attention: "
            f"{appstate.format_flops(compute.exact_cost(ctx))}FLOPs. 'tuned' is the parameter set to meet it "
            "(— : the cost depends on none, defaults kept). Click a row or a point to open it in the Explorer.")
-show_table(df, ctx, budget)
-with display.guard("Scatter"):
+boxes = [st.container(), st.container()]  # presentation: the scatter first (the first screen shows it)
+table_box, scatter_box = boxes[::-1] if ctx.present else boxes
+with table_box:
+    show_table(df, ctx, budget)
+with scatter_box, display.guard("Scatter"):
     show_scatter(df, ctx, budget, metric, xaxis, t_exact)
 c = st.columns([3, 1])
 target = c[0].selectbox("Open in the Explorer", list(df["name"]), key="open_variant",

@@ -92,16 +92,16 @@ ctx = context()
 display.page_header("Cost & scaling", ctx)
 names = [s.name for s in xviz.list_variants() if s.causal or not ctx.causal]
 with display.controls("What to measure", ctx):
-    c = st.columns([3, 1, 1, 1, 1])
-    chosen = widgets.choices("variants", names, "cost_variants",
-                             ["sliding_window", "linformer", "performer", "reformer", "exact"], container=c[0],
+    chosen = widgets.choices("variants", names, "cost_variants",  # a row of its own: no chip cut
+                             ["sliding_window", "linformer", "performer", "reformer", "exact"],
                              help="each at its default parameters (clamped at small N); the naive and fused exact "
                                   "baselines are always measured")
-    nmax = widgets.number("largest N", "cost_nmax", 64, 65536, 1024, container=c[1],
+    c = st.columns(4)
+    nmax = widgets.number("largest N", "cost_nmax", 64, 65536, 1024, container=c[0],
                           help="N doubles from 256 (or less) up to this")
-    heads = widgets.number("heads", "cost_heads", 1, 64, 4, container=c[2])
-    dim = widgets.number("d", "cost_d", 8, 256, 64, container=c[3])
-    repeats = widgets.number("repeats", "cost_repeats", 1, 20, 3, container=c[4],
+    heads = widgets.number("heads", "cost_heads", 1, 64, 4, container=c[1])
+    dim = widgets.number("d", "cost_d", 8, 256, 64, container=c[2])
+    repeats = widgets.number("repeats", "cost_repeats", 1, 20, 3, container=c[3],
                              help="timed runs after one warm-up; the median is shown")
 device, dtype = ctx.device, getattr(torch, ctx.dtype)
 where = f"{device} {ctx.dtype}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else

@@ -67,7 +67,9 @@ def needle_marks(ctx) -> dict:
 def what_each_keeps(ctx, results, step: int) -> None:
     st.subheader(f"What each policy keeps at step {step}")
     marks = needle_marks(ctx)
-    tabs = st.tabs([r.label for r in results])
+    # the full cache (every position kept: a solid bar) last, so the first tab shows a choice being made
+    results = sorted(results, key=lambda r: r.policy == "full")
+    tabs = st.tabs([r.label.split(" (")[0] for r in results])  # short: the parameters are in each figure's title
     for tab, r in zip(tabs, results):
         with tab, display.guard(r.label):
             fig = fd.cache_strip(r, step, marks=marks, font_size=ctx.font_size)
@@ -86,9 +88,11 @@ def needle_verdict(ctx, results) -> None:
     lines = []
     for r in results:
         found = dec.needle_found(r, needle, query)
-        lines.append(f"{r.label}: finds the needle in {int(found.sum())} of {found.numel()} heads")
-    display.say("info", f"Needle at position {needle}, asked for at position {query} ({query - needle} tokens later). "
-                + "; ".join(lines) + ".")
+        colour = "green" if bool(found.all()) else "orange" if bool(found.any()) else "red"
+        lines.append(f"- **{display.escape(r.label)}**: :{colour}[found in {int(found.sum())} of {found.numel()} "
+                     "heads]")
+    st.info(f"**Needle at position {needle}**, asked for at position {query} ({query - needle} tokens later). "
+            "Who still finds it:\n" + "\n".join(lines))
 
 
 def budget_sweep(ctx, chosen, prefill: int, params) -> None:

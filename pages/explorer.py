@@ -9,12 +9,12 @@ import streamlit as st
 import torch
 
 import xviz
-from pages.ui import compute, display, selection, widgets
+from pages.ui import compute, display, linked_view, widgets
 from pages.ui.sidebar import context
 from xviz import figures
 from xviz.app import settings as appstate
 from xviz.figures import state as state_figures
-from xviz.figures import tokens as tokens_figures
+from xviz.figures import linked
 from xviz.analysis import state
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.errors import BudgetError
@@ -86,7 +86,7 @@ def pick_view(ctx) -> dict:
     view = dict(head=widgets.number("head", "head", 0, h - 1, 0, container=c[0]),
                 query=widgets.number("query (inspector)", "query", 0, n - 1, n // 2, container=c[1]),
                 key=widgets.number("key (marked)", "qkey", 0, nk - 1, 0, container=c[5],
-                                   help="the cell (query, key) boxed in the three panels; a click on a cell sets both"),
+                                   help="the cell (query, key) boxed in the three maps; a click on a map sets both"),
                 topk=widgets.number("k for top-k recall", "topk", 1, nk, 8, container=c[2]),
                 zoom=widgets.number("zoom: window size", "zs", 1, max(n, nk), max(n, nk), container=c[3],
                                     help=f"a window of this many queries and keys; ≤ {figures.SIDE_BY_SIDE_CELLS} is "
@@ -136,8 +136,8 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
 
 
 def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
-    per_row = 4
-    cols = [c for start in range(0, len(METRIC_NAMES), per_row) for c in st.columns(per_row)]
+    per_row = (len(METRIC_NAMES) + 1) // 2  # two rows: six in one cut the longer labels ("mean row KL(exac…")
+    cols = [c for _ in range(2) for c in st.columns(per_row)]
     fmt = {"topk_recall": "{:.1%}", "kl": "{:.3g}", "max_abs": "{:.3g}"}
     for col, key in zip(cols, METRIC_NAMES):
         val = getattr(m, key)
@@ -156,36 +156,18 @@ def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
         display.download_csv("⬇ CSV", per_head, f"metrics_{name}", "dl_metrics" + suffix, ctx)
 
 
-def heatmaps(ctx, key, mats, spec, name: str, view: dict, tokens) -> None:
+def heatmaps(ctx, key, mats, spec, name: str, view: dict) -> None:
+    """The linked view: exact, approximate and difference maps of every head, the query inspector and the
+    text, linked in the browser (hover, head switch); a click pins the query and key into the URL."""
     head = min(view["head"], mats["approx"].shape[1] - 1)
-    cell = (view["query"], view["key"])
-
-    def make():
-        fig = figures.compare_heatmaps(mats["exact"][0, head], mats["approx"][0, head], tokens,
-                                       names=("exact", spec.display_name), window=view["window"],
-                                       font_size=ctx.font_size, cap=COLOUR_CAPS[view["colour"]], selected=cell,
-                                       clickable=True)
-        return fig.update_layout(title_text=f"{fig.layout.title.text} — head {head}")
-
-    fig = compute.derived(key + ("heat", head, view["window"], view["colour"], ctx.font_size, cell), make)
-    display.show_figure(fig, f"attention_{name}_head{head}", ctx, key="fig_heat", on_select=selection.pick_cell)
-    st.caption("Click a cell (up to 64 × 64 cells drawn) to inspect its query; the box marks it in all three panels.")
+    cross = ctx.inp.cross
+    data = compute.derived(key + ("linked", view["window"], view["colour"]), lambda: linked.linked_view_data(
+        mats["exact"][0], mats["approx"][0], ctx.tokens, key_tokens=ctx.inp.key_labels if cross else None,
+        names=("exact", spec.display_name), window=view["window"], cap=COLOUR_CAPS[view["colour"]]))
+    linked_view.linked_view({**data, **linked.clamp_view(data, view["query"], view["key"], head),
+                             "font_size": ctx.font_size + 1})
     display.download_npz("⬇ NPZ (matrices)", lambda: {"exact": mats["exact"][0, head], "approx": mats["approx"][0, head]},
                          f"attention_{name}_head{head}", "dl_npz", ctx)
-    q = view["query"]
-    st.subheader("Query inspector")
-    fig = figures.query_lines(mats["exact"][0, head, q], mats["approx"][0, head, q], tokens, query=q,
-                              names=("exact", spec.display_name), font_size=ctx.font_size)
-    display.show_figure(fig, f"query{q}_{name}", ctx, key="fig_query")
-
-
-def token_view(ctx, mats, spec, head: int, query: int) -> None:
-    if ctx.inp.cross or ctx.n > tokens_figures.MAX_TOKENS:
-        return
-    st.subheader("The text, shaded by attention")
-    html = tokens_figures.token_view_html(ctx.tokens, mats["exact"][0, head], mats["approx"][0, head],
-                                          names=("exact", spec.display_name), query=query, font_size=ctx.font_size + 2)
-    st.iframe(html, height=140 + 28 * (2 + ctx.n // 12))  # generated here: tokens escaped, weights as numbers
 
 
 def artifacts(ctx, key, spec, approx, name: str, head: int) -> None:
@@ -240,10 +222,12 @@ def run_pair(ctx, spec, params):
                 exact, _ = compute.run_exact(ctx)
         if run_approx:
             with display.guard(spec.display_name):
-                approx, seconds = compute.run(ctx, spec.name, params)
+                approx, _ = compute.run(ctx, spec.name, params)
+            # one first run's time is not a measurement (it swung 1.8-211 ms): the Cost page times repeats
+            if approx is not None and not ctx.present:
                 st.caption(f"{spec.display_name}({appstate.describe_params(approx.params)}): "
-                           f"{appstate.format_flops(approx.cost.flops)}FLOPs in theory, {seconds * 1e3:.1f} ms "
-                           f"measured (first run) · exact: {appstate.format_flops(compute.exact_cost(ctx))}FLOPs")
+                           f"{appstate.format_flops(approx.cost.flops)}FLOPs by its cost model · exact: "
+                           f"{appstate.format_flops(compute.exact_cost(ctx))}FLOPs (the Cost page measures times).")
     return exact, approx
 
 
@@ -263,12 +247,10 @@ def error_section(ctx, key, spec, exact, approx, view):
     return mats
 
 
-def weights_section(ctx, key, spec, approx, mats, view, tokens) -> None:
+def weights_section(ctx, key, spec, approx, mats, view) -> None:
     if mats is not None:
         with display.guard("Attention matrices"):
-            heatmaps(ctx, key, mats, spec, spec.name, view, tokens)
-        with display.guard("Token view"):
-            token_view(ctx, mats, spec, min(view["head"], mats["approx"].shape[1] - 1), view["query"])
+            heatmaps(ctx, key, mats, spec, spec.name, view)
     elif approx is not None and not approx.has_matrix:
         st.info(f"{spec.display_name} has no effective N×N matrix to draw.")
     elif approx is not None and ctx.n > compute.MATRIX_MAX_N:
@@ -304,10 +286,15 @@ if spec.causal_only and not ctx.causal:
 view_key = ctx.key(name, tuple(sorted(params.items())))
 tokens = (ctx.tokens, ctx.inp.key_labels) if ctx.inp.cross else ctx.tokens
 exact, approx = run_pair(ctx, spec, params)
-st.subheader("Error against exact attention")
-mats = error_section(ctx, view_key, spec, exact, approx, view) if approx is not None else None
-st.subheader("Attention weights")
-weights_section(ctx, view_key, spec, approx, mats, view, tokens)
+# presentation: the maps first (the first screen at 1280 × 720 shows them), the error panel under them
+boxes = [st.container(), st.container()]
+error_box, weights_box = boxes[::-1] if ctx.present else boxes
+with error_box:
+    st.subheader("Error against exact attention")
+    mats = error_section(ctx, view_key, spec, exact, approx, view) if approx is not None else None
+with weights_box:
+    st.subheader("Attention weights")
+    weights_section(ctx, view_key, spec, approx, mats, view)
 with display.guard("Second variant"):
     second_variant(ctx, specs, exact, budget, view, tokens)
 if approx is not None and approx.causal:

@@ -54,7 +54,7 @@ def controls(ctx, names):
 def strip(ctx, spec, g, head: int) -> None:
     st.subheader("Buckets and clusters, token by token")
     fig = fx.bucket_strip(g.rows, ctx.tokens, title=f"{g.word} of every token (head {head})", row_labels=g.labels,
-                          font_size=ctx.font_size)
+                          font_size=ctx.font_size, word=g.word)
     display.show_figure(fig, f"{spec.name}_{g.word}s_head{head}", ctx, key="fig_strip")
     if spec.shared_qk:
         st.caption(f"{spec.display_name} shares QK: keys are the unit-normalised queries, so one id per token "
@@ -155,13 +155,14 @@ def projection_section(ctx, spec, result, q_h, k_h, view) -> None:
     with st.spinner("Projecting…" if view["method"] == "pca" else "Running t-SNE…"):
         xy = compute.derived(key, lambda: la.project_2d(pr.points[pr.keep], view["method"], seed=ctx.seed))
     fig = fx.projection_figure(xy, pr.ids[pr.keep], [pr.kinds[i] for i in pr.keep], hover=[pr.hover[i] for i in pr.keep],
-                               method="PCA" if view["method"] == "pca" else "t-SNE", font_size=ctx.font_size)
-    fig.update_layout(title_text=f"{fig.layout.title.text}, coloured by {pr.word} — head {view['head']}")
+                               method="PCA" if view["method"] == "pca" else "t-SNE", font_size=ctx.font_size,
+                               word=pr.word)
+    fig.update_layout(title_text=f"{fig.layout.title.text}, head {view['head']}")
     cc = st.columns([3, 2])
     with cc[0]:
         display.show_figure(fig, f"{spec.name}_projection_{view['method']}_head{view['head']}", ctx, key="fig_projection")
     with cc[1]:
-        display.show_figure(fx.cluster_sizes_figure(pr.sizes, font_size=ctx.font_size),
+        display.show_figure(fx.cluster_sizes_figure(pr.sizes, font_size=ctx.font_size, word=pr.word.split()[0]),
                             f"{spec.name}_sizes_head{view['head']}", ctx, key="fig_sizes")
         sz = next(iter(pr.sizes.values()))
         st.caption(f"{int((sz > 0).sum())} of {len(sz)} {pr.word.split()[0]}s used; the largest holds {int(sz.max())} "
@@ -180,12 +181,11 @@ with display.controls("Variant and view", ctx):
     spec, params, view = controls(ctx, [s.name for s in specs])
 result = None
 with display.guard(spec.display_name), st.spinner(f"Running {spec.display_name}…"):
-    result, secs = compute.run(ctx, spec.name, params)
+    result, _ = compute.run(ctx, spec.name, params)
 if result is None:
     st.stop()
 head = view["head"]
-st.caption(f"{spec.display_name}({appstate.describe_params(result.params)}) on head {head}: {secs * 1e3:.1f} ms "
-           "(first run).")
+st.caption(f"{spec.display_name}({appstate.describe_params(result.params)}), head {head}.")
 q_h = ctx.inp.q[:, head:head + 1].detach().cpu().double()
 k_h = ctx.inp.k[:, head:head + 1].detach().cpu().double()
 g = lv.groups(spec, result.artifacts, head, view["round"])

@@ -1,5 +1,6 @@
-"""Real model: a text through the model, every layer's and head's attention as thumbnails (token labels on
-hover), a cell opened in the Explorer, and a layer × head map of any variant's error on the model's own heads."""
+"""Real model: a text through the model, every layer's and head's attention as thumbnails (a click picks
+one), the picked layer in the linked view against a variant, a cell opened in the Explorer, and a layer ×
+head map of any variant's error on the model's own heads."""
 from functools import partial
 
 import numpy as np
@@ -7,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 import xviz
-from pages.ui import compute, display, router, widgets
-from pages.ui.selection import OPEN_CELL, open_cell, open_selected
+from pages.ui import compute, display, linked_view, router, widgets
+from pages.ui.selection import OPEN_CELL, open_cell, open_selected, select_cell
 from pages.ui.plan_view import plan_section
 from pages.ui.sidebar import context, model_info
 from xviz import figures
@@ -17,6 +18,7 @@ from xviz.analysis import spectra
 from xviz.analysis.keys_per_query import budget_params
 from xviz.analysis.metrics import METRIC_LABELS, METRIC_NAMES
 from xviz.core.registry import Shape
+from xviz.figures import linked
 from xviz.figures import spectra as fx
 
 THUMB_CELLS = 32  # each thumbnail is mean-pooled to at most this many cells a side
@@ -53,17 +55,48 @@ def thumbnails(ctx, layers, text: str, model: str) -> tuple[int, int]:
         fig = fx.thumbnail_grid(mats, list(layers[0].tokens), max_cells=THUMB_CELLS, font_size=ctx.font_size,
                                 selected=(layer, head))
         display.show_figure(fig, "layer_head_thumbnails", ctx, key="fig_rm_thumbs",
-                            on_select=partial(open_selected, text, model, None, "fig_rm_thumbs"))
-        st.caption("Click a thumbnail (its middle) to open that layer and head in the Explorer.")
+                            on_select=partial(select_cell, "fig_rm_thumbs", "rm_layer", "rm_head"))
+        st.caption("Click a thumbnail (its middle) to look at that layer and head below.")
     return layer, head
+
+
+def variant_params(ctx, layers, spec, budget_in: int) -> tuple[int, dict]:
+    """The budget (0: a quarter of N) and the variant's parameters matched to it on this model's shape."""
+    nt, dt, H = layers[0].n, layers[0].q.shape[-1], layers[0].q.shape[1]
+    budget = budget_in or compute.default_budget(nt)
+    return budget, budget_params(spec, nt, dt, H, keys_per_row=min(budget, nt), causal=bool(ctx.causal)).params
+
+
+def one_layer(ctx, layers, spec, budget_in: int, text: str, model: str, cell) -> None:
+    """The chosen layer in the linked view: the model's attention against the variant's, every head (the
+    head switches in the browser; a click on a map pins the head into the URL)."""
+    layer, head = cell
+    inp = layers[layer]
+    st.subheader(f"Layer {layer}: the model's attention against {spec.display_name}")
+    if not spec.has_matrix:
+        st.info(f"{spec.display_name} has no effective attention matrix to draw; its error is in the map below.")
+        return
+    _, params = variant_params(ctx, layers, spec, budget_in)
+    causal = bool(ctx.causal)
+
+    def make():
+        exact = spectra.attention_of(inp, causal)
+        approx = xviz.run(spec.name, inp.q, inp.k, inp.v, causal=causal, seed=ctx.seed, **params).matrix()[0]
+        return linked.linked_view_data(exact, approx, list(inp.tokens), names=(f"{model_info(model)['name']}",
+                                                                                spec.display_name))
+
+    data = compute.derived(("rm_linked", text, model, layer, spec.name, tuple(sorted(params.items())), causal,
+                            ctx.seed), make)
+    linked_view.linked_view({**data, **linked.clamp_view(data, 0, 0, head), "font_size": ctx.font_size + 1},
+                            key="rm_linked",
+                            targets=(None, None, "rm_head"))
 
 
 def error_map(ctx, layers, spec, metric: str, budget_in: int, text: str, model: str, cell) -> None:
     L, H = len(layers), layers[0].q.shape[1]
     nt, dt = layers[0].n, layers[0].q.shape[-1]
     causal = bool(ctx.causal)
-    budget = budget_in or compute.default_budget(nt)
-    params = budget_params(spec, nt, dt, H, keys_per_row=min(budget, nt), causal=causal).params
+    budget, params = variant_params(ctx, layers, spec, budget_in)
     flops = spec.cost(Shape(1, H, nt, dt, dt, causal), **params).flops * L
     if flops > ERROR_GUARD_FLOPS and not st.checkbox(
             f"Run {spec.display_name} on all {L} layers ({appstate.format_flops(flops)}FLOPs)", key="rm_force"):
@@ -126,6 +159,9 @@ for note in layers[0].notices:
 st.caption(f"{info['name']}: {len(layers)} layers × {layers[0].q.shape[1]} heads, d = {layers[0].q.shape[-1]}; "
            f"{layers[0].n} tokens{' (causal model)' if layers[0].causal else ''}.")
 cell = thumbnails(ctx, layers, text, model)
+if not (ctx.causal and not spec.causal):
+    with display.guard("Layer view"):
+        one_layer(ctx, layers, spec, budget_in, text, model, cell)
 st.subheader(f"{spec.display_name}: error on every layer and head")
 if ctx.causal and not spec.causal:
     st.error(f"{spec.display_name} cannot be causal; untick 'causal' in the sidebar or pick another variant.")

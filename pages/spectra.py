@@ -25,7 +25,7 @@ def model_text(ctx) -> tuple[str, str, bool]:
 
 
 def settings(ctx, available):
-    c = st.columns(5)
+    c = st.columns([4, 1, 1, 1, 1.3])  # room for the chips: no variant name cut
     chosen = widgets.choices("rank-k variants", available, "ey_variants", list(spectra.LOWRANK_DEFAULT),
                              container=c[0], help="run at a comparable k: Linformer rank k, Nyström k landmarks, "
                                                   "Performer k features, the SVD oracle at rank k")

@@ -77,15 +77,17 @@ def run_sweep(job: Job, chart, series, values, make_input, ctx, axis: str, metri
     progress.empty()
 
 
-def buttons(job: Job) -> st.delta_generator.DeltaGenerator:
+def buttons(job: Job) -> tuple:
+    """Stop (only while the sweep runs: its slot is emptied when the sweep ends) and Resume / Run again."""
     bc = st.columns([1, 1, 4])
-    if bc[0].button("⏹ Stop", key="sw_stop", help="end the sweep; the points so far stay"):
+    stop_slot = bc[0].empty()
+    if job.running and stop_slot.button("⏹ Stop", key="sw_stop", help="end the sweep; the points so far stay"):
         job.stop()
     resume = job.stopped and not job.done
     if bc[1].button("▶ Resume" if resume else "↻ Run again", key="sw_run",
                     help="continue from the last point" if resume else "recompute every point"):
         job.resume() if resume else job.restart()
-    return bc[2].empty()
+    return stop_slot, bc[2].empty()
 
 
 def draw(chart, pts, total: int, axis: str, metric: str, ctx, final: bool) -> None:
@@ -144,11 +146,13 @@ make_input, input_note = input_maker(ctx, axis)
 items = [(s.title, float(x)) for s in series for x in values[s.title]]
 job = Job.current(st.session_state.get(STATE), (ctx.key(), axis, metric, nseeds, tuple(items)), items)
 st.session_state[STATE] = job
-status = buttons(job)
+stop_slot, status = buttons(job)
 chart = st.empty()
 if job.running:
     with display.guard("Sweep"):
         run_sweep(job, chart, series, values, make_input, ctx, axis, metric, nseeds)
+if not job.running:
+    stop_slot.empty()  # finished (or stopped): nothing to stop
 pts = job.ordered()
 draw(chart, pts, len(items), axis, metric, ctx, final=True)
 results_table(pts, ctx, axis, metric, nseeds, status, job)

@@ -49,6 +49,11 @@ def heatmap_traces(at: AppTest):
     return [(i, tr) for i, spec in enumerate(chart_specs(at)) for tr in spec["data"] if tr.get("type") == "heatmap"]
 
 
+def linked_payloads(at: AppTest) -> list[dict]:
+    """The data each linked attention view (a Components v2 element) was given."""
+    return [json.loads(el.proto.json) for el in at.get("bidi_component") if el.proto.json]
+
+
 def z_shape(tr) -> tuple:
     z = tr["z"]
     if isinstance(z, dict):  # plotly's typed-array encoding: dtype, bdata, shape
@@ -57,4 +62,4 @@ def z_shape(tr) -> tuple:
     return (len(z), len(z[0]) if z and isinstance(z[0], list) else 1)
 
 
-__all__ = ["ROUTES", "run_page", "texts", "chart_specs", "heatmap_traces", "z_shape", "plain"]
+__all__ = ["ROUTES", "run_page", "texts", "chart_specs", "heatmap_traces", "linked_payloads", "z_shape", "plain"]

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from .apptest import ROUTES, heatmap_traces, run_page, texts, z_shape  # noqa: E402
+from .apptest import ROUTES, heatmap_traces, linked_payloads, run_page, texts, z_shape  # noqa: E402
 
 SMALL = {"source": "synthetic", "n": "96", "d": "16", "heads": "2", "seed": "3"}
 # Other settings per page: a link with the page's own keys set (small synthetic inputs keep pages fast).
@@ -27,7 +27,7 @@ OTHER = {
              "cost_repeats": "1", "cost_baseline": "fused exact", "causal": "true"},
     "check": {**SMALL, "chk_variant": "sliding_window", "chk_quick": "true"},
 }
-PRESENT = {"source": "synthetic", "n": "64", "d": "8", "heads": "2", "present": "true", "variant": "exact"}
+PRESENT = {"source": "synthetic", "n": "64", "d": "8", "heads": "2", "present": "true"}
 CHARTLESS = {"check", "cost"}  # pages whose work (and charts) waits for a button
 
 
@@ -46,12 +46,14 @@ def check_figures(at, max_side: int = 1024) -> int:
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
 def test_page_runs(route, settings):
     params = {"defaults": {}, "other": OTHER[route.name], "present": PRESENT}[settings]
+    if settings == "present" and route.name == "explorer":
+        params = {**PRESENT, "variant": "exact"}  # another page's link with it would be told it is not read there
     at = run_page(route.name, params)
     assert at.title[0].value == route.title
     assert not at.error, texts(at, "error")
     assert not at.warning, texts(at, "warning")  # a link the app wrote itself is never refused
     if route.name not in CHARTLESS:
-        assert at.get("plotly_chart"), "no chart rendered"
+        assert at.get("plotly_chart") or linked_payloads(at), "no chart rendered"
     check_figures(at)
     if settings == "other" and route.name in ("patterns", "compare"):
         # the link's page settings were applied, not just the sidebar's
@@ -59,37 +61,31 @@ def test_page_runs(route, settings):
     if route.name == "compare" and settings == "other":
         assert at.selectbox(key="metric").value == "kl" and at.selectbox(key="xaxis").value == "seconds"
     if route.name == "explorer":
-        # exact | approx | difference on one colour scale, full resolution at small N
-        first = json.loads(at.get("plotly_chart")[0].proto.spec)
-        heat = [t for t in first["data"] if t["type"] == "heatmap"]
-        # the weights share one scale, the difference has its own (diverging)
-        assert len(heat) == 3 and [t.get("coloraxis") for t in heat] == ["coloraxis", "coloraxis", "coloraxis2"]
+        # the linked view got every head's maps, at full resolution at small N
+        (view,) = linked_payloads(at)
+        assert view["heads"] == len(view["maps"]) and set(view["maps"][0]) >= {"exact", "approx", "diff"}
         n = {"other": 96, "present": 64}.get(settings)
         if n is not None:
-            assert all(z_shape(t) == (n, n) for t in heat)
+            assert (view["n_queries"], view["rows"], view["fr"], view["heads"]) == (n, n, 1, 2)
 
 
 def test_explorer_pools_large_n():
     at = run_page("explorer", {"source": "synthetic", "n": "1500", "d": "8", "heads": "1",
                                         "variant": "sliding_window", "sliding_window.window": "40"})
-    heat = [t for i, t in heatmap_traces(at) if i == 0]
-    from xviz import figures
-
-    factor = figures.pool_factor(1500, figures.SIDE_BY_SIDE_CELLS)
-    side = -(-1500 // factor)
-    assert factor > 1 and side <= figures.SIDE_BY_SIDE_CELLS
-    assert [z_shape(t) for t in heat] == [(side, side)] * 3  # mean-pooled, every panel alike
+    (view,) = linked_payloads(at)
+    # mean-pooled to ≤ 256 a side (blocks of 6 queries × 6 keys), every panel alike
+    assert (view["n_queries"], view["fr"], view["fc"], view["rows"], view["cols"]) == (1500, 6, 6, 250, 250)
     # the mask artifact is max-pooled to ≤ 1024 a side and keeps its band
-    masks = [t for i, t in heatmap_traces(at) if i > 0 and max(z_shape(t)) > 1]
+    masks = [t for i, t in heatmap_traces(at) if max(z_shape(t)) > 1]
     assert masks and all(max(z_shape(t)) <= 1024 for t in masks)
 
 
 def test_explorer_zoom_full_resolution():
     at = run_page("explorer", {"source": "synthetic", "n": "1500", "d": "8", "heads": "1",
                                         "variant": "sliding_window", "zs": "200", "zr": "300", "zc": "250"})
-    heat = [t for i, t in heatmap_traces(at) if i == 0]
-    assert [z_shape(t) for t in heat] == [(200, 200)] * 3
-    assert heat[0]["y"][0].startswith("300") and heat[0]["x"][0].startswith("250")
+    (view,) = linked_payloads(at)
+    assert (view["n_queries"], view["n_keys"], view["r0"], view["c0"], view["fr"]) == (200, 200, 300, 250, 1)
+    assert view["rows"] == view["cols"] == 200  # drawn cell for cell
 
 
 def test_deep_link_reproduces_settings():
@@ -107,6 +103,9 @@ def test_deep_link_reproduces_settings():
 
 @pytest.mark.parametrize("params, needle", [
     ({"variant": "no_such_variant"}, "unknown variant 'no_such_variant'"),
+    ({"source": "synthetic", "n": "64", "variant": "sliding_window", "window": "abc"},
+     "window = 'abc' is not a setting of this page; did you mean sliding_window.window?"),
+    ({"source": "text", "layer": "99"}, "layer = 99 is outside its valid range [0, 5]. Using 0."),
     ({"source": "synthetic", "n": "64", "variant": "sliding_window", "sliding_window.window": "-3"}, "window"),
     ({"source": "synthetic", "n": "1000000000"}, "n = 1000000000"),
     ({"source": "synthetic", "n": "64", "seed": "abc", "causal": "maybe"}, "seed"),
@@ -235,3 +234,13 @@ def test_reruns_leave_no_page_run_behind():
             assert not at.exception, [e.message for e in at.exception]
         assert alive(page) <= 2, (page, alive(page))  # this run's, and at most one being replaced
         del at
+
+
+def test_a_csv_upload_names_the_column_it_reads_and_its_nan():
+    at = run_page("explorer", {"source": "upload"})
+    at.file_uploader[0].set_value(("s.csv", b"time,a,b,c\n0,1,nan,0.5\n1,,2,0.7\n2,nan,3,0.9\n3,4,5,1.1\n", "text/csv"))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert ("s.csv: the series is the last of 4 columns, column 4 ('c'); column 1 ('time') labels its tokens; "
+            "column 2 ('a') and column 3 ('b') are not read (the 3 NaN or empty cells there included).") \
+        in texts(at, "info"), texts(at, "info")

@@ -15,8 +15,8 @@ def test_needle_found_by_full_attention_not_by_a_short_window():
     assert not at.error, texts(at, "error")
     info = texts(at, "info")
     # the needle sits at 26, the query at 255: 229 tokens back, beyond a 64-key window
-    assert "Full cache: finds the needle in 2 of 2 heads" in info, info
-    assert "Sliding window: finds the needle in 0 of 2 heads" in info, info
+    assert "- **Full cache**: :green[found in 2 of 2 heads]" in info, info  # one line a policy, coloured
+    assert "- **Sliding window**: :red[found in 0 of 2 heads]" in info, info
     titles = " | ".join(str(s["layout"].get("title", {}).get("text", "")) for s in chart_specs(at))
     assert "step 255" in titles or at.slider(key="dec_step").value == 255
 

@@ -35,20 +35,23 @@ def test_lsh_reformer_views():
     assert sum(n.startswith("theory") for n in names) == 3 and any(n.startswith("measured") for n in names)
 
 
-def test_sweep_stop_button_stops():
+def test_sweep_stop_shows_only_while_running_and_resume_completes():
     at = run_page("sweeps", {**SMALL, "sw_points": "3", "sw_seeds": "1"})
     assert "points" in " ".join(c.value for c in at.caption)
-    # a new setting starts a new sweep; Stop in the same run stops it before its first point
-    at.number_input(key="sw_points").set_value(5)
-    at.button(key="sw_stop").click()
+    keys = lambda: {b.key for b in at.button}  # noqa: E731
+    assert "sw_stop" not in keys() and at.button(key="sw_run").label == "↻ Run again"  # finished: no Stop
+    # a sweep stopped part-way (a Stop click between two points) offers Resume, which completes it
+    job = at.session_state["_sweep_job"]
+    for item in job.items[1:]:
+        job.results.pop(item)
+    job.stopped = True
     at.run()
     assert not at.exception
-    assert "Stopped after 0 of" in texts(at, "info"), texts(at, "info")
-    # Resume continues and completes it
+    assert f"Stopped after 1 of {len(job.items)}" in texts(at, "info"), texts(at, "info")
     at.button(key="sw_run").click()
     at.run()
     assert not at.exception and not any("Stopped" in i.value for i in at.info)
-    assert at.get("plotly_chart")
+    assert job.done and "sw_stop" not in keys() and at.get("plotly_chart")
 
 
 def test_real_model_cell_opens_in_explorer():

@@ -133,9 +133,8 @@ def test_page_renders(server, page, path, title):
     shot(page, path or "explorer")
     assert_healthy(page, charts=path not in ("check", "cost"))  # their work waits for a button
     assert page.locator("h1").first.inner_text().strip() == title
-    # the heatmaps were drawn by plotly (an SVG layer with the heatmap image inside)
-    if title == "Explorer":
-        assert page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count() >= 3
+    if title == "Explorer":  # the linked view drew its map (a canvas, sized by the payload)
+        assert page.get_by_test_id("xviz-attention-map").locator("canvas").count() == 1
 
 
 def test_deep_link_reproduces_settings(server, page):
@@ -192,6 +191,59 @@ def test_real_model_cell_opens_in_the_explorer(server, page):
     caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
     assert "layer 3" in caption, caption
     assert page.locator('input[aria-label="head"]').input_value() == "4"
+
+
+# ------------------------------------------------------------------------------------------- linked view
+
+def sent_frames(pg) -> list:
+    """Every websocket frame the page sends from now on (a rerun request is one): the list grows."""
+    frames: list = []
+    pg.on("websocket", lambda ws: ws.on("framesent", lambda f: frames.append(f)))
+    return frames
+
+
+def test_linked_view_click_pins_the_query_into_the_url(server, page):
+    page.goto(f"{server}/?{SMALL}")
+    wait_idle(page)
+    amap = page.get_by_test_id("xviz-attention-map")
+    amap.wait_for(timeout=IDLE_TIMEOUT * 1000)
+    amap.scroll_into_view_if_needed()
+    n_q, n_k = int(amap.get_attribute("data-n-queries")), int(amap.get_attribute("data-n-keys"))
+    assert (n_q, n_k) == (64, 64)  # no pooling at N = 64: a cell is one (query, key)
+    box = amap.bounding_box()
+    row, col = 41, 17
+    page.mouse.click(box["x"] + box["width"] * (col + 0.5) / n_k, box["y"] + box["height"] * (row + 0.5) / n_q)
+    page.wait_for_url(lambda url: f"query={row}" in url, timeout=30_000)
+    wait_idle(page)
+    assert f"qkey={col}" in page.url, page.url
+    assert page.locator('input[aria-label="query (inspector)"]').input_value() == str(row)
+    for panel in page.get_by_test_id("xviz-linked").all():  # the rerun kept the pin in every panel
+        assert panel.get_attribute("data-hover-query") == str(row)
+
+
+def test_linked_view_hover_links_every_panel_without_a_rerun(server, page):
+    frames = sent_frames(page)
+    page.goto(f"{server}/?{SMALL}&head=1")
+    page.get_by_test_id("xviz-attention-map").wait_for(timeout=IDLE_TIMEOUT * 1000)
+    wait_idle(page)
+    panels = page.get_by_test_id("xviz-linked")
+    assert panels.count() >= 5  # exact, approx, difference, inspector, text
+    sent = len(frames)
+    assert sent > 0, "the listener missed the page's socket (it sends at least the first run's request)"
+    for i in (7, 30):
+        page.locator(f'[data-testid="xviz-token"][data-index="{i}"]').first.hover()
+        assert {p.get_attribute("data-hover-query") for p in panels.all()} == {str(i)}
+    amap = page.get_by_test_id("xviz-attention-map")
+    amap.scroll_into_view_if_needed()
+    box = amap.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 12.5 / 64, box["y"] + box["height"] * 50.5 / 64)
+    assert {(p.get_attribute("data-hover-query"), p.get_attribute("data-hover-key")) for p in panels.all()} == \
+        {("50", "12")}
+    page.get_by_test_id("xviz-head").select_option("0")  # a head switch is drawn here, too
+    assert "head 0" in page.get_by_test_id("xviz-hover-info").inner_text()
+    time.sleep(1)
+    assert len(frames) == sent, "a hover or a head switch reached the server"
+    assert page.locator('[data-testid="stApp"][data-test-script-state="running"]').count() == 0
 
 
 # ------------------------------------------------------------------------------------------------ links

@@ -72,3 +72,11 @@ def test_report_names_failures():
     results = check_variant("broken_unnormalised", quick=True)
     assert "1 check(s) failed" in report_html("broken_unnormalised", results)
     assert load_target("exact") == "exact"
+
+
+def test_a_positional_variant_is_not_given_a_tolerance_it_exceeds():
+    from xviz.analysis.check import PASS, check_permutation
+    r = check_permutation(xviz.get_variant("sliding_window"))
+    assert r.status == PASS and r.measured > 1e-3 and r.tolerance is None and r.message.startswith("positional")
+    r = check_permutation(xviz.get_variant("performer"))
+    assert r.status == PASS and r.measured < r.tolerance == 1e-8 and r.message.startswith("content-based")

@@ -186,3 +186,49 @@ def test_compare_heatmaps_quantile_cap():
     assert full.layout.coloraxis.cmax == pytest.approx(1.0)
     assert capped.layout.coloraxis.cmax == pytest.approx(0.01)
     assert z_of(capped.data[0]).max() == pytest.approx(1.0)  # the data is untouched: hover shows it
+
+
+def test_linked_view_payload_pools_every_head_and_names_its_blocks():
+    from xviz.figures.linked import clamp_view, linked_view_data, unpack_f16
+    g = torch.Generator().manual_seed(0)
+    exact = torch.softmax(torch.randn(1, 3, 600, 600, generator=g, dtype=torch.float64), -1)
+    approx = torch.softmax(torch.randn(1, 3, 600, 600, generator=g, dtype=torch.float64), -1)
+    d = linked_view_data(exact, approx, [f"t{i}" for i in range(600)], window=(100, 600, 50, 600))
+    assert (d["n_queries"], d["n_keys"], d["r0"], d["c0"], d["heads"]) == (500, 550, 100, 50, 3)
+    assert (d["fr"], d["fc"]) == (2, 3) and (d["rows"], d["cols"]) == (250, 184)  # ≤ 256 a side
+    assert d["tokens"][0] == "t100" and d["key_tokens"][0] == "t50" and not d["cross"]
+    # cell (i, j) of head h is the mean of queries 100 + 2i.., keys 50 + 3j..; the last key block is
+    # shorter (550 = 183·3 + 1). float16 keeps 11 significant bits: relative 2⁻¹¹ plus its subnormal step.
+    for h in range(3):
+        e = unpack_f16(d["maps"][h]["exact"], (250, 184))
+        a = unpack_f16(d["maps"][h]["approx"], (250, 184))
+        df = unpack_f16(d["maps"][h]["diff"], (250, 184))
+        ref_e = exact[0, h, 100 + 2 * 7:100 + 2 * 8, 50 + 3 * 183:].mean().item()
+        np.testing.assert_allclose(e[7, 183], ref_e, rtol=2 ** -11, atol=6e-8)
+        ref_d = (approx[0, h, 100:102, 50:53] - exact[0, h, 100:102, 50:53]).mean().item()
+        np.testing.assert_allclose(df[0, 0], ref_d, rtol=2 ** -11, atol=6e-8)
+        assert a.shape == e.shape and d["maps"][h]["top"] >= float(np.abs(e).max()) * (1 - 2 ** -11)
+    assert clamp_view(d, 5, 9999, 7) == {"query": 100, "key": 599, "head": 2}  # the pin kept inside the window
+
+
+def test_linked_view_payload_for_cross_attention_ships_the_keys_labels():
+    from xviz.figures.linked import linked_view_data
+    d = linked_view_data(np.full((4, 6), 1 / 6), np.full((4, 6), 1 / 6), ["a", "b", "c", "d"],
+                         key_tokens=list("uvwxyz"))
+    assert d["cross"] and d["key_tokens"] == list("uvwxyz") and (d["n_queries"], d["n_keys"]) == (4, 6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        linked_view_data(np.zeros((4, 6)), np.zeros((4, 5)))
+
+
+def test_error_cost_scatter_keeps_outliers_from_owning_the_axes():
+    rows = [dict(name=f"v{i}", family="kernel", flops=1e8 * (1 + i / 10), rel_out=0.5 + i / 20) for i in range(12)]
+    rows.append(dict(name="wild", family="low rank", flops=1.2e8, rel_out=300.0))
+    fig = figures.error_cost_scatter(rows, reference=1e9)
+    lo, hi = fig.layout.yaxis.range  # log10 units
+    assert hi < np.log10(300.0) and lo < np.log10(0.5)  # the axis keeps the bulk; the outlier sits on its edge
+    wild = next(t for t in fig.data if t.name == "low rank")  # its only point: beyond the axis
+    assert wild.marker.symbol[0] == "triangle-up" and np.isclose(np.log10(wild.y[0]), hi)
+    assert "300" in next(a.text for a in fig.layout.annotations if a.text.startswith("wild"))
+    labels = {a.text for a in fig.layout.annotations}
+    assert {f"v{i}" for i in range(12)} <= labels  # every point is named
+    assert {"exact attention's cost", "beyond the axis (value in brackets)"} <= {t.name for t in fig.data}

@@ -125,6 +125,15 @@ def test_csv_series(text, labels):
     assert seq.meta["series"].tolist() == [1.5, 2.5, 0.5]
 
 
+def test_csv_names_the_column_it_reads_and_the_nan_it_leaves():
+    seq = inputs.load_upload("s.csv", b"time,a,b,c\n0,1,nan,0.5\n1,,2,0.7\n2,nan,NaN,0.9\n")
+    assert seq.meta["series"].tolist() == [0.5, 0.699999988079071, 0.8999999761581421]  # stored as float32
+    assert seq.notices == ["s.csv: the series is the last of 4 columns, column 4 ('c'); column 1 ('time') labels "
+                           "its tokens; column 2 ('a') and column 3 ('b') are not read (the 4 NaN or empty cells "
+                           "there included)."]
+    assert inputs.load_upload("s.csv", b"1\n2\n").notices == []  # one column: nothing to choose
+
+
 def test_png_upload():
     png = (samples_dir() / "harbour.png").read_bytes()
     seq = inputs.load_upload("p.png", png)

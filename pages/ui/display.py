@@ -146,6 +146,8 @@ def require_input(ctx) -> bool:
     return True
 
 
-def controls(label: str, ctx):
-    """A block of page controls; collapsed in presentation mode."""
-    return st.expander(label, expanded=not ctx.present)
+@contextlib.contextmanager
+def controls(label: str, ctx) -> Iterator[None]:
+    """A block of page controls; hidden in presentation mode (app.py's style: the widgets still run)."""
+    with st.container(key="xviz_controls_" + re.sub(r"\W+", "_", label)), st.expander(label, expanded=not ctx.present):
+        yield

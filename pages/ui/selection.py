@@ -24,11 +24,12 @@ def clicked_point(key: str) -> dict[str, Any] | None:
     return pts[0] if pts else None
 
 
-def pick_cell(key: str = "fig_heat") -> None:
-    """A click on an Explorer heatmap cell: the inspector's query and the marked key."""
+def select_cell(key: str, layer_key: str, head_key: str) -> None:
+    """A click on a layer × head chart (customdata (layer, head)): that layer and head in this page's widgets."""
     pt = clicked_point(key)
-    if pt and isinstance(pt.get("customdata"), (list, tuple)):
-        st.session_state["query"], st.session_state["qkey"] = int(pt["customdata"][0]), int(pt["customdata"][1])
+    cd = pt.get("customdata") if pt else None
+    if isinstance(cd, (list, tuple)) and len(cd) == 2:
+        st.session_state[layer_key], st.session_state[head_key] = int(cd[0]), int(cd[1])
 
 
 def open_cell(text: str, model: str, layer: int, head: int, variant: str | None) -> None:

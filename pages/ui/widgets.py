@@ -94,9 +94,34 @@ def field_widget(f: appstate.Field, *, container=None, options: Sequence[str] | 
     if f.kind == "float":
         return c.number_input(f.label, min_value=f.low, max_value=top, value=float(value), key=f.key, help=f.help,
                               format="%g", bind=BIND)
+    if top is not None:
+        _within(f, int(top))
     return c.number_input(f.label, min_value=None if f.low is None else int(f.low),
                           max_value=None if top is None else int(top), value=int(value), step=1, key=f.key,
                           help=f.help, bind=BIND)
+
+
+def _within(f: appstate.Field, high: int) -> None:
+    """A link value inside the field's own range but above this run's (layer 99 of a 6-layer model) is named:
+    the widget would drop it silently. Values outside the field's own range are named by the sidebar."""
+    raw = _url_value(f.key)
+    if raw is None or f.key in st.session_state or f.upper() is None or high >= f.upper():
+        return
+    try:
+        appstate.parse_value(f.key, "int", raw[-1], f.low, f.upper())
+    except XvizError:
+        return
+    try:
+        appstate.parse_value(f.key, "int", raw[-1], f.low, high)
+    except XvizError as exc:
+        notice(f"Link setting ignored: {exc} Using {min(int(f.default), high)}.")
+
+
+def name_unused_link_settings() -> None:
+    """After a page ran to its end: every URL key that no widget of this run holds is named (a typo, a
+    parameter of another variant, a setting of another source)."""
+    for message in appstate.unused_link_settings(st.query_params.to_dict(), st.session_state.keys()):
+        notice(message)
 
 
 def _url_value(key: str) -> list[str] | None:

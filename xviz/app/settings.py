@@ -15,6 +15,7 @@ Names in the URL:
 """
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
@@ -104,6 +105,22 @@ def check_choice(raw: Mapping[str, Any], key: str, options: Sequence[str]) -> li
     if str(value) in options:
         return []
     return [f"Link setting ignored: {key} = {shown(value)} is not one of: {', '.join(options)}."]
+
+
+def unused_link_settings(url: Mapping[str, Any], used: Iterable[str]) -> list[str]:
+    """One sentence per URL key that nothing on the page read (``used``: the keys the page's widgets and
+    the sidebar hold), with the setting it probably meant: ``window`` for ``sliding_window.window``."""
+    known = sorted({str(k) for k in used if not str(k).startswith("_")})
+    out = []
+    for key, value in url.items():
+        if key in known:
+            continue
+        value = value[-1] if isinstance(value, (list, tuple)) and value else value
+        near = [k for k in known if k.endswith("." + key)] or difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(near[:3])}?" if near else "."
+        name = key if len(key) <= 40 else key[:40] + "…"
+        out.append(f"Link setting ignored: {name} = {shown(value)} is not a setting of this page{hint}")
+    return out
 
 
 def query_string(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> str:

@@ -4,7 +4,8 @@
 - ``attention``  heatmaps, masks, strips, query lines, any variant's artifacts by their declared kind,
                  patterns' mass and reachability, error against cost;
 - ``lsh``, ``spectra``, ``scaling``  LSH and clustering; spectra and the real model; sweeps and cost;
-- ``state``, ``tokens``, ``decode``  a recurrence's state; the text shaded by attention; KV-cache replays;
+- ``state``, ``decode``  a recurrence's state; KV-cache replays;
+- ``linked``     the linked view's payload (pooled float16 maps of every head, tokens, blocks);
 - ``report``     the ``xviz check`` report (figures and a self-contained HTML page).
 
 ``from xviz import figures`` gives ``base`` and ``attention`` names directly (``figures.heatmap``).

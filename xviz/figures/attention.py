@@ -177,8 +177,10 @@ def mask_figure(mask: Any, tokens: Sequence[str] | None = None, *, title: str = 
 
 
 def strip_figure(ids: Any, *, title: str = "", row_labels: Sequence[str] | None = None,
-                 tokens: Sequence[str] | None = None, max_cells: int = MAX_CELLS, font_size: int = 13) -> go.Figure:
-    """Integer ids per position (buckets, clusters), rows = rounds/heads: a categorical strip.
+                 tokens: Sequence[str] | None = None, max_cells: int = MAX_CELLS, font_size: int = 13,
+                 word: str = "id", legend_max: int = 16) -> go.Figure:
+    """Integer ids per position (buckets, clusters), rows = rounds/heads: a categorical strip, its colours
+    named in a legend ("``word`` i", up to ``legend_max`` ids; hover names them beyond).
     Over ``max_cells`` positions, every f-th position is shown (ids cannot be averaged)."""
     a = to_numpy(ids)
     if a.ndim == 1:
@@ -194,11 +196,16 @@ def strip_figure(ids: Any, *, title: str = "", row_labels: Sequence[str] | None 
     for i, c in enumerate(colours):
         scale += [[i / max(k, 1), c], [(i + 1) / max(k, 1), c]]
     fig = go.Figure(go.Heatmap(z=z.astype(np.float32), x=x, y=y, colorscale=scale, zmin=-0.5, zmax=max(k, 1) - 0.5,
-                               showscale=False, hovertemplate="%{y}<br>position %{x}<br>id %{z}<extra></extra>"))
+                               showscale=False, hovertemplate="%{y}<br>position %{x}<br>" + word + " %{z}<extra></extra>"))
+    if k <= legend_max:  # a heatmap has no legend: one legend-only square per id
+        for i in np.unique(a):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{word} {int(i)}",
+                                     marker=dict(symbol="square", size=12, color=colours[int(i)])))
+        fig.update_layout(legend=dict(orientation="h", y=-0.45, x=0, yanchor="top"))
     fig.update_xaxes(type="category", tickangle=-60)
     fig.update_yaxes(type="category", autorange="reversed")
     note = "" if f == 1 else f" (every {f}th position)"
-    return style(fig, font_size=font_size, title=title + note, height=120 + 28 * a.shape[0])
+    return style(fig, font_size=font_size, title=title + note, height=120 + 28 * a.shape[0] + 60 * (k <= legend_max))
 
 
 def query_lines(exact_row: Any, approx_row: Any, tokens: Sequence[str] | None = None, *, query: int = 0,
@@ -363,36 +370,106 @@ def reachability_figures(reach: Any, tokens: Sequence[str] | None = None, *, max
 
 
 # ----------------------------------------------------------------------------------------- compare
+def fences(values: np.ndarray, k: float = 1.5) -> tuple[float, float]:
+    """Tukey's fences of ``values`` (quartiles ∓ k·IQR): the range an axis keeps, so one outlier does not own it."""
+    q1, q3 = np.percentile(values, [25, 75])
+    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+
+
+def place_labels(px: np.ndarray, py: np.ndarray, widths: np.ndarray, height: float,
+                 area: tuple[float, float] = (np.inf, np.inf)) -> list[tuple[float, float]]:
+    """An offset (dx, dy) in pixels for each point's label, chosen greedily (points in order) among sixteen
+    places around it as the one overlapping least the labels placed so far and the markers, and staying
+    inside the plot ``area`` (width, height; a label outside would run into the legend)."""
+    spots = [(10, -10), (10, 10), (-10, -10), (-10, 10), (0, -16), (0, 16), (22, 0), (-22, 0),
+             (30, -24), (30, 24), (-30, -24), (-30, 24), (48, -8), (-48, -8), (48, 12), (-48, 12)]
+    boxes: list[tuple[float, float, float, float]] = []
+    marks = [(x - 6, y - 6, x + 6, y + 6) for x, y in zip(px, py)]
+    out = []
+    for x, y, w in zip(px, py, widths):
+        def cost(dx, dy):
+            cx = x + dx + (w / 2 if dx > 0 else -w / 2 if dx < 0 else 0)
+            box = (cx - w / 2, y + dy - height / 2, cx + w / 2, y + dy + height / 2)
+            outside = (max(0, -box[0]) + max(0, box[2] - area[0])) * height + \
+                (max(0, -box[1]) + max(0, box[3] - area[1])) * w
+            return 4 * outside + sum(max(0, min(box[2], b[2]) - max(box[0], b[0])) *
+                                     max(0, min(box[3], b[3]) - max(box[1], b[1])) for b in boxes + marks), box
+        best = min(spots, key=lambda s: cost(*s)[0])
+        boxes.append(cost(*best)[1])
+        out.append(best)
+    return out
+
+
 def error_cost_scatter(rows: Iterable[Mapping[str, Any]], *, x: str = "flops", y: str = "rel_out",
                        x_label: str = "theoretical FLOPs", y_label: str = "relative output error",
                        font_size: int = 13, title: str = "Error against cost",
-                       reference: float | None = None, reference_label: str = "exact attention") -> go.Figure:
-    """One marker per variant (``rows``: dicts with name, display_name, family, ``x`` and ``y``),
-    coloured by family, log-log; ``customdata`` carries the variant name for click-through.
-    Rows without a finite positive value (the exact reference itself: error 0) are left out;
-    ``reference`` draws a vertical line at the exact reference's cost."""
-    fig = go.Figure()
-    by_family: dict[str, list[Mapping[str, Any]]] = {}
+                       reference: float | None = None, reference_label: str = "exact attention's cost",
+                       width: int = 1000, height: int = 560) -> go.Figure:
+    """One labelled marker per variant (``rows``: dicts with name, display_name, family, ``x`` and ``y``),
+    coloured by family, log-log; ``customdata`` carries the variant name for click-through. Rows
+    without a finite positive value (the exact reference itself: error 0) are left out. Each axis keeps
+    Tukey's fences of the log values: a point beyond is drawn on the edge as a triangle pointing out,
+    its hover and label giving the true value. ``reference`` draws the exact reference's cost as a
+    dashed vertical line, named in the legend. Labels are placed for a chart about ``width`` px wide."""
+    pts = []
     for r in rows:
-        xv, yv = r.get(x), r.get(y)
         try:
-            xv, yv = float(xv), float(yv)
+            xv, yv = float(r.get(x)), float(r.get(y))
         except (TypeError, ValueError):
             continue
-        if not (np.isfinite(xv) and np.isfinite(yv)) or xv <= 0 or yv <= 0:
-            continue
-        by_family.setdefault(str(r.get("family", "")), []).append(r)
-    for fam, rs in by_family.items():
+        if np.isfinite(xv) and np.isfinite(yv) and xv > 0 and yv > 0:
+            pts.append((r, xv, yv))
+    fig = go.Figure()
+    if not pts:
+        return style(fig, font_size=font_size, title=title, height=height)
+    lx, ly = np.log10([p[1] for p in pts]), np.log10([p[2] for p in pts])
+    ref = np.log10(reference) if reference is not None and np.isfinite(reference) and reference > 0 else None
+    (xlo, xhi), (ylo, yhi) = fences(np.append(lx, [ref] if ref is not None else [])), fences(ly)
+    xlo, xhi = min(xlo, lx[(lx >= xlo)].min(initial=xhi)), max(xhi, lx[(lx <= xhi)].max(initial=xlo))
+    ylo, yhi = min(ylo, ly[(ly >= ylo)].min(initial=yhi)), max(yhi, ly[(ly <= yhi)].max(initial=ylo))
+    xpad, ypad = max(0.08 * (xhi - xlo), 0.1), max(0.08 * (yhi - ylo), 0.1)
+    xr, yr = (xlo - xpad, xhi + xpad), (ylo - ypad, yhi + ypad)
+    cx, cy = np.clip(lx, *xr), np.clip(ly, *yr)
+    out = (cx != lx) | (cy != ly)
+    symbol = np.where(cy > ly, "triangle-down", np.where(cy < ly, "triangle-up",
+                      np.where(cx > lx, "triangle-left", np.where(cx < lx, "triangle-right", "circle"))))
+    by_family: dict[tuple[str, bool], list[int]] = {}
+    for i, (r, _, _) in enumerate(pts):  # a family's points beyond the axes apart: its legend shows a circle
+        by_family.setdefault((str(r.get("family", "")), bool(out[i])), []).append(i)
+    shown_families: set[str] = set()
+    for (fam, beyond), idx in sorted(by_family.items(), key=lambda kv: kv[0][1]):
         fig.add_trace(go.Scatter(
-            x=[float(r[x]) for r in rs], y=[float(r[y]) for r in rs], mode="markers",
-            text=[r.get("display_name", r.get("name")) for r in rs],
-            customdata=[r.get("name") for r in rs], name=fam,
-            marker=dict(size=12, color=FAMILY_COLOURS.get(fam, "#7f7f7f"), line=dict(width=1, color="white")),
-            hovertemplate="<b>%{text}</b><br>" + x_label + " %{x:.3g}<br>" + y_label + " %{y:.3g}<extra>" + fam
+            x=[10 ** cx[i] for i in idx], y=[10 ** cy[i] for i in idx], mode="markers", name=fam, legendgroup=fam,
+            showlegend=fam not in shown_families,
+            text=[str(pts[i][0].get("display_name", pts[i][0].get("name"))) for i in idx],
+            customdata=[pts[i][0].get("name") for i in idx],
+            hovertext=[f"{pts[i][1]:.3g}, {pts[i][2]:.3g}" for i in idx],
+            marker=dict(size=12, color=FAMILY_COLOURS.get(fam, "#7f7f7f"), symbol=[symbol[i] for i in idx],
+                        line=dict(width=1, color="white")), cliponaxis=False,
+            hovertemplate="<b>%{text}</b><br>" + x_label + ", " + y_label + ": %{hovertext}<extra>" + fam
                           + "</extra>"))
-    if reference is not None and np.isfinite(reference) and reference > 0:
-        fig.add_vline(x=float(reference), line=dict(color="#222222", dash="dash"),
-                      annotation_text=reference_label, annotation_position="top")
-    fig.update_xaxes(type="log", title=x_label)
-    fig.update_yaxes(type="log", title=y_label)
-    return style(fig, font_size=font_size, title=title, height=520)
+        shown_families.add(fam)
+    # labels: the variant's short name beside its marker, placed to overlap as little as possible
+    plot_w, plot_h = width - 260, height - 150  # the legend and margins take the rest
+    px = (cx - xr[0]) / (xr[1] - xr[0]) * plot_w
+    py = (1 - (cy - yr[0]) / (yr[1] - yr[0])) * plot_h
+    size = max(9, font_size - 3)
+    labels_ = [str(r.get("name")) + (f" ({v:.3g})" if o else "") for (r, _, v), o in zip(pts, out)]
+    order = np.argsort(py)
+    offsets = place_labels(px[order], py[order], np.array([0.55 * size * len(t) for t in np.array(labels_)[order]]),
+                           size + 2, area=(plot_w, plot_h))
+    for k, (dx, dy) in zip(order, offsets):
+        fig.add_annotation(x=float(cx[k]), y=float(cy[k]), text=labels_[k], showarrow=True, arrowhead=0,
+                           arrowwidth=0.6, arrowcolor="#999", ax=dx, ay=dy, xanchor="left" if dx > 0 else
+                           "right" if dx < 0 else "center", font=dict(size=size, color="#333"))
+    if ref is not None:
+        fig.add_vline(x=float(reference), line=dict(color="#222222", dash="dash"))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=reference_label,
+                                 line=dict(color="#222222", dash="dash")))
+    fig.update_xaxes(type="log", title=x_label, range=list(xr))
+    fig.update_yaxes(type="log", title=y_label, range=list(yr))
+    if out.any():  # a legend entry says what the triangles on the edges are
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="beyond the axis (value in brackets)",
+                                 marker=dict(size=10, color="#999", symbol="triangle-up")))
+    fig = style(fig, font_size=font_size, title=title, height=height)
+    return fig.update_layout(legend=dict(title_text="family"))

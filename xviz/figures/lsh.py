@@ -16,13 +16,13 @@ MAX_MARKERS = 4000  # missed / kept markers drawn on a reordered matrix at most
 
 # ----------------------------------------------------------------------------------------- LSH & clustering
 def bucket_strip(buckets: Any, tokens: Sequence[str] | None = None, *, title: str = "bucket of every token, per round",
-                 row_labels: Sequence[str] | None = None, font_size: int = 13) -> go.Figure:
+                 row_labels: Sequence[str] | None = None, font_size: int = 13, word: str = "bucket") -> go.Figure:
     """(R, N) ids: one row per hashing round (or ``row_labels``), one column per token, coloured by id."""
     b = to_numpy(buckets)
     b = b.reshape(-1, b.shape[-1])
     rows = list(row_labels) if row_labels is not None and len(row_labels) == b.shape[0] else \
         [f"round {r}" for r in range(b.shape[0])]
-    return strip_figure(b, title=title, row_labels=rows, tokens=tokens, font_size=font_size)
+    return strip_figure(b, title=title, row_labels=rows, tokens=tokens, font_size=font_size, word=word)
 
 
 def reordered_matrix(a: Any, order: Any, groups_sorted: Any, *, col_order: Any = None, col_groups_sorted: Any = None,
@@ -162,8 +162,9 @@ def recall_grid_figure(grid: Any, *, font_size: int = 13) -> go.Figure:
 
 
 def projection_figure(xy: Any, ids: Any, kinds: Sequence[str], *, hover: Sequence[str] | None = None,
-                      method: str = "PCA", font_size: int = 13) -> go.Figure:
-    """Points in 2-D coloured by cluster id, one marker symbol per kind ("query", "key", "centroid")."""
+                      method: str = "PCA", font_size: int = 13, word: str = "cluster") -> go.Figure:
+    """Points in 2-D coloured by ``word`` id (cluster, bucket), one marker symbol per kind ("query", "key",
+    "centroid"); the title names only the kinds drawn."""
     xy = to_numpy(xy).astype(np.float64)
     ids = to_numpy(ids).astype(np.int64).reshape(-1)
     kinds = np.asarray(list(kinds))
@@ -175,29 +176,35 @@ def projection_figure(xy: Any, ids: Any, kinds: Sequence[str], *, hover: Sequenc
             if not sel.any():
                 continue
             fig.add_trace(go.Scatter(
-                x=xy[sel, 0], y=xy[sel, 1], mode="markers", legendgroup=str(c), name=f"cluster {c}",
+                x=xy[sel, 0], y=xy[sel, 1], mode="markers", legendgroup=str(c), name=f"{word.split()[0]} {c}",
                 showlegend=kind == "query" or not ((ids == c) & (kinds == "query")).any(),
                 text=None if hover is None else [hover[i] for i in np.nonzero(sel)[0]],
                 marker=dict(color=_colour(int(c)), symbol=symbols.get(kind, "circle"),
                             size=16 if kind == "centroid" else 7, line=dict(width=1, color="#222222")
                             if kind == "centroid" else None),
-                hovertemplate=f"{kind}, cluster {c}" + ("<br>%{text}" if hover is not None else "") + "<extra></extra>"))
+                hovertemplate=f"{kind}, {word.split()[0]} {c}" + ("<br>%{text}" if hover is not None else "") + "<extra></extra>"))
     fig.update_xaxes(title=f"{method} 1")
     fig.update_yaxes(title=f"{method} 2")
     # many clusters: the legend goes below the plot in rows, so it never covers the points
-    fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0, yanchor="top", font=dict(size=max(9, font_size - 2))))
-    return style(fig, font_size=font_size, title=f"Queries (●), keys (◇) and centroids (★) in 2-D ({method})",
-                 height=620)
+    fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0, yanchor="top", font=dict(size=max(9, font_size - 2)),
+                                  title_text=word))
+    drawn = [name for kind, name in (("query", "queries (●)"), ("key", "keys (◇)"), ("centroid", "centroids (★)"))
+             if kind in set(kinds.tolist())]
+    what = ", ".join(drawn[:-1]) + " and " + drawn[-1] if len(drawn) > 1 else (drawn or ["points"])[0]
+    return style(fig, font_size=font_size, title=f"{what[0].upper()}{what[1:]} in 2-D ({method})", height=620)
 
 
-def cluster_sizes_figure(sizes: Mapping[str, Any], *, font_size: int = 13) -> go.Figure:
-    """Members per cluster, one bar group per kind (queries, keys)."""
+def cluster_sizes_figure(sizes: Mapping[str, Any], *, font_size: int = 13, word: str = "cluster") -> go.Figure:
+    """Members per cluster, each bar in its cluster's colour (as in the projection and the strip); one bar
+    group per kind (queries plain, keys hatched)."""
     fig = go.Figure()
     for i, (name, s) in enumerate(sizes.items()):
         s = to_numpy(s).reshape(-1)
-        fig.add_trace(go.Bar(x=[str(c) for c in range(len(s))], y=s, name=name, marker_color=_colour(i + 3),
-                             hovertemplate="cluster %{x}: %{y} " + name + "<extra></extra>"))
-    fig.update_xaxes(type="category", title="cluster")
+        fig.add_trace(go.Bar(x=[str(c) for c in range(len(s))], y=s, name=name,
+                             marker=dict(color=[_colour(c) for c in range(len(s))], pattern_shape="/" if i else ""),
+                             hovertemplate=word + " %{x}: %{y} " + name + "<extra></extra>"))
+    fig.update_layout(showlegend=len(sizes) > 1)
+    fig.update_xaxes(type="category", title=word)
     fig.update_yaxes(title="members")
     fig.update_layout(barmode="group")
-    return style(fig, font_size=font_size, title="Cluster sizes", height=340)
+    return style(fig, font_size=font_size, title=f"{word[0].upper()}{word[1:]} sizes", height=340)

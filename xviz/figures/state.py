@@ -62,14 +62,17 @@ def decay_steps_figure(decay_steps: Any, tokens: Sequence[str] | None = None, *,
 
 
 def decay_figure(decay: Any, reach: Any = None, *, font_size: int = 13) -> go.Figure:
-    """Effective decay γ per head as bars; hover gives log τ / log γ (``reach``) when given."""
+    """Effective decay γ per head as dots, each labelled with its reach (log τ / log γ: tokens until a
+    weight falls to 1 %) when ``reach`` is given. Dots, not bars: decays crowd just below 1, and a bar
+    would need its axis from 0 (where they all look alike) or a cut axis (where lengths lie)."""
     g = to_numpy(decay).astype(np.float64).reshape(-1)
     r = None if reach is None else to_numpy(reach).astype(np.float64).reshape(-1)
     text = [("no decay" if not np.isfinite(x) else f"{x:.1f} tokens to 1 %") for x in r] if r is not None else None
-    fig = go.Figure(go.Bar(x=[f"head {h}" for h in range(len(g))], y=g, text=text, marker_color="#8c564b",
-                           hovertemplate="%{x}<br>γ = %{y:.6g}" + ("<br>%{text}" if text else "") + "<extra></extra>"))
+    fig = go.Figure(go.Scatter(x=[f"head {h}" for h in range(len(g))], y=g, text=text, mode="markers+text",
+                               textposition="top center", marker=dict(color="#8c564b", size=14), cliponaxis=False,
+                               hovertemplate="%{x}<br>γ = %{y:.6g}" + ("<br>%{text}" if text else "") + "<extra></extra>"))
     low = float(g.min(initial=1.0))
-    fig.update_yaxes(title="γ (geometric mean of a_t)", range=[max(0.0, low - 0.1 * (1 - low) - 1e-3), 1.0])
+    fig.update_yaxes(title="γ (geometric mean of a_t)", range=[max(0.0, low - 0.25 * (1 - low) - 1e-3), 1.0])
     fig.update_xaxes(type="category")
     return style(fig, font_size=font_size, title="Effective decay per head", height=320)
 

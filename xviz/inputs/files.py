@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,9 +39,10 @@ def decode_text(name: str, data: bytes) -> str:
                          f"is invalid); save it as UTF-8.") from None
 
 
-def parse_series(name: str, text: str) -> tuple[torch.Tensor, list[str] | None]:
+def parse_series(name: str, text: str) -> tuple[torch.Tensor, list[str] | None, list[str]]:
     """A univariate series from CSV text: the last column holds the numbers, an optional first column the time
-    labels, an optional first line the header."""
+    labels, an optional first line the header. Returns (values, labels, notes): with more than one column the
+    notes say which column was read and what the others held, when some are not read (their NaN or empty cells are not read)."""
     first = text.split("\n", 1)[0]
     delimiter = max((",", ";", "\t"), key=first.count) if any(c in first for c in ",;\t") else ","
     rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter))
@@ -55,8 +57,9 @@ def parse_series(name: str, text: str) -> tuple[torch.Tensor, list[str] | None]:
         except ValueError:
             return None
 
+    header = None
     if number(rows[0][1][-1]) is None:
-        rows = rows[1:]  # a header line
+        header, rows = rows[0][1], rows[1:]  # a header line
         if not rows:
             raise InputError(f"{name} has a header but no data rows; a .csv time series needs {hint}.")
     values, labels = [], []
@@ -69,11 +72,46 @@ def parse_series(name: str, text: str) -> tuple[torch.Tensor, list[str] | None]:
             raise InputError(f"line {line} of {name} holds {row[-1].strip()!r}; every value must be a finite number.")
         values.append(value)
         labels.append(row[0].strip() if len(row) > 1 else None)
-    return torch.tensor(values, dtype=torch.float64), (labels if all(labels) else None)
+    labels = labels if all(labels) else None
+    return torch.tensor(values, dtype=torch.float64), labels, _column_notes(name, header, rows, labels is not None)
 
 
-def series_input(name: str, x: torch.Tensor, labels, seed: int, n_max: int | None = None) -> SequenceInput:
-    notices = []
+def _column_notes(name: str, header, rows, labelled: bool) -> list[str]:
+    """One sentence naming the column read as the series and what happened to the others."""
+    width = max(len(r) for _, r in rows)
+    if width < 2 or (width == 2 and labelled):  # the documented shapes: nothing to choose
+        return []
+
+    def col(j: int) -> str:
+        title = header[j].strip() if header is not None and j < len(header) and header[j].strip() else None
+        return f"column {j + 1}" + (f" ({title!r})" if title else "")
+
+    def missing(j: int) -> int:  # NaN, empty or not a number
+        n = 0
+        for _, r in rows:
+            cell = r[j].strip() if j < len(r) else ""
+            try:
+                n += not math.isfinite(float(cell))
+            except ValueError:
+                n += 1
+        return n
+
+    unread = ([] if labelled else [0]) + list(range(1, width - 1))
+    parts = [f"{name}: the series is the last of {width} columns, {col(width - 1)}"]
+    if labelled:
+        parts.append(f"{col(0)} labels its tokens")
+    if unread:
+        names = [col(j) for j in unread]
+        gaps = sum(missing(j) for j in unread)
+        parts.append(f"{', '.join(names[:-1]) + ' and ' if len(names) > 1 else ''}{names[-1]} "
+                     f"{'is' if len(names) == 1 else 'are'} not read"
+                     + (f" (the {gaps:,} NaN or empty cell{'s' * (gaps != 1)} there included)" if gaps else ""))
+    return ["; ".join(parts) + "."]
+
+
+def series_input(name: str, x: torch.Tensor, labels, seed: int, n_max: int | None = None,
+                 notes: Sequence[str] = ()) -> SequenceInput:
+    notices = list(notes)
     if n_max is not None and x.numel() > n_max:
         notices.append(f"{name} has {x.numel():,} values; only the first {n_max:,} are used.")
         x, labels = x[:n_max], (labels[:n_max] if labels else None)
@@ -88,8 +126,8 @@ def series_input(name: str, x: torch.Tensor, labels, seed: int, n_max: int | Non
 
 
 def read_csv(name: str, data: bytes, seed: int = 0) -> SequenceInput:
-    x, labels = parse_series(name, decode_text(name, data))
-    return series_input(name, x, labels, seed)
+    x, labels, notes = parse_series(name, decode_text(name, data))
+    return series_input(name, x, labels, seed, notes=notes)
 
 
 def image_input(name: str, data: bytes, seed: int, n_max: int | None = None) -> SequenceInput:

@@ -71,8 +71,8 @@ def load_sample(name: str, *, n_max: int | None = None, seed: int = 0, model=Non
         seq = from_text(decode_text(label, data), model=model, layer=layer, max_tokens=n_max)
         seq.provenance = f"{label}: {seq.provenance}"
     elif sample.kind == "csv":
-        x, labels = parse_series(label, decode_text(label, data))
-        seq = series_input(label, x, labels, seed, n_max)
+        x, labels, notes = parse_series(label, decode_text(label, data))
+        seq = series_input(label, x, labels, seed, n_max, notes=notes)
     elif sample.kind == "image":
         seq = image_input(label, data, seed, n_max)
     else:

@@ -1,0 +1,92 @@
+"""What the linked attention view draws, as plain data: for every head the exact, approximate and
+difference maps mean-pooled to at most ``LINKED_CELLS`` a side and packed as little-endian float16
+(base64), the tokens, and which block of queries and keys a pooled cell stands for.
+
+The browser draws, links and highlights from this alone (pages/ui/linked_view.js): a hover or a head
+switch needs nothing more from the server. Pure function of arrays, no Streamlit.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Sequence
+
+import numpy as np
+
+from .attention import _scale_top
+from .base import _window, pool2d, to_numpy
+
+LINKED_CELLS = 256  # pooled cells a side: 3 maps × 256² × 2 bytes ≈ 390 kB a head before base64
+LINKED_TOKENS = 1024  # token strips are drawn up to this many tokens (one element each)
+
+
+def pack_f16(a: np.ndarray) -> str:
+    """A float array as base64 of its little-endian float16 bytes, row-major."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f2").tobytes()).decode("ascii")
+
+
+def unpack_f16(s: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of ``pack_f16`` (as float32)."""
+    return np.frombuffer(base64.b64decode(s), dtype="<f2").astype(np.float32).reshape(shape)
+
+
+def _heads(a: Any) -> np.ndarray:
+    """(H, N_q, N_k) from (N_q, N_k), (H, N_q, N_k) or (B, H, N_q, N_k) (batch 0)."""
+    x = to_numpy(a)
+    while x.ndim > 3:
+        x = x[0]
+    return x[None] if x.ndim == 2 else x
+
+
+def _strip(tokens: Sequence[str] | None, start: int, stop: int) -> list[str] | None:
+    if tokens is None or stop - start > LINKED_TOKENS:
+        return None
+    return [str(t) for t in list(tokens)[start:stop]]
+
+
+def linked_view_data(exact: Any, approx: Any, tokens: Sequence[str] | None = None, *,
+                     key_tokens: Sequence[str] | None = None, names: Sequence[str] = ("exact", "approx"),
+                     window: tuple[int, int, int, int] | None = None, cap: float | None = None,
+                     max_cells: int = LINKED_CELLS) -> dict:
+    """The linked view's payload for every head of ``exact`` and ``approx`` (same shape).
+
+    ``window`` = (first query, stop, first key, stop) zooms; indices in the payload are absolute. The
+    pinned query, key and head are added with ``clamp_view`` (the payload itself does not depend on them). Cell (i, j) of a pooled map stands for queries ``r0 + i·fr`` up to
+    ``r0 + min((i+1)·fr, n_queries) − 1`` and the same for keys with ``c0`` and ``fc``. The weight maps
+    of a head share one scale, up to ``top`` (the ``cap`` quantile of the pooled |weights| when given);
+    the difference (approx − exact, pooled: mean pooling is linear) has its own, symmetric, ``dtop``.
+    ``key_tokens``: the keys' labels for cross-attention (else the keys are the tokens)."""
+    ex_all, ap_all = _heads(exact), _heads(approx)
+    if ex_all.shape != ap_all.shape:
+        raise ValueError(f"exact and approx differ in shape: {ex_all.shape} vs {ap_all.shape}.")
+    maps, signed, pooled = [], False, None
+    r0 = c0 = 0
+    for h in range(ex_all.shape[0]):
+        ex, r0, c0 = _window(ex_all[h], window)
+        ap, _, _ = _window(ap_all[h], window)
+        pe, pa = pool2d(ex, max_cells, "mean"), pool2d(ap, max_cells, "mean")
+        diff = pa.z.astype(np.float64) - pe.z
+        top, note = _scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
+        dtop, _ = _scale_top(diff.ravel(), cap)
+        signed = signed or bool(min(pe.z.min(initial=0), pa.z.min(initial=0)) < 0)
+        maps.append({"exact": pack_f16(pe.z), "approx": pack_f16(pa.z), "diff": pack_f16(diff),
+                     "top": top, "dtop": dtop, "note": note})
+        pooled = pe
+    n_q, n_k = pooled.rows, pooled.cols
+    rows, cols = pooled.z.shape
+    keys = key_tokens if key_tokens is not None else tokens
+    return {
+        "names": [str(names[0]), str(names[1])],
+        "n_queries": int(n_q), "n_keys": int(n_k), "r0": int(r0), "c0": int(c0),
+        "rows": int(rows), "cols": int(cols), "fr": int(pooled.fr), "fc": int(pooled.fc),
+        "heads": len(maps), "signed": signed, "maps": maps,
+        "cross": key_tokens is not None,
+        "tokens": _strip(tokens, r0, r0 + n_q), "key_tokens": _strip(keys, c0, c0 + n_k),
+    }
+
+
+def clamp_view(data: dict, query: int, key: int, head: int) -> dict:
+    """{"query", "key", "head"} moved into the payload's window and heads (a zoom may exclude the pin)."""
+    return {"query": int(min(max(query, data["r0"]), data["r0"] + data["n_queries"] - 1)),
+            "key": int(min(max(key, data["c0"]), data["c0"] + data["n_keys"] - 1)),
+            "head": int(min(max(head, 0), data["heads"] - 1))}
+
