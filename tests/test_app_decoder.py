@@ -6,7 +6,9 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from .apptest import chart_specs, run_page, texts  # noqa: E402
+from xviz.figures.linked import unpack_f16  # noqa: E402
+
+from .apptest import chart_specs, linked_payloads, run_page, texts  # noqa: E402
 
 TEXT = "The cat sat on the mat."
 
@@ -50,5 +52,7 @@ def test_explorer_shows_the_sink_of_smollm2(smollm2):
     at = run_page("explorer", {"model": "smollm2-135m", "layer": "5", "text": TEXT, "causal": "true"})
     assert not at.exception and not at.error, texts(at, "error")
     assert "SmolLM2" in texts(at, "caption") and "layer 5 of 30" in texts(at, "caption")
-    exact = chart_specs(at)[0]["data"][0]  # the model's exact attention, first panel
-    assert exact["type"] == "heatmap"
+    # the linked view carries the model's exact attention of every head: the sink is token 0's column
+    (view,) = linked_payloads(at)
+    sink = [unpack_f16(m["exact"], (view["rows"], view["cols"]))[2:, 0].mean() for m in view["maps"]]
+    assert len(sink) == 9 and max(sink) > 0.5, sink  # later queries give most of their weight to token 0

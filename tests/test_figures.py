@@ -232,3 +232,18 @@ def test_error_cost_scatter_keeps_outliers_from_owning_the_axes():
     labels = {a.text for a in fig.layout.annotations}
     assert {f"v{i}" for i in range(12)} <= labels  # every point is named
     assert {"exact attention's cost", "beyond the axis (value in brackets)"} <= {t.name for t in fig.data}
+
+
+def test_linked_view_gives_signed_weights_their_own_scales():
+    """As compare_heatmaps: with signed approximate weights the exact map keeps its own range (etop) and the
+    approximation is scaled by its own |max| (atop), never the difference's range."""
+    from xviz.figures.linked import linked_view_data
+
+    exact = torch.softmax(torch.randn(1, 1, 40, 40, generator=torch.Generator().manual_seed(0)), -1)
+    approx = 5 * (exact - 2 * exact.mean())  # signed, and a range far larger than exact's
+    d = linked_view_data(exact, approx)
+    m = d["maps"][0]
+    assert d["signed"]
+    assert m["etop"] == pytest.approx(float(exact.max()), rel=1e-6)
+    assert m["atop"] == pytest.approx(float(approx.abs().max()), rel=1e-6)
+    assert m["etop"] < m["atop"] and m["dtop"] != m["atop"]

@@ -21,7 +21,10 @@ function lut(stops) {
   }
   return out;
 }
-const SEQ = lut(VIRIDIS), DIV = lut(RDBU);
+// signed weights: diverging too, in other colours than the difference's (plotly's PuOr_r, as the figures)
+const PUOR_R = [[45, 0, 75], [84, 39, 136], [128, 115, 172], [178, 171, 210], [216, 218, 235], [247, 247, 247],
+  [254, 224, 182], [253, 184, 99], [224, 130, 20], [179, 88, 6], [127, 59, 8]];
+const SEQ = lut(VIRIDIS), DIV = lut(RDBU), SIGNED = lut(PUOR_R);
 
 function half(h) {  // IEEE float16 -> number
   const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
@@ -173,7 +176,7 @@ class LinkedView {
     if (!this.cache.has(h)) {
       const m = this.d.maps[h];
       this.cache.set(h, {exact: unpack(m.exact), approx: unpack(m.approx), diff: unpack(m.diff), top: m.top,
-        dtop: m.dtop, note: m.note});
+        dtop: m.dtop, etop: m.etop, atop: m.atop, note: m.note});
     }
     return this.cache.get(h);
   }
@@ -182,18 +185,22 @@ class LinkedView {
     const d = this.d, m = this.decoded(this.head);
     this.headSelect.value = String(this.head);
     for (const p of this.maps) {
-      const z = m[p.which], diverging = p.which === "diff" || d.signed;
-      const top = p.which === "diff" ? m.dtop : m.top;
+      // weights and differences never share a scale: signed weights get their own diverging colours, and
+      // the exact map then keeps its own sequential range (a signed range would wash it out)
+      const z = m[p.which], diverging = p.which === "diff" || (d.signed && p.which === "approx");
+      const top = p.which === "diff" ? m.dtop : !d.signed ? m.top : p.which === "exact" ? m.etop : m.atop;
+      const lt = p.which === "diff" ? DIV : diverging ? SIGNED : SEQ;
       const ctx = p.canvas.getContext("2d"), img = ctx.createImageData(d.cols, d.rows);
       for (let i = 0; i < z.length; i++) {
         const x = diverging ? 0.5 + 0.5 * z[i] / top : z[i] / top;
-        const k = Math.max(0, Math.min(255, Math.round(x * 255))) * 3, lt = diverging ? DIV : SEQ;
+        const k = Math.max(0, Math.min(255, Math.round(x * 255))) * 3;
         img.data[4 * i] = lt[k]; img.data[4 * i + 1] = lt[k + 1]; img.data[4 * i + 2] = lt[k + 2];
         img.data[4 * i + 3] = 255;
       }
       ctx.putImageData(img, 0, 0);
       const lo = diverging ? -top : 0;
-      p.scale.innerHTML = `<span>${fmt(lo)}</span><span class="bar ${diverging ? "div" : "seq"}"></span>` +
+      const bar = p.which === "diff" ? "div" : diverging ? "signed" : "seq";
+      p.scale.innerHTML = `<span>${fmt(lo)}</span><span class="bar ${bar}"></span>` +
         `<span>${fmt(top)}</span>`;
     }
     const pooled = d.fr > 1 || d.fc > 1;

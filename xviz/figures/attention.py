@@ -54,7 +54,7 @@ def heatmap(a: Any, tokens: Sequence[str] | None = None, *, title: str = "", how
     return style(fig, font_size=font_size, title=title + note, height=height)
 
 
-def _scale_top(values: np.ndarray, cap: float | None) -> tuple[float, str]:
+def scale_top(values: np.ndarray, cap: float | None) -> tuple[float, str]:
     """The largest |value| drawn, or its ``cap`` quantile (larger values saturate; hover shows them)."""
     top = float(max(np.abs(values).max(initial=0), 1e-12))
     if cap is not None and 0 < cap < 1 and values.size:
@@ -86,8 +86,8 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     pd = Pooled(z=(pa.z.astype(np.float64) - pe.z).astype(np.float32), fr=pe.fr, fc=pe.fc, row_starts=pe.row_starts,
                 col_starts=pe.col_starts, rows=pe.rows, cols=pe.cols)
     signed = bool(min(pe.z.min(initial=0), pa.z.min(initial=0)) < 0)
-    mw, wnote = _scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
-    md, dnote = _scale_top(pd.z, cap)
+    mw, wnote = scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
+    md, dnote = scale_top(pd.z, cap)
     note = "" if pe.fr == pe.fc == 1 else f" — mean-pooled {pe.fr}×{pe.fc}"
     fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=(names[0], names[1], f"difference ({names[1]} − {names[0]})"))
@@ -96,8 +96,8 @@ def compare_heatmaps(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
         fig.add_trace(_heat_trace(p, tokens, r0, c0, coloraxis=axis), row=1, col=i + 1)
     bar = lambda title, x: dict(title=title, x=x, len=0.9)  # noqa: E731
     if signed:
-        me, enote = _scale_top(pe.z, cap)
-        ma, anote = _scale_top(pa.z, cap)
+        me, enote = scale_top(pe.z, cap)
+        ma, anote = scale_top(pa.z, cap)
         note += "".join(f" — {what} saturate at {n}" for what, n in (("exact", enote), (names[1], anote)) if n)
         fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=me, colorbar=bar("exact", 1.0)),
                           coloraxis3=dict(colorscale=SIGNED_WEIGHTS, cmin=-ma, cmax=ma, cmid=0.0,

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .attention import _scale_top
-from .base import _window, pool2d, to_numpy
+from .attention import scale_top
+from .base import crop_window, pool2d, to_numpy
 
 LINKED_CELLS = 256  # pooled cells a side: 3 maps × 256² × 2 bytes ≈ 390 kB a head before base64
 LINKED_TOKENS = 1024  # token strips are drawn up to this many tokens (one element each)
@@ -53,7 +53,10 @@ def linked_view_data(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     pinned query, key and head are added with ``clamp_view`` (the payload itself does not depend on them). Cell (i, j) of a pooled map stands for queries ``r0 + i·fr`` up to
     ``r0 + min((i+1)·fr, n_queries) − 1`` and the same for keys with ``c0`` and ``fc``. The weight maps
     of a head share one scale, up to ``top`` (the ``cap`` quantile of the pooled |weights| when given);
-    the difference (approx − exact, pooled: mean pooling is linear) has its own, symmetric, ``dtop``.
+    when the approximation's weights are ``signed``, the exact map keeps its own scale (``etop``) and the
+    approximation a diverging one (``atop``) in other colours than the difference's, as in
+    ``compare_heatmaps``. The difference (approx − exact, pooled: mean pooling is linear) has its own,
+    symmetric, ``dtop``.
     ``key_tokens``: the keys' labels for cross-attention (else the keys are the tokens)."""
     ex_all, ap_all = _heads(exact), _heads(approx)
     if ex_all.shape != ap_all.shape:
@@ -61,15 +64,17 @@ def linked_view_data(exact: Any, approx: Any, tokens: Sequence[str] | None = Non
     maps, signed, pooled = [], False, None
     r0 = c0 = 0
     for h in range(ex_all.shape[0]):
-        ex, r0, c0 = _window(ex_all[h], window)
-        ap, _, _ = _window(ap_all[h], window)
+        ex, r0, c0 = crop_window(ex_all[h], window)
+        ap, _, _ = crop_window(ap_all[h], window)
         pe, pa = pool2d(ex, max_cells, "mean"), pool2d(ap, max_cells, "mean")
         diff = pa.z.astype(np.float64) - pe.z
-        top, note = _scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
-        dtop, _ = _scale_top(diff.ravel(), cap)
+        top, note = scale_top(np.concatenate([pe.z.ravel(), pa.z.ravel()]), cap)
+        dtop, _ = scale_top(diff.ravel(), cap)
+        etop, _ = scale_top(pe.z.ravel(), cap)
+        atop, _ = scale_top(pa.z.ravel(), cap)
         signed = signed or bool(min(pe.z.min(initial=0), pa.z.min(initial=0)) < 0)
         maps.append({"exact": pack_f16(pe.z), "approx": pack_f16(pa.z), "diff": pack_f16(diff),
-                     "top": top, "dtop": dtop, "note": note})
+                     "top": top, "dtop": dtop, "etop": etop, "atop": atop, "note": note})
         pooled = pe
     n_q, n_k = pooled.rows, pooled.cols
     rows, cols = pooled.z.shape
