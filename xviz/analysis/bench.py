@@ -214,8 +214,12 @@ def run_engine_bench(variants: Iterable[str] | None = None, ns: Iterable[int] = 
     dev = torch.device(device)
     names = list(variants) if variants is not None else default_variants(causal)
     rows: list[Row] = []
+    ns = list(ns)
+    # the peak's matmul: 2048 on a CPU, smaller when only small N are benched (a 2048² bfloat16 matmul takes
+    # tens of seconds on a CPU without bfloat16 units: a bench at N = 16 would wait minutes for its roofline)
+    peak_size = None if dev.type == "cuda" else min(2048, max(256, max(ns, default=256)))
     for n in ns:
-        peak = matmul_peak(dev, dtype)
+        peak = matmul_peak(dev, dtype, peak_size)
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(batch, heads, n, d, generator=g).to(dev, dtype) for _ in range(3))
         baselines: dict[str, Row] = {}
