@@ -178,3 +178,10 @@ def test_reachability_stops_at_layer_limit():
 
 def test_metric_names_complete():
     assert set(metrics.METRIC_LABELS) == set(metrics.METRIC_NAMES)
+
+
+def test_kl_of_a_matrix_with_itself_is_not_negative():
+    """Rounding gave KL(A ‖ A) = −6.9e-10 on Compare's exact row: KL is never negative."""
+    a = torch.softmax(torch.randn(1, 12, 29, 29, generator=torch.Generator().manual_seed(3)) * 4, -1)
+    m = compare(a, a.clone())
+    assert m.kl >= 0 and min(m.per_head["kl"]) >= 0

@@ -138,6 +138,7 @@ def _matrix_sums(a4: torch.Tensor, b4: torch.Tensor, k: int):
         for name, t in sums.items():
             acc[name] += t.sum((-2, -1)).double().cpu()
         kl_rows = torch.xlogy(x, x).sum(-1) - (x * torch.log(y.clamp(min=EPS))).sum(-1)  # 0·log 0 = 0
+        kl_rows = kl_rows.clamp(min=0)  # Gibbs: ≥ 0 for sub-stochastic rows; rounding made −7e-10 for A vs A
         acc["kl"] += kl_rows.sum(-1).double().cpu()
         acc["tv"] += (0.5 * d.abs().sum(-1)).sum(-1).double().cpu()
         mx = torch.maximum(mx, d.abs().amax((-2, -1)).double().cpu())
