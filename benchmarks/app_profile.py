@@ -12,40 +12,20 @@ from __future__ import annotations
 import argparse
 import collections
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_bench import ROOT, launch_chromium, timed_change, wait_idle  # noqa: E402
+from app_bench import launch_chromium, start_server, timed_change, wait_idle  # noqa: E402
 
 SKIP = ("threading.py", "concurrent/futures", "asyncio/", "selectors.py", "tornado/", "uvicorn/", "starlette/",
         "anyio/", "queue.py", "socket.py")
 
 
 def serve_under_py_spy(raw: Path):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
     spy = Path(sys.executable).with_name("py-spy")
-    proc = subprocess.Popen([str(spy), "record", "--format", "raw", "--rate", "100", "--idle", "-o", str(raw), "--",
-                             sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-                             "--server.port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start under py-spy")
+    return start_server(prefix=(str(spy), "record", "--format", "raw", "--rate", "100", "--idle", "-o", str(raw), "--"))
 
 
 def server_pid(spy: subprocess.Popen) -> int:

@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from .core.errors import ParameterError, XvizError
-from .decode.cli import output_file
+from .decode.cli import output_file, write_csv
 from .inputs.catalog import cli_forms
 
 
@@ -187,8 +187,6 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    import csv
-
     from .analysis import planner
 
     try:
@@ -202,11 +200,7 @@ def _cmd_plan(args) -> int:
     print("cheapest variant meeting the target: " + ", ".join(f"{k} {v}" for k, v in s["variants"].items()))
     print(f"the plan's attention FLOPs: {s['flops_ratio']:.2f}x exact attention's on every head")
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.csv}")
+        write_csv(args.csv, rows)
     if args.html:
         from . import figures
         from .figures.generation import plan_map

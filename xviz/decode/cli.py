@@ -74,8 +74,6 @@ def _write_html(path: str, result, seq, head: int) -> None:
 
 
 def run_decode(args) -> int:
-    import csv
-
     import numpy as np
 
     from ..core.errors import ParameterError
@@ -117,11 +115,7 @@ def run_decode(args) -> int:
         print(f"wrote {args.out}")
     if args.csv:
         rows = r.rows()
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.csv}")
+        write_csv(args.csv, rows)
     if args.html:
         _write_html(args.html, r, seq, args.head)
         print(f"wrote {args.html}")
@@ -137,6 +131,17 @@ def output_file(text: str) -> str:
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"the folder of {text[:80]!r} does not exist; create it first")
     return text
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    """One CSV of ``rows`` (dicts with the same keys), said on stdout: every command's --csv."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}")
 
 
 def add_generate_parser(sub) -> argparse.ArgumentParser:
@@ -167,8 +172,6 @@ def generation_rows(result) -> list[dict]:
 
 
 def run_generate(args) -> int:
-    import csv
-
     from ..inputs import fmt_bytes
     from .generate import generate
     from .registry import get_policy
@@ -187,11 +190,7 @@ def run_generate(args) -> int:
     print(f"  cache: {fmt_bytes(int(r.cache_bytes[-1]))} at the last step (all layers and key/value heads)")
     if args.csv:
         rows = generation_rows(r)
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.csv}")
+        write_csv(args.csv, rows)
     if args.html:
         from ..figures.generation import generation_html
 
