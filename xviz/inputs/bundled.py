@@ -79,7 +79,7 @@ def ensure_converted(name: str) -> str:
         return folder
     source = gguf_path()
     with _LOCK:
-        if not os.path.isfile(os.path.join(folder, _MARKER)):
+        if not is_converted(name):  # another thread may have converted it while this one waited
             _convert(source, folder)
     return folder
 

@@ -82,8 +82,9 @@ def compressed_and_selection(q, kc_, vc_, ctx, n, l, stride, ls, top_n, covered)
     """One pass over query chunks: the compressed branch's output and each query's chosen blocks."""
     b, h = q.shape[:2]
     nc, nsel = kc_.shape[-2], -(-n // ls)
-    ends = compressed_ends(covered, l, stride, q.device)[:nc]
-    targets, counts = block_overlaps(covered, l, stride, ls, q.device) if nc else (ends[None], ends[None])
+    ends = compressed_ends(covered, l, stride, q.device)[:nc]  # [:0] when no block is complete
+    # no complete block yet: nothing is read (upto stays 0), so there is no overlap map to build
+    targets, counts = block_overlaps(covered, l, stride, ls, q.device) if nc else (None, None)
     out = q.new_zeros(b, h, n, vc_.shape[-1])
     ids, valid = [], []
     step = max(1, PASS_ELEMENTS // max(1, b * h * (3 * nc + 2 * nsel)))
