@@ -49,7 +49,7 @@ def logit_blocks(ctx, heads: int, n: int, mode: str, rank: int, device, dtype):
                 r = r1[h, start:stop] @ r2[h].T
             elif ctx.causal:
                 drawn = cols <= torch.arange(start, stop)[:, None]
-                r = torch.zeros(stop - start, n, dtype=torch.float64)
+                r = torch.zeros(stop - start, n)
                 r[drawn] = draws.normal(g, int(drawn.sum()))
                 r = r.to(device, dtype)
             else:
