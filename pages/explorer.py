@@ -95,6 +95,7 @@ def pick_view(ctx) -> dict:
                                       container=c[4], help="full: up to the largest value; q99 / q999: saturate "
                                                            "at the 99th / 99.9th percentile"))
     view["window"] = None
+    view["measured"] = None  # the head the error panel measures (None: every head), set by error_section
     if view["zoom"] < max(n, nk):
         zc = st.columns(2)
         r0 = widgets.number("zoom: first query", "zr", 0, n - 1, 0, container=zc[0])
@@ -103,6 +104,7 @@ def pick_view(ctx) -> dict:
     return view
 
 
+@display.section("Second variant")
 def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
     """A second variant beside the first, at its own budget-matched parameters: its error panel and maps."""
     names = ["none"] + [s.name for s in specs if s.name != "exact"]
@@ -126,7 +128,8 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
             mats2 = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key2, r2)})
         except BudgetError as exc:
             display.say("info", f"Matrix metrics skipped: {exc}")
-    error_panel(compute.metrics(ctx, key2, exact, r2, mats2, view["topk"]), spec2, other, ctx, suffix="2")
+    error_panel(compute.metrics(ctx, key2, exact, r2, mats2, view["topk"], view["measured"]), spec2, other, ctx,
+                suffix="2")
     if mats2 is not None:
         head = min(view["head"], mats2["approx"].shape[1] - 1)
         fig = compute.derived(key2 + ("heat", head, view["window"], view["colour"]), lambda: figures.compare_heatmaps(
@@ -136,6 +139,8 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
 
 
 def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
+    """The measures of ``m``: of one head when it holds one (``m.per_head`` of length 1), else of every
+    head, listed per head in an expander."""
     per_row = (len(METRIC_NAMES) + 1) // 2  # two rows: six in one cut the longer labels ("mean row KL(exac…")
     cols = [c for _ in range(2) for c in st.columns(per_row)]
     fmt = {"topk_recall": "{:.1%}", "kl": "{:.3g}", "max_abs": "{:.3g}"}
@@ -149,6 +154,8 @@ def error_panel(m, spec, name: str, ctx, suffix: str = "") -> None:
     elif compute.sampled_rows(ctx.n) is not None:
         st.caption(f"The matrix measures are taken on {compute.METRIC_ROWS:,} evenly spaced of the {ctx.n:,} queries "
                    "(the output error on all of them).")
+    if len(m.per_head["rel_out"]) == 1 and ctx.shape[1] > 1:
+        return
     per_head = pd.DataFrame({"head": list(range(len(m.per_head["rel_out"])))}
                             | {METRIC_LABELS[k]: v for k, v in m.per_head.items()})
     with st.expander("Per head", expanded=False):
@@ -172,8 +179,10 @@ def heatmaps(ctx, key, mats, spec, name: str, view: dict) -> None:
 
 def artifacts(ctx, key, spec, approx, name: str, head: int) -> None:
     st.subheader(f"What {spec.display_name} builds")
-    tabs = st.tabs(list(approx.artifacts))
+    tabs = widgets.tabs(list(approx.artifacts), "artifact")
     for tab, art in zip(tabs, approx.artifacts):
+        if not tab.open:
+            continue
         with tab, display.guard(f"Artifact {art}"):
             value = approx.artifacts[art]
             figs = compute.derived(key + ("artifact", art, head, ctx.font_size), lambda: figures.artifact_figures(
@@ -188,9 +197,15 @@ def artifacts(ctx, key, spec, approx, name: str, head: int) -> None:
                                      ctx)
 
 
-def state_section(ctx, key, spec, approx, mats, head: int) -> None:
+@display.section("State")
+def state_section(ctx, key, spec, exact, approx, with_matrices: bool, head: int) -> None:
     """A causal run's state and reach: for a recurrence its fast-weight state at a step, its norm over t
-    and its decays; for every causal variant how far back each query still reads."""
+    and its decays; for every causal variant how far back each query still reads. The matrices come
+    from the session's store (``with_matrices``: the error panel built them), not as arguments: a
+    fragment keeps its arguments, and N×N ones would outlive the store's budget."""
+    mats = None
+    if with_matrices:
+        mats = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key, approx)})
     st.subheader("State and reach" if state.is_recurrent(spec) else "How far back each query reads")
     n = ctx.n
     step = n - 1
@@ -237,13 +252,21 @@ def error_section(ctx, key, spec, exact, approx, view):
         st.info("No exact reference at this size: the error panel needs it.")
         return None
     mats = None
+    h = ctx.shape[1]
+    measure = widgets.choice("measured on", ["shown head", "every head"], "measure", "shown head",
+                             help="the shown head (the head box) is measured first; every head takes "
+                                  f"{h}× the work and lists them per head") if h > 1 else "every head"
+    view["measured"] = None if measure == "every head" else min(view["head"], h - 1)
+    if view["measured"] is not None:
+        st.caption(f"Head {view['measured']} of {h} (the head box); “every head” measures them all.")
     with display.guard("Metrics"), st.spinner("Building the matrices and measuring the error…"):
         if ctx.n <= compute.MATRIX_MAX_N and approx.has_matrix:
             try:
                 mats = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key, approx)})
             except BudgetError as exc:
                 display.say("info", f"Matrix metrics and heatmaps skipped: {exc}")
-        error_panel(compute.metrics(ctx, key, exact, approx, mats, view["topk"]), spec, spec.name, ctx)
+        error_panel(compute.metrics(ctx, key, exact, approx, mats, view["topk"], view["measured"]), spec, spec.name,
+                    ctx)
     return mats
 
 
@@ -295,11 +318,9 @@ with error_box:
 with weights_box:
     st.subheader("Attention weights")
     weights_section(ctx, view_key, spec, approx, mats, view)
-with display.guard("Second variant"):
-    second_variant(ctx, specs, exact, budget, view, tokens)
+second_variant(ctx, specs, exact, budget, view, tokens)
 if approx is not None and approx.causal:
-    with display.guard("State"):
-        state_section(ctx, view_key, spec, approx, mats, view["head"])
+    state_section(ctx, view_key, spec, exact, approx, mats is not None, view["head"])
 if approx is not None and len(approx.artifacts):
     artifacts(ctx, view_key, spec, approx, name, view["head"])
 reference_check(ctx, mats, view["head"])

@@ -75,9 +75,37 @@ def test_explorer_pools_large_n():
     (view,) = linked_payloads(at)
     # mean-pooled to ≤ 256 a side (blocks of 6 queries × 6 keys), every panel alike
     assert (view["n_queries"], view["fr"], view["fc"], view["rows"], view["cols"]) == (1500, 6, 6, 250, 250)
-    # the mask artifact is max-pooled to ≤ 1024 a side and keeps its band
-    masks = [t for i, t in heatmap_traces(at) if max(z_shape(t)) > 1]
-    assert masks and all(max(z_shape(t)) <= 1024 for t in masks)
+    # the mask artifact (the open tab) is max-pooled to ≤ 512 a side (blocks of 3), the other tab not drawn
+    (mask,) = [t for i, t in heatmap_traces(at) if max(z_shape(t)) > 1]
+    assert z_shape(mask) == (500, 500)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_explorer_draws_only_the_open_artifact_tab_and_names_a_bad_one():
+    at = run_page("explorer", {**SMALL, "variant": "sliding_window", "artifact": "keys_per_row"})
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    assert [s["layout"]["title"]["text"].split(" ")[0] for s in specs] == ["keys_per_row"]
+    at = run_page("explorer", {**SMALL, "variant": "sliding_window", "artifact": "buckets"})
+    assert "artifact = 'buckets' is not one of: mask, keys_per_row" in texts(at, "warning"), texts(at, "warning")
+
+
+def test_explorer_measures_the_shown_head_as_every_head_would():
+    """The error panel measures the head box's head first; "every head" lists the same numbers for it."""
+    params = {**SMALL, "heads": "3", "variant": "sliding_window", "budget": "12", "head": "2"}
+    one = run_page("explorer", params)
+    shown = {m.label: m.value for m in one.metric}
+    assert "Head 2 of 3 (the head box)" in texts(one, "caption") and not one.dataframe
+    every = run_page("explorer", {**params, "measure": "every head"})
+    table = every.dataframe[0].value
+    row = table[table["head"] == 2].iloc[0]
+    compared = 0
+    for label, value in shown.items():
+        name = label.split(" (k=")[0]
+        if name in table.columns and value != "—":
+            # float32 sums over the same rows of one head: equal to the shown 3 significant digits
+            assert f"{row[name]:.3g}" == value or f"{row[name]:.1%}" == value, (label, value, row[name])
+            compared += 1
+    assert compared >= 6
 
 
 def test_explorer_zoom_full_resolution():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 import streamlit as st
@@ -194,19 +195,24 @@ def sampled_rows(n: int) -> torch.Tensor | None:
     return None if n <= METRIC_ROWS else torch.linspace(0, n - 1, METRIC_ROWS).round().long()
 
 
-def metrics(ctx, key: tuple, exact, approx, mats: Mapping[str, torch.Tensor] | None, topk: int):
+def metrics(ctx, key: tuple, exact, approx, mats: Mapping[str, torch.Tensor] | None, topk: int,
+            head: int | None = None):
     """The error panel (cached on the view's key): matrix metrics when the matrices are here (on
-    ``sampled_rows`` at large N; the output error always on every query), else the output error only."""
+    ``sampled_rows`` at large N; the output error always on every query), else the output error only;
+    of one ``head`` (the shown one: an eighth of the work at 8 heads), or of every head (None)."""
+    def pick(t):
+        return t if head is None or t is None else t[:, head:head + 1]
+
     def make():
         if mats is not None and mats.get("approx") is not None:
             rows = sampled_rows(ctx.n)
-            a, b = mats["exact"], mats["approx"]
+            a, b = pick(mats["exact"]), pick(mats["approx"])
             if rows is not None:
                 a, b = a[:, :, rows], b[:, :, rows]
-            m = metrics_lib.compare(a, b, k=topk, outputs=(exact.out, approx.out))
-            return m
-        return metrics_lib.compare(exact, approx, with_matrix=False)
-    return SMALL.get(key + ("metrics", topk, mats is not None), make)
+            return metrics_lib.compare(a, b, k=topk, outputs=(pick(exact.out), pick(approx.out)))
+        return metrics_lib.compare(SimpleNamespace(out=pick(exact.out)), SimpleNamespace(out=pick(approx.out)),
+                                   with_matrix=False)
+    return SMALL.get(key + ("metrics", topk, mats is not None, head), make)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

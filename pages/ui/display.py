@@ -4,6 +4,7 @@ no link, image or formatting into the page, and long values are cut."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import threading
@@ -89,6 +90,18 @@ def guard(what: str) -> Iterator[None]:
         say("error", f"{what}: {exc}")
     except Exception as exc:  # noqa: BLE001  (st.stop/rerun are not Exceptions: they pass through)
         bug(what, exc)
+
+
+def section(what: str) -> Callable:
+    """A page section whose own widgets rerun it alone (``st.fragment``), with ``guard``'s messages inside:
+    a fragment's rerun runs outside the page's guards."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with guard(what):
+                return fn(*args, **kwargs)
+        return st.fragment(run)
+    return wrap
 
 
 def show_figure(fig, name: str, ctx, *, key: str, on_select: Any = "ignore", selection_mode: Any = ("points",)) -> Any:

@@ -3,8 +3,6 @@ Every widget is bound to the URL; the raw URL is checked first, so a bad value i
 sentence on the page instead of a silently dropped parameter."""
 from __future__ import annotations
 
-import threading
-
 import streamlit as st
 import torch
 
@@ -15,6 +13,7 @@ from xviz.core.errors import XvizError
 from xviz.inputs import InputSpec
 
 from . import compute
+from .warm import model_ready
 from .context import AppContext
 from .display import npz_bytes
 from .widgets import field_widget, param_widget
@@ -25,34 +24,7 @@ def model_info(model: str) -> dict:
     return dict(inputs.model_info(model or None))
 
 
-_LOADING: dict[str, threading.Thread] = {}  # model -> the thread loading it (one per model per process)
-
-
-def model_ready(model: str) -> bool:
-    """Whether the model is loaded; if not, load it in the background (once), so the page is drawn first
-    and fills in when the model is ready (the first visit after the server started)."""
-    from xviz.inputs import model as model_lib
-
-    if model_lib.is_loaded(model or None):
-        return True
-    thread = _LOADING.get(model)
-    if thread is not None and not thread.is_alive():
-        return True  # it finished without a model: the page's own call says why
-    if thread is None:
-        thread = threading.Thread(target=lambda: _quiet(model_info, model), name="xviz-model-load", daemon=True)
-        _LOADING[model] = thread
-        thread.start()
-    return False
-
-
-def _quiet(fn, *args) -> None:
-    try:
-        fn(*args)
-    except XvizError:  # the page's own call says why
-        pass
-
-
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=0.25)
 def _wait_for_model(model: str) -> None:
     if not model_ready(model):
         st.caption("Loading the model (the first visit after the server started)…")

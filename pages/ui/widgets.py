@@ -161,6 +161,15 @@ def choice(label: str, options: Sequence[str], key: str, default: str | None = N
     return c.selectbox(label, opts, index=idx, key=key, bind=BIND, help=help, format_func=format_func)
 
 
+def tabs(labels: Sequence[str], key: str) -> Sequence:
+    """Bound tabs whose content runs only while open (``tab.open``): a hidden tab costs neither its
+    work nor its figures. A link value that is not a tab is named."""
+    raw = _url_value(key)
+    if raw is not None and key not in st.session_state and raw[-1] not in labels:
+        _ignored(key, raw[-1], f"is not one of: {', '.join(labels)}", labels[0])
+    return st.tabs(list(labels), key=key, on_change="rerun", bind=BIND)
+
+
 def choices(label: str, options: Sequence[str], key: str, default: Sequence[str], *, container=None,
             help: str | None = None, format_func=str) -> list[str]:
     """A bound multiselect; link values that are not options are named in a message."""

@@ -11,7 +11,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..core.registry import Artifact
-from .base import (DIVERGING, FAMILY_COLOURS, MASK_CELLS, MASK_SCALE, MAX_CELLS, QUALITATIVE, SEQUENTIAL,
+from .base import (ARTIFACT_CELLS, DIVERGING, FAMILY_COLOURS, MASK_CELLS, MASK_SCALE, MAX_CELLS, QUALITATIVE, SEQUENTIAL,
                    SIDE_BY_SIDE_CELLS, SIGNED_WEIGHTS, Pooled, first_2d, crop_window, labels, pool1d, pool2d,
                    pool_factor, style, to_numpy)
 
@@ -254,7 +254,7 @@ def _slice(a: np.ndarray, head: int) -> np.ndarray:
 
 
 def artifact_figures(art: Artifact | str, value: Any, tokens: Sequence[str] | None = None, *, head: int = 0,
-                     max_cells: int = MAX_CELLS, font_size: int = 13) -> list[go.Figure]:
+                     max_cells: int = ARTIFACT_CELLS, font_size: int = 13) -> list[go.Figure]:
     """Figures for one artifact, chosen by its declared kind (``xviz.core.registry.ARTIFACT_KINDS``),
     never by the variant's or the artifact's name, so a plugin's artifacts are drawn too:
 

@@ -22,6 +22,7 @@ import torch
 # travel as uint8 (4/3 byte a cell) and keep the full 1024².
 MAX_CELLS = 832
 MASK_CELLS = 1024
+ARTIFACT_CELLS = 512  # a variant's maps beside the linked view (832² cells drew slower, no clearer at its width)
 SIDE_BY_SIDE_CELLS = 464
 DIVERGING = "RdBu_r"  # differences (approx − exact), and any signed quantity that is not a weight
 SIGNED_WEIGHTS = "PuOr_r"  # signed weights: diverging too, but never mistaken for a difference map

@@ -206,8 +206,7 @@ def is_loaded(model=None) -> bool:
         path = resolve_path(model)[0]
     except Exception:  # noqa: BLE001  a bad folder: loading will say why
         return True
-    with _LOCK:
-        return path in _CACHE
+    return path in _CACHE  # no lock: a load in progress holds it for seconds, and this must answer now
 
 
 def _load(model=None) -> _Loaded:
