@@ -44,7 +44,7 @@ def causal_mask(n: int, nk: int | None = None, device=None) -> torch.Tensor:
     return torch.ones(n, n if nk is None else nk, dtype=torch.bool, device=device).triu(1)
 
 
-DENSE_CHUNK_ELEMENTS = 1 << 22  # logits formed at once by dense_weights (16 MB of float32: stays in cache)
+DENSE_CHUNK_ELEMENTS = 1 << 20  # logits formed at once by dense_weights (4 MB of float32: stays in cache)
 
 
 def dense_weights(q, k, scale: float, causal: bool, bias: torch.Tensor | None = None) -> torch.Tensor:
