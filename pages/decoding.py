@@ -6,12 +6,13 @@ import pandas as pd
 import streamlit as st
 
 import xviz.decode as dec
-from pages.ui import compute, display, widgets
+from pages.ui import compute, display, linked_view, widgets
 from pages.ui.generate_view import generation_mode
 from pages.ui.sidebar import context
 from xviz.app.jobs import Job
 from xviz.core.errors import XvizError
 from xviz.figures import decode as fd
+from xviz.figures import linked
 
 DEFAULT_POLICIES = ["full", "window", "sinks", "h2o", "tova", "snapkv", "quest"]
 SWEEP_BUDGETS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -39,9 +40,13 @@ def controls(ctx, names: list[str]):
     return chosen, budget, prefill, head, params
 
 
-def replays(ctx, chosen, budget: int, prefill: int, params) -> list:
-    key = ctx.key("decode", tuple(chosen), budget, prefill, tuple(sorted((k, tuple(sorted(v.items())))
+def replay_key(ctx, chosen, budget: int, prefill: int, params) -> tuple:
+    return ctx.key("decode", tuple(chosen), budget, prefill, tuple(sorted((k, tuple(sorted(v.items())))
                                                                           for k, v in params.items())))
+
+
+def replays(ctx, chosen, budget: int, prefill: int, params) -> list:
+    key = replay_key(ctx, chosen, budget, prefill, params)
     return compute.REPLAYS.get(key, lambda: dec.simulate_many([(p, params.get(p, {})) for p in chosen], ctx.inp.q,
                                                        ctx.inp.k, ctx.inp.v, budget=budget, prefill=prefill))
 
@@ -78,6 +83,17 @@ def what_each_keeps(ctx, results, step: int) -> None:
             st.caption(f"{r.label}: {kept:.0f} of {step + 1} positions read on average over heads; "
                        f"kept mass {float(r.mass[0, :, step - r.prefill].mean()):.1%}, output error "
                        f"{float(r.error[0, :, step - r.prefill].mean()):.3g}.")
+
+
+def linked_steps(ctx, key: tuple, focus, step: int, head: int) -> None:
+    """Every decoded step of one policy in the linked view: its reads (0 where a key was not kept: the
+    cache strip of every step at once) against full attention, every head; hovering a row follows that
+    step in every panel and the inspector, in the browser; a click makes it the step (and the head)."""
+    data = compute.derived(key + ("linked", focus.policy), lambda: linked.linked_view_data(
+        *focus.matrices(), ctx.tokens, names=("full cache", focus.label), window=(focus.prefill, ctx.n, 0, ctx.n),
+        cap=0.99 if ctx.n > 64 else None))
+    linked_view.linked_view({**data, **linked.clamp_view(data, step, step, head), "font_size": ctx.font_size + 1},
+                            key="linked_decode", targets=("dec_step", None, "dec_head"))
 
 
 def needle_verdict(ctx, results) -> None:
@@ -164,6 +180,8 @@ with display.guard("Cache strips"):
 st.subheader(f"The query at step {step}, head {head}: kept keys against full attention")
 pick = widgets.choice("policy", [r.policy for r in results], "dec_focus", results[-1].policy)
 focus = next(r for r in results if r.policy == pick)
+with display.guard("Linked view"):
+    linked_steps(ctx, replay_key(ctx, chosen, budget, prefill, params), focus, step, head)
 with display.guard("Step attention"):
     fig = fd.step_attention(focus, step, head=head, tokens=ctx.tokens, font_size=ctx.font_size)
     display.show_figure(fig, f"step_{focus.policy}_{step}_h{head}", ctx, key="fig_step")

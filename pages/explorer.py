@@ -253,12 +253,13 @@ def error_section(ctx, key, spec, exact, approx, view):
         return None
     mats = None
     h = ctx.shape[1]
-    measure = widgets.choice("measured on", ["shown head", "every head"], "measure", "shown head",
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    measure = widgets.choice("measured on", ["shown head", "every head"], "measure", "shown head", container=left,
                              help="the shown head (the head box) is measured first; every head takes "
                                   f"{h}× the work and lists them per head") if h > 1 else "every head"
     view["measured"] = None if measure == "every head" else min(view["head"], h - 1)
     if view["measured"] is not None:
-        st.caption(f"Head {view['measured']} of {h} (the head box); “every head” measures them all.")
+        right.caption(f"Head {view['measured']} of {h} (the head box); “every head” measures them all.")
     with display.guard("Metrics"), st.spinner("Building the matrices and measuring the error…"):
         if ctx.n <= compute.MATRIX_MAX_N and approx.has_matrix:
             try:

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from .apptest import chart_specs, run_page, texts  # noqa: E402
+from .apptest import chart_specs, linked_payloads, run_page, texts  # noqa: E402
 
 NEEDLE = {"source": "synthetic", "kind": "needle", "n": "256", "d": "32", "heads": "2", "dec_prefill": "128",
           "dec_policies": ["full", "window"], "dec_budget": "64"}
@@ -34,3 +34,21 @@ def test_budget_sweep_runs_on_request():
     at.button(key="dec_sweep").click().run()
     assert not at.exception and not at.error, texts(at, "error")
     assert at.dataframe[-1].value["budget"].nunique() >= 3
+
+
+def test_linked_view_shows_every_step_of_the_focused_policy():
+    """The linked view's rows are the decoded steps: the policy's map reads at most the budget per row,
+    full attention every earlier key; a pin on a row becomes the step (and the head)."""
+    from xviz.figures.linked import unpack_f16
+
+    at = run_page("decoding", {**NEEDLE, "dec_focus": "window", "dec_head": "1"})
+    (view,) = linked_payloads(at)
+    assert (view["r0"], view["n_queries"], view["n_keys"], view["heads"]) == (128, 128, 256, 2)
+    assert view["names"][0] == "full cache" and view["names"][1].startswith("Sliding window")
+    assert (view["query"], view["head"]) == (255, 1)
+    shape = (view["rows"], view["cols"])
+    full, policy = (unpack_f16(view["maps"][1][m], shape) for m in ("exact", "approx"))
+    assert shape == (128, 256) and view["fr"] == view["fc"] == 1  # drawn cell for cell
+    assert (policy > 0).sum(-1).max() <= 64  # a row reads at most the budget's keys
+    assert (full[-1] > 0).sum() > 64  # full attention reads beyond it (float16 may flush tiny weights)
+    assert ((policy > 0) & (full == 0)).sum() == 0  # never a key after the step

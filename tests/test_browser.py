@@ -249,6 +249,25 @@ def test_linked_view_hover_links_every_panel_without_a_rerun(server, page):
 # ------------------------------------------------------------------------------------------------ links
 
 SMALL = "source=synthetic&n=64&d=8&heads=2"
+
+
+def test_decoding_linked_view_pins_the_step(server, page):
+    """Decoding: the linked view's rows are the decoded steps; a click on one makes it the page's step."""
+    page.goto(f"{server}/decoding?source=synthetic&n=64&d=8&heads=2&dec_prefill=32&dec_budget=8"
+              "&dec_policies=window&dec_policies=full&dec_focus=window")
+    amap = page.get_by_test_id("xviz-attention-map")
+    amap.wait_for(timeout=IDLE_TIMEOUT * 1000)
+    wait_idle(page)
+    amap.scroll_into_view_if_needed()
+    n_q, n_k = int(amap.get_attribute("data-n-queries")), int(amap.get_attribute("data-n-keys"))
+    assert (n_q, n_k) == (32, 64)  # steps 32 … 63 against keys 0 … 63
+    box = amap.bounding_box()
+    row = 9
+    page.mouse.click(box["x"] + box["width"] * 5.5 / n_k, box["y"] + box["height"] * (row + 0.5) / n_q)
+    page.wait_for_url(lambda url: f"dec_step={32 + row}" in url, timeout=30_000)
+    wait_idle(page)
+    for panel in page.get_by_test_id("xviz-linked").all():
+        assert panel.get_attribute("data-hover-query") == str(32 + row)
 # One page-level number per page, changed after N in the URL round trip (label, new value).
 PAGE_SETTING = {
     "explorer": ("head", "1"), "patterns": ("layers (reachability)", "4"), "compare": ("budget: keys per query", "10"),

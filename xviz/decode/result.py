@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ParameterError
+from ..core.result import check_budget
 from ..kernels.dense import masked_softmax, work_dtype
 
 
@@ -86,6 +87,21 @@ class DecodeResult:
         logits = (q.to(cdt) @ k.to(cdt).transpose(-1, -2)).squeeze(-2).double() * self.scale
         kept = self.kept_at(step).to(logits.device)
         return torch.softmax(logits, -1), masked_softmax(logits, kept)[0]
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full, policy): every query's weights, (B, H, N, N) float32 each — full causal attention, and
+        the policy's: the prompt's rows (before ``prefill``) read every earlier key, each decoded step t
+        its softmax over the keys it kept (``weights_at(t)`` for every t at once). For the linked view;
+        BudgetError when B·H·N² does not fit the matrix budget."""
+        b, h, n = self.q.shape[0], self.q.shape[1], self.n
+        check_budget((b, h, n, n), 8, "the decode replay's weights (full and policy)")
+        cdt = work_dtype(self.q.dtype)
+        logits = (self.q.to(cdt) @ self.k.to(cdt).transpose(-1, -2)).double() * self.scale
+        keep = torch.ones(n, n, dtype=torch.bool).tril().expand(b, h, n, n).clone()
+        for step in range(self.prefill, n):
+            keep[..., step, :step + 1] = self.kept_at(step)
+        full = masked_softmax(logits, torch.ones(n, n, dtype=torch.bool).tril())[0]
+        return full.float(), masked_softmax(logits, keep)[0].float()
 
     def summary(self) -> dict:
         """Final and mean kept mass, mean and max output error (over steps and heads), cache bytes
