@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import streamlit as st  # noqa: E402
 
-from pages.ui import router, warm  # noqa: E402  (light: the route table; the heavy imports come after the skeleton)
+from pages.ui import router  # noqa: E402  (light: the route table; the heavy imports come after the skeleton)
 
 # Presentation: large type, no sidebar, and no control on the page (they still run: the URL sets them); the
 # toggle stays, pinned in the top bar, so the first screen shows the title, the input and the main figure.
@@ -42,8 +42,6 @@ if "xviz" not in sys.modules:
     with skeleton.container():
         st.title(next((r.title for r in router.ROUTES if r.name == page.url_path), page.title))
         st.caption("Starting: loading the attention library (once, after the server started)…")
-if st.query_params.get("source", "text") == "text":
-    warm.start(st.query_params.get("model", ""))  # the model loads beside the imports below
 
 from pages.ui import display, widgets  # noqa: E402
 from pages.ui.sidebar import build_sidebar  # noqa: E402

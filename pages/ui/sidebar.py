@@ -9,6 +9,7 @@ import torch
 import xviz
 from xviz.app import settings as appstate
 from xviz import inputs
+from xviz.inputs import model as model_lib
 from xviz.core.errors import XvizError
 from xviz.inputs import InputSpec
 
@@ -33,7 +34,12 @@ def _wait_for_model(model: str) -> None:
 
 
 def _model_layers(values: dict, sb, messages) -> int | None:
-    """The text source's layer range is the model's: None while the model loads in the background."""
+    """The text source's layer range is the model's: None while the model loads in the background,
+    unless an earlier load stored its facts (then a stored capture of the text needs no model at all)."""
+    if not model_lib.is_loaded(values["model"] or None):
+        stored = inputs.stored_model_info(values["model"] or None)
+        if stored is not None:  # the text's capture may be stored too: no load started for it
+            return int(stored.get("layers", 1)) - 1
     if not model_ready(values["model"]):
         with sb:
             _wait_for_model(values["model"])

@@ -17,7 +17,7 @@ is first used.
 from .sequence import SequenceInput
 from ._common import LIMITS, fmt_bytes
 from .files import load_upload
-from .model import default_model_path, from_text, from_text_layers, model_info
+from .model import default_model_path, from_text, from_text_layers, model_info, stored_model_info
 from .samples import Sample, list_samples, load_sample
 from .synthetic import SYNTHETIC_KINDS, synthetic, synthetic_params
 from .catalog import Field, SourceSpec, get_source, list_sources, register_source, unregister_source
@@ -26,6 +26,7 @@ from .spec import InputSpec  # noqa: E402
 
 __all__ = [
     "SequenceInput", "LIMITS", "fmt_bytes", "SYNTHETIC_KINDS", "synthetic", "synthetic_params", "Sample", "list_samples",
-    "load_sample", "load_upload", "from_text", "from_text_layers", "default_model_path", "model_info", "InputSpec",
+    "load_sample", "load_upload", "from_text", "from_text_layers", "default_model_path", "model_info",
+    "stored_model_info", "InputSpec",
     "Field", "SourceSpec", "register_source", "unregister_source", "get_source", "list_sources",
 ]

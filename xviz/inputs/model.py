@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core.errors import InputError
+from ..core.errors import InputError, XvizError
 from ..core.result import matrix_budget
 from .sequence import SequenceInput
 from ._common import LIMITS, shown
-from . import bundled
+from . import bundled, captures
 from .folders import MODEL_DIRS_ENV, allowed_model_dirs, check_folder, default_model_path, resolve_path  # noqa: F401
 
 _IMPL = "xviz_capture"
@@ -347,9 +347,29 @@ def model_info(model=None) -> dict:
     """layers, heads, max_tokens (what from_text feeds it at most), causal, name (+ path, model_type, kv_heads,
     head_dim, model_max_tokens: the model's own maximum)."""
     lm = _load(model)
-    return dict(layers=lm.layers, heads=lm.heads, max_tokens=_token_limit(lm)[0], causal=lm.causal, name=lm.name,
+    info = dict(layers=lm.layers, heads=lm.heads, max_tokens=_token_limit(lm)[0], causal=lm.causal, name=lm.name,
                 path=lm.path, model_type=lm.model_type, kv_heads=lm.kv_heads, head_dim=lm.head_dim,
                 model_max_tokens=lm.max_tokens)
+    key = _stored_key(model, "info")
+    if captures.load_info(key) != info:
+        captures.save_info(key, info)
+    return info
+
+
+def stored_model_info(model=None) -> dict | None:
+    """``model_info`` as an earlier load of the same model folder stored it, without loading the model
+    (None: none stored, or the folder changed since)."""
+    return captures.load_info(_stored_key(model, "info"))
+
+
+def _stored_key(model, kind: str, **options) -> str | None:
+    """The disk entry of ``kind`` for ``model`` (None for a folder that cannot be resolved: no caching)."""
+    try:
+        path = resolve_path(model)[0]
+    except XvizError:
+        return None
+    return captures.entry_key(kind, path, limits=[LIMITS["max_model_tokens"], LIMITS["max_n"]],
+                              matrix_budget=matrix_budget(), **options)
 
 
 def _token_limit(lm: _Loaded, max_tokens=None) -> tuple[int, str]:
@@ -432,8 +452,18 @@ def from_text(text, *, model=None, layer: int = 0, max_tokens: int | None = None
     model: None (all-MiniLM-L6-v2), a bundled name (``"smollm2-135m"``) or an allowed local folder.
     pre_rope: Q and K before the rotary embedding (RoPE models only); by default they are as the
     attention sees them. Grouped-query models: meta["kv_group"][h] is query head h's key/value head
-    (``SequenceInput.kv_group``); K and V are repeated to one per query head."""
-    return from_text_layers(text, model=model, layers=[layer], max_tokens=max_tokens, pre_rope=pre_rope)[0]
+    (``SequenceInput.kv_group``); K and V are repeated to one per query head.
+
+    A capture is kept on disk (``xviz.inputs.captures``): the same text through the same, unchanged model
+    folder is read back without loading the model."""
+    _check_text(text)
+    key = _stored_key(model, "capture", text=text, layer=layer, max_tokens=max_tokens, pre_rope=pre_rope)
+    seq = captures.load_capture(key)
+    if seq is None:
+        seq = from_text_layers(text, model=model, layers=[layer], max_tokens=max_tokens, pre_rope=pre_rope)[0]
+        captures.save_capture(key, seq)
+        model_info(model)  # stored beside it: the layer range, without the model, next time
+    return seq
 
 
 def _check_text(text) -> None:
