@@ -63,3 +63,11 @@ def test_the_key_follows_the_folder_and_the_options(tmp_path):
 
 def test_no_model_facts_are_stored_for_a_fresh_cache(fresh_cache):
     assert inputs.stored_model_info(None) is None
+
+
+def test_the_folder_keeps_within_its_size(fresh_cache, monkeypatch):
+    monkeypatch.setattr(captures, "MAX_FOLDER_BYTES", 1)  # room for the newest entry only
+    inputs.from_text(TEXT, layer=0)
+    inputs.from_text(TEXT, layer=1)
+    kept = [p.suffix for p in (fresh_cache / "captures").iterdir()]
+    assert kept == [".json"], kept  # the last written alone: the model's facts, stored after each capture

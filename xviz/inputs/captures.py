@@ -23,6 +23,7 @@ from .sequence import SequenceInput
 
 CAPTURE_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 2**20  # longer texts are captured again each time rather than filling the disk
+MAX_FOLDER_BYTES = 512 * 2**20  # beyond this, the least recently written entries go (a server sees many texts)
 _MAX_STAMP_FILES = 500
 _TENSORS = ("q", "k", "v", "positions", "reference_attention")
 
@@ -70,6 +71,22 @@ def _write(name: str, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _trim(keep=name)
+
+
+def _trim(keep: str) -> None:
+    """Oldest entries removed until the folder is within MAX_FOLDER_BYTES (never the one just written)."""
+    entries = sorted((e.stat().st_mtime_ns, e.stat().st_size, e.path) for e in os.scandir(_folder())
+                     if e.is_file() and e.name != keep)
+    total = sum(size for _, size, _ in entries) + os.path.getsize(os.path.join(_folder(), keep))
+    for _, size, path in entries:
+        if total <= MAX_FOLDER_BYTES:
+            break
+        try:
+            os.unlink(path)
+        except OSError:  # another process removed it first
+            pass
+        total -= size
 
 
 def _read(name: str) -> bytes | None:
