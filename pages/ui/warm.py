@@ -1,6 +1,6 @@
-"""The model's background load, startable before the page imports torch (this module imports nothing
-heavy): app.py starts it at the top of the first run, so transformers and the weights load on one core
-while the script imports torch and plotly on the other, and the page is drawn before the model is ready."""
+"""The model's background load (this module imports nothing heavy): the sidebar starts it when a page
+needs the model and draws the page meanwhile, polling ``model_ready``; the page fills in once it is ready.
+(Started earlier, beside the first run's imports, it only competed with them for the interpreter.)"""
 from __future__ import annotations
 
 import threading
