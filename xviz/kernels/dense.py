@@ -63,7 +63,8 @@ def dense_weights(q, k, scale: float, causal: bool, bias: torch.Tensor | None = 
         if bias is not None:
             logits = logits + (bias[..., r0:r1, :] if bias.dim() >= 2 and bias.shape[-2] == nq else bias).to(cdt)
         if causal:
-            logits = logits.masked_fill(causal_mask(nq, nk, q.device)[r0:r1], float("-inf"))
+            rows = torch.arange(r0, r1, device=q.device)  # the chunk's own rows of the mask, not N×N per chunk
+            logits = logits.masked_fill(torch.arange(nk, device=q.device)[None, :] > rows[:, None], float("-inf"))
         out[..., r0:r1, :] = torch.softmax(logits, dim=-1)
     return out.to(q.dtype)
 
