@@ -45,8 +45,7 @@ def replay_key(ctx, chosen, budget: int, prefill: int, params) -> tuple:
                                                                           for k, v in params.items())))
 
 
-def replays(ctx, chosen, budget: int, prefill: int, params) -> list:
-    key = replay_key(ctx, chosen, budget, prefill, params)
+def replays(ctx, key: tuple, chosen, budget: int, prefill: int, params) -> list:
     return compute.REPLAYS.get(key, lambda: dec.simulate_many([(p, params.get(p, {})) for p in chosen], ctx.inp.q,
                                                        ctx.inp.k, ctx.inp.v, budget=budget, prefill=prefill))
 
@@ -168,8 +167,9 @@ if not ctx.causal and not ctx.inp.causal:
     st.caption("Decoding is causal by definition: each step's query reads only keys before it, whatever the "
                "sidebar's causal setting.")
 results = None
+key = replay_key(ctx, chosen, budget, prefill, params)
 with display.guard("Replay"), st.spinner(f"Replaying {ctx.n - prefill} steps under {len(chosen)} policies…"):
-    results = replays(ctx, chosen, budget, prefill, params)
+    results = replays(ctx, key, chosen, budget, prefill, params)
 if not results:
     st.stop()
 step = int(st.slider("step (the position decoded)", min_value=prefill, max_value=ctx.n - 1, value=ctx.n - 1,
@@ -181,7 +181,7 @@ st.subheader(f"The query at step {step}, head {head}: kept keys against full att
 pick = widgets.choice("policy", [r.policy for r in results], "dec_focus", results[-1].policy)
 focus = next(r for r in results if r.policy == pick)
 with display.guard("Linked view"):
-    linked_steps(ctx, replay_key(ctx, chosen, budget, prefill, params), focus, step, head)
+    linked_steps(ctx, key, focus, step, head)
 with display.guard("Step attention"):
     fig = fd.step_attention(focus, step, head=head, tokens=ctx.tokens, font_size=ctx.font_size)
     display.show_figure(fig, f"step_{focus.policy}_{step}_h{head}", ctx, key="fig_step")

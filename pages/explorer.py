@@ -95,7 +95,6 @@ def pick_view(ctx) -> dict:
                                       container=c[4], help="full: up to the largest value; q99 / q999: saturate "
                                                            "at the 99th / 99.9th percentile"))
     view["window"] = None
-    view["measured"] = None  # the head the error panel measures (None: every head), set by error_section
     if view["zoom"] < max(n, nk):
         zc = st.columns(2)
         r0 = widgets.number("zoom: first query", "zr", 0, n - 1, 0, container=zc[0])
@@ -105,7 +104,7 @@ def pick_view(ctx) -> dict:
 
 
 @display.section("Second variant")
-def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
+def second_variant(ctx, specs, exact, budget: int, view: dict, tokens, measured: int | None) -> None:
     """A second variant beside the first, at its own budget-matched parameters: its error panel and maps."""
     names = ["none"] + [s.name for s in specs if s.name != "exact"]
     other = widgets.choice("Side by side with", names, "variant2", "none",
@@ -128,8 +127,7 @@ def second_variant(ctx, specs, exact, budget: int, view: dict, tokens) -> None:
             mats2 = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key2, r2)})
         except BudgetError as exc:
             display.say("info", f"Matrix metrics skipped: {exc}")
-    error_panel(compute.metrics(ctx, key2, exact, r2, mats2, view["topk"], view["measured"]), spec2, other, ctx,
-                suffix="2")
+    error_panel(compute.metrics(ctx, key2, exact, r2, mats2, view["topk"], measured), spec2, other, ctx, suffix="2")
     if mats2 is not None:
         head = min(view["head"], mats2["approx"].shape[1] - 1)
         fig = compute.derived(key2 + ("heat", head, view["window"], view["colour"]), lambda: figures.compare_heatmaps(
@@ -246,28 +244,34 @@ def run_pair(ctx, spec, params):
     return exact, approx
 
 
-def error_section(ctx, key, spec, exact, approx, view):
+def measured_head(ctx, head: int) -> int | None:
+    """The "measured on" control: the head the error panels measure (the head box's), or None for every head."""
+    h = ctx.shape[1]
+    if h == 1:
+        return None
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    measure = widgets.choice("measured on", ["shown head", "every head"], "measure", "shown head", container=left,
+                             help=f"the shown head (the head box) is measured first; every head takes {h}× the "
+                                  "work and lists them per head")
+    if measure == "every head":
+        return None
+    right.caption(f"Head {min(head, h - 1)} of {h} (the head box); “every head” measures them all.")
+    return min(head, h - 1)
+
+
+def error_section(ctx, key, spec, exact, approx, view, measured: int | None):
     """The error panel; returns the matrices (kept for this session) when they were built."""
     if exact is None:
         st.info("No exact reference at this size: the error panel needs it.")
         return None
     mats = None
-    h = ctx.shape[1]
-    left, right = st.columns([1, 3], vertical_alignment="bottom")
-    measure = widgets.choice("measured on", ["shown head", "every head"], "measure", "shown head", container=left,
-                             help="the shown head (the head box) is measured first; every head takes "
-                                  f"{h}× the work and lists them per head") if h > 1 else "every head"
-    view["measured"] = None if measure == "every head" else min(view["head"], h - 1)
-    if view["measured"] is not None:
-        right.caption(f"Head {view['measured']} of {h} (the head box); “every head” measures them all.")
     with display.guard("Metrics"), st.spinner("Building the matrices and measuring the error…"):
         if ctx.n <= compute.MATRIX_MAX_N and approx.has_matrix:
             try:
                 mats = compute.matrices(ctx, {"exact": (ctx.key("exact"), exact), "approx": (key, approx)})
             except BudgetError as exc:
                 display.say("info", f"Matrix metrics and heatmaps skipped: {exc}")
-        error_panel(compute.metrics(ctx, key, exact, approx, mats, view["topk"], view["measured"]), spec, spec.name,
-                    ctx)
+        error_panel(compute.metrics(ctx, key, exact, approx, mats, view["topk"], measured), spec, spec.name, ctx)
     return mats
 
 
@@ -315,11 +319,12 @@ boxes = [st.container(), st.container()]
 error_box, weights_box = boxes[::-1] if ctx.present else boxes
 with error_box:
     st.subheader("Error against exact attention")
-    mats = error_section(ctx, view_key, spec, exact, approx, view) if approx is not None else None
+    measured = measured_head(ctx, view["head"]) if exact is not None and approx is not None else None
+    mats = error_section(ctx, view_key, spec, exact, approx, view, measured) if approx is not None else None
 with weights_box:
     st.subheader("Attention weights")
     weights_section(ctx, view_key, spec, approx, mats, view)
-second_variant(ctx, specs, exact, budget, view, tokens)
+second_variant(ctx, specs, exact, budget, view, tokens, measured)
 if approx is not None and approx.causal:
     state_section(ctx, view_key, spec, exact, approx, mats is not None, view["head"])
 if approx is not None and len(approx.artifacts):

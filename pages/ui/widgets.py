@@ -132,6 +132,13 @@ def _ignored(key: str, raw: Any, why: str, using: Any) -> None:
     notice(f"Link setting ignored: {key} = {appstate.shown(raw)} {why}; using {appstate.shown(using)}.")
 
 
+def _name_unlisted(key: str, options: Sequence, using: Any) -> None:
+    """A link value for ``key`` that is not one of ``options`` is named (the widget would drop it)."""
+    raw = _url_value(key)
+    if raw is not None and key not in st.session_state and raw[-1] not in options:
+        _ignored(key, raw[-1], f"is not one of: {', '.join(map(str, list(options)[:20]))}", using)
+
+
 def number(label: str, key: str, low: int, high: int, value: int, *, container=None, help: str | None = None) -> int:
     """A bound integer input clamped to [low, high] (a page's own setting: head, query, budget, …). A link
     value that is not a whole number in range is named in a message (the widget would drop it silently)."""
@@ -155,18 +162,14 @@ def choice(label: str, options: Sequence[str], key: str, default: str | None = N
     opts = list(options)
     idx = opts.index(default) if default in opts else 0
     follow_default(key, opts[idx] if opts else None)
-    raw = _url_value(key)
-    if raw is not None and key not in st.session_state and raw[-1] not in opts:
-        _ignored(key, raw[-1], f"is not one of: {', '.join(map(str, opts[:20]))}", opts[idx])
+    _name_unlisted(key, opts, opts[idx] if opts else None)
     return c.selectbox(label, opts, index=idx, key=key, bind=BIND, help=help, format_func=format_func)
 
 
 def tabs(labels: Sequence[str], key: str) -> Sequence:
     """Bound tabs whose content runs only while open (``tab.open``): a hidden tab costs neither its
     work nor its figures. A link value that is not a tab is named."""
-    raw = _url_value(key)
-    if raw is not None and key not in st.session_state and raw[-1] not in labels:
-        _ignored(key, raw[-1], f"is not one of: {', '.join(labels)}", labels[0])
+    _name_unlisted(key, labels, labels[0])
     return st.tabs(list(labels), key=key, on_change="rerun", bind=BIND)
 
 

@@ -346,7 +346,6 @@ def generate_many(policies: Sequence[str | tuple[str, Mapping]], prompt: str, *,
             progress(s + 1, steps)
     results = []
     dv = shared.layers[0]["v"].shape[-1]
-    group = [i * lm.kv_heads // lm.heads for i in range(lm.heads)]
     for run in runs:
         t = len(run.tokens)
         results.append(GenerationResult(
@@ -354,7 +353,7 @@ def generate_many(policies: Sequence[str | tuple[str, Mapping]], prompt: str, *,
             model=lm.name, prompt_ids=list(ids), prompt_labels=models.labels(lm, ids), tokens=run.tokens,
             labels=models.labels(lm, run.tokens), text=lm.tokenizer.decode(run.tokens, skip_special_tokens=True),
             kl=np.array(run.kl), kept=run.kept[:t, :, :, :len(ids) + t - 1],
-            attention=run.attention[:t, :, :, :len(ids) + t - 1], kv_group=group,
+            attention=run.attention[:t, :, :, :len(ids) + t - 1], kv_group=lm.kv_group,
             bytes_per_key=(lm.head_dim + dv) * 4, notices=list(notices),
             pieces=[lm.tokenizer.decode([t]) for t in run.tokens]))
     return results

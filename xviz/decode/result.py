@@ -97,11 +97,11 @@ class DecodeResult:
         check_budget((b, h, n, n), 8, "the decode replay's weights (full and policy)")
         cdt = work_dtype(self.q.dtype)
         logits = (self.q.to(cdt) @ self.k.to(cdt).transpose(-1, -2)).double() * self.scale
-        keep = torch.ones(n, n, dtype=torch.bool).tril().expand(b, h, n, n).clone()
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        keep = causal.expand(b, h, n, n).clone()
         for step in range(self.prefill, n):
             keep[..., step, :step + 1] = self.kept_at(step)
-        full = masked_softmax(logits, torch.ones(n, n, dtype=torch.bool).tril())[0]
-        return full.float(), masked_softmax(logits, keep)[0].float()
+        return masked_softmax(logits, causal)[0].float(), masked_softmax(logits, keep)[0].float()
 
     def summary(self) -> dict:
         """Final and mean kept mass, mean and max output error (over steps and heads), cache bytes

@@ -16,8 +16,6 @@ import os
 import tempfile
 from typing import Any
 
-import torch
-
 from .bundled import cache_dir
 from .sequence import SequenceInput
 

@@ -148,6 +148,11 @@ class _Loaded:
     model_type: str
     lm: object = None  # the model with its language-model head (decoders only): what generation runs
 
+    @property
+    def kv_group(self) -> list[int]:
+        """Entry h: query head h's key/value head (grouped-query attention; h itself without it)."""
+        return [i * self.kv_heads // self.heads for i in range(self.heads)]
+
 
 def _is_causal_lm(config) -> bool:
     """Whether the folder's declared architecture is a decoder with a language-model head."""
@@ -537,7 +542,7 @@ def _sequence(lm: _Loaded, cap: dict, ids: list[int], notices: list[str], cut: b
                   f"{'; causal' if causal else ''}")
     meta = dict(source="model", model=lm.path, model_name=lm.name, layer=layer, layers=lm.layers,
                 heads=lm.heads, kv_heads=lm.kv_heads, scaling=scaling, token_ids=list(ids),
-                max_abs_diff_vs_model=diff, kv_group=[i * lm.kv_heads // h for i in range(h)], pre_rope=pre_rope)
+                max_abs_diff_vs_model=diff, kv_group=lm.kv_group, pre_rope=pre_rope)
     return SequenceInput(q=q.contiguous(), k=k.contiguous(), v=v.contiguous(), tokens=_labels(lm.tokenizer, ids),
                          positions=torch.arange(n), provenance=provenance, causal=causal,
                          reference_attention=reference, notices=notices, meta=meta)
